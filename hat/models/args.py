@@ -1,0 +1,149 @@
+"""Model command-line/YAML keys (HAT's names) and the architectures' defaults."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hat.modules.attention import ATTENTION_IMPLS
+from hat.space import SUB_YAML_KEYS, SearchSpace, SubConfig
+
+CHOICE_KEYS = (
+    "encoder_embed_choice",
+    "decoder_embed_choice",
+    "encoder_layer_num_choice",
+    "decoder_layer_num_choice",
+    "encoder_ffn_embed_dim_choice",
+    "decoder_ffn_embed_dim_choice",
+    "encoder_self_attention_heads_choice",
+    "decoder_self_attention_heads_choice",
+    "decoder_ende_attention_heads_choice",
+    "decoder_arbitrary_ende_attn_choice",
+)
+SUB_ARG_OF = {
+    field: key.replace("-", "_") for field, key in SUB_YAML_KEYS.items()
+}  # SubConfig field -> args attribute (e.g. encoder_embed_dim_subtransformer)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Register the SuperTransformer's keys on a (fairseq) argument parser."""
+    a = parser.add_argument
+    for side in ("encoder", "decoder"):
+        a(f"--{side}-embed-dim", type=int, metavar="N", help=f"super {side} embedding dim")
+        a(f"--{side}-ffn-embed-dim", type=int, metavar="N", help=f"super {side} FFN dim")
+        a(f"--{side}-layers", type=int, metavar="N", help=f"super number of {side} layers")
+        a(f"--{side}-attention-heads", type=int, metavar="N", help=f"super {side} heads")
+    a("--qkv-dim", type=int, metavar="N", help="fixed width of Q/K/V projections (HAT: 512)")
+    a("--dropout", type=float, metavar="D", help="dropout at the super dim (scaled by d/super)")
+    a("--attention-dropout", type=float, metavar="D", help="dropout on attention weights")
+    a("--activation-dropout", type=float, metavar="D", help="dropout after the FFN ReLU")
+    a(
+        "--share-all-embeddings",
+        action="store_true",
+        help="share encoder, decoder and output embeddings (needs a joined dictionary)",
+    )
+    a(
+        "--share-decoder-input-output-embed",
+        action="store_true",
+        help="share decoder input and output embeddings",
+    )
+    a("--max-source-positions", type=int, metavar="N")
+    a("--max-target-positions", type=int, metavar="N")
+    a(
+        "--attn-impl",
+        choices=ATTENTION_IMPLS,
+        help="sdpa: torch scaled_dot_product_attention (default); reference: plain matmul+softmax",
+    )
+    a(
+        "--hat-unscaled-encoder-attn-dropout",
+        action="store_true",
+        help="reproduce HAT's quirk: the dropout after encoder self-attention is not scaled by the "
+        "sampled dim (default: scaled like every other residual dropout)",
+    )
+    for key in CHOICE_KEYS:
+        a(
+            "--" + key.replace("_", "-"),
+            type=int,
+            nargs="+",
+            metavar="N",
+            help="search-space choices",
+        )
+    for field, key in SUB_YAML_KEYS.items():
+        many = "all" in key
+        a(
+            "--" + key,
+            type=int,
+            nargs="+" if many else None,
+            metavar="N",
+            help=f"SubTransformer {field.replace('_', ' ')}",
+        )
+    a(
+        "--train-subtransformer",
+        action="store_true",
+        help="train only the SubTransformer given by the *-subtransformer keys",
+    )
+
+
+WMT_SPACE0 = SearchSpace()
+IWSLT_SPACE1 = SearchSpace(
+    encoder_ffn_embed_dim=2048,
+    decoder_ffn_embed_dim=2048,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_embed_dim_choice=(2048, 1024, 512),
+    decoder_ffn_embed_dim_choice=(2048, 1024, 512),
+    encoder_self_attention_heads_choice=(4, 2),
+    decoder_self_attention_heads_choice=(4, 2),
+    decoder_ende_attention_heads_choice=(4, 2),
+)
+
+
+def fill_defaults(args: Any, space: SearchSpace = WMT_SPACE0, dropout: float = 0.3) -> None:
+    """Fill every unset model key from a search space and HAT's recipe defaults."""
+    defaults: dict[str, Any] = {
+        "encoder_embed_dim": space.encoder_embed_dim,
+        "decoder_embed_dim": space.decoder_embed_dim,
+        "encoder_ffn_embed_dim": space.encoder_ffn_embed_dim,
+        "decoder_ffn_embed_dim": space.decoder_ffn_embed_dim,
+        "encoder_layers": space.encoder_layers,
+        "decoder_layers": space.decoder_layers,
+        "encoder_attention_heads": space.encoder_attention_heads,
+        "decoder_attention_heads": space.decoder_attention_heads,
+        "qkv_dim": space.qkv_dim,
+        "dropout": dropout,
+        "attention_dropout": 0.1,
+        "activation_dropout": 0.0,
+        "share_all_embeddings": False,
+        "share_decoder_input_output_embed": False,
+        "max_source_positions": 1024,
+        "max_target_positions": 1024,
+        "attn_impl": "sdpa",
+        "hat_unscaled_encoder_attn_dropout": False,
+        "train_subtransformer": False,
+    }
+    for key in CHOICE_KEYS:
+        defaults[key] = list(getattr(space, key))
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
+def space_from_args(args: Any) -> SearchSpace:
+    """The SearchSpace described by (filled) model args."""
+    return SearchSpace.from_args(args, source="model arguments")
+
+
+def sub_config_from_args(args: Any) -> SubConfig | None:
+    """The SubTransformer given by the ``*_subtransformer`` keys; None when none is given."""
+    values = {f: getattr(args, a, None) for f, a in SUB_ARG_OF.items()}
+    if all(v is None for v in values.values()):
+        return None
+    source = getattr(args, "sub_configs", None) or getattr(args, "configs", None) or "arguments"
+    return SubConfig.from_dict(values, source=str(source))
+
+
+def set_sub_config_args(args: Any, cfg: SubConfig) -> None:
+    """Write a SubTransformer into args' ``*_subtransformer`` keys."""
+    for f, a in SUB_ARG_OF.items():
+        v = getattr(cfg, f)
+        setattr(args, a, list(v) if isinstance(v, tuple) else v)
