@@ -81,7 +81,6 @@ def count_macs(
     return macs
 
 
-def profile(cfg: SubConfig, task: str = "wmt14.en-de", qkv_dim: int = 512) -> Profile:
-    """#Params and MACs of ``cfg`` at the task's profiling length."""
-    length = TASK_LENGTHS.get(task, 30)
+def profile(cfg: SubConfig, qkv_dim: int = 512, length: int = 30) -> Profile:
+    """#Params and MACs of ``cfg`` (source and target of ``length`` tokens)."""
     return Profile(count_params(cfg, qkv_dim), count_macs(cfg, length, length, qkv_dim))

@@ -1,0 +1,122 @@
+"""Reading, building from and writing fairseq/HAT checkpoints (0.8-style and 0.12-style)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from fairseq.data import Dictionary
+
+from hat.compat import trusted_load
+from hat.errors import HatConfigError
+
+SUPER_DIM_KEYS = (
+    "encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim",
+    "encoder_layers", "decoder_layers", "qkv_dim",
+)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint dict on CPU with clear errors (trusted files only: it unpickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HatConfigError(f"{path}: checkpoint file not found")
+    try:
+        state = trusted_load(path)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise HatConfigError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise HatConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+    return state
+
+
+def checkpoint_args(state: dict[str, Any], path: Any = "checkpoint") -> argparse.Namespace:
+    """The model args of a checkpoint: HAT/fairseq-0.8 ``args`` or fairseq-0.12 ``cfg.model``."""
+    args = state.get("args")
+    if args is None and state.get("cfg") is not None:
+        args = state["cfg"]["model"]
+    if isinstance(args, dict):
+        args = argparse.Namespace(**args)
+    if args is None or not hasattr(args, "arch"):
+        raise HatConfigError(f"{path}: checkpoint stores no model arguments (args / cfg.model)")
+    return copy.deepcopy(args)
+
+
+def dummy_dictionary(size: int) -> Dictionary:
+    """A fairseq Dictionary of ``size`` symbols (pad index 1), for building a model shape."""
+    d = Dictionary()
+    i = 0
+    while len(d) < size:
+        d.add_symbol(f"<w{i}>")
+        i += 1
+    return d
+
+
+class ShapeTask:
+    """Stand-in task that only provides dictionaries (enough to build a model)."""
+
+    def __init__(self, src: Dictionary, tgt: Dictionary) -> None:
+        self.source_dictionary, self.target_dictionary = src, tgt
+
+
+def task_for_state_dict(model_state: dict[str, torch.Tensor], shared: bool) -> ShapeTask:
+    """Dictionaries sized like the checkpoint's embedding tables."""
+    src = dummy_dictionary(model_state["encoder.embed_tokens.weight"].size(0))
+    tgt = src if shared else dummy_dictionary(model_state["decoder.embed_tokens.weight"].size(0))
+    return ShapeTask(src, tgt)
+
+
+def build_from_checkpoint(state: dict[str, Any], path: Any = "checkpoint",
+                          task: Any | None = None) -> torch.nn.Module:
+    """Build the checkpoint's model (fp32) and load its weights strictly."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    import hat  # noqa: F401
+
+    args = checkpoint_args(state, path)
+    if args.arch not in ARCH_MODEL_REGISTRY:
+        raise HatConfigError(f"{path}: checkpoint arch '{args.arch}' is not registered")
+    sd = state["model"]
+    task = task or task_for_state_dict(sd, bool(getattr(args, "share_all_embeddings", False)))
+    model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+    try:
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    except RuntimeError as e:
+        raise HatConfigError(f"{path}: weights do not match arch '{args.arch}': "
+                             f"{str(e).splitlines()[0]} {_first_mismatch(e)}") from None
+    return model
+
+
+def _first_mismatch(e: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def save_checkpoint(path: str | os.PathLike, args: argparse.Namespace,
+                    model_state: dict[str, torch.Tensor]) -> None:
+    """Write a fairseq-loadable checkpoint atomically (args as an argparse Namespace)."""
+    state = {
+        "args": args,
+        "model": model_state,
+        "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                               "optimizer_name": "Adam", "lr_scheduler_state": {},
+                               "num_updates": 0}],
+        "extra_state": {},
+        "last_optimizer_state": None,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,152 @@
+"""YAML configs in, fairseq args out: the one place where command lines are parsed.
+
+HAT's YAML files use fairseq's option names as keys (``max-tokens: 4096``). ``--configs`` and
+``--sub-configs`` name such files; their keys become command-line options (sub-configs after
+configs, the real command line last, so it overrides both). Keys fairseq does not know, a bad
+arch, a missing file or a value of the wrong type are reported with the file and key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from typing import Any, Callable
+
+from hat.errors import HatConfigError
+from hat.space import load_yaml
+
+CONFIG_OPTIONS = ("--configs", "--sub-configs")
+
+
+def add_config_file_args(parser: argparse.ArgumentParser) -> None:
+    """``--configs`` / ``--sub-configs`` (YAML files with HAT's keys)."""
+    parser.add_argument("--configs", metavar="YAML", help="YAML config (HAT keys)")
+    parser.add_argument("--sub-configs", metavar="YAML",
+                        help="second YAML config, applied after --configs")
+
+
+def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
+    """A YAML config as (positional tokens, option tokens, {option: file})."""
+    data = load_yaml(path)
+    positional: list[str] = []
+    tokens: list[str] = []
+    origin: dict[str, str] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise HatConfigError(f"{path}: keys must be strings, got {key!r}")
+        if key == "data":
+            positional.append(str(value))
+            continue
+        opt = "--" + key.replace("_", "-")
+        origin[opt] = path
+        if value is None or value is False:
+            continue
+        if value is True:
+            tokens.append(opt)
+        elif isinstance(value, (list, tuple)):
+            tokens.append(opt)
+            tokens.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            raise HatConfigError(f"{path}: key '{key}' holds a mapping; expected a value or a list")
+        else:
+            tokens.extend([opt, str(value)])
+    return positional, tokens, origin
+
+
+def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Replace ``--configs``/``--sub-configs`` by their keys.
+
+    Returns (tokens, {option: file it came from}, {'configs': path, 'sub_configs': path}).
+    """
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_config_file_args(pre)
+    files, rest = pre.parse_known_args(argv)
+    positional: list[str] = []
+    tokens: list[str] = []
+    origin: dict[str, str] = {}
+    given = {}
+    for name in ("configs", "sub_configs"):
+        path = getattr(files, name)
+        if path:
+            given[name] = path
+            pos, toks, org = yaml_to_tokens(path)
+            positional = pos or positional
+            tokens += toks
+            origin.update(org)
+    if rest and not rest[0].startswith("-"):  # data given on the command line wins
+        return rest[:1] + tokens + rest[1:], origin, given
+    return positional[-1:] + tokens + rest, origin, given
+
+
+def _known_options(parser: argparse.ArgumentParser) -> set[str]:
+    return set(parser._option_string_actions)  # noqa: SLF001 - argparse has no public API
+
+
+def check_arch(tokens: list[str], origin: dict[str, str]) -> None:
+    """Reject an unknown ``--arch`` before fairseq does so from deep inside argparse."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    for i, tok in enumerate(tokens):
+        if tok.startswith("--arch"):
+            value = tok.split("=", 1)[1] if "=" in tok else (tokens[i + 1] if i + 1 < len(tokens)
+                                                              else "")
+            if value not in ARCH_MODEL_REGISTRY:
+                ours = sorted(a for a in ARCH_MODEL_REGISTRY if "transformersuper" in a
+                              or a.startswith("hat_"))
+                src = origin.get("--arch", "command line")
+                raise HatConfigError(
+                    f"{src}: arch '{value}' is not a registered architecture; HAT's are "
+                    f"{', '.join(ours)} (any fairseq arch is also accepted)")
+
+
+def parse_fairseq_args(
+    argv: list[str] | None = None,
+    parser_factory: Callable[[], argparse.ArgumentParser] | None = None,
+    add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """Parse a command line with YAML configs into fairseq args, with clear errors.
+
+    ``parser_factory`` defaults to fairseq's training parser; ``add_extra`` registers
+    script-level options (e.g. ``--profile``).
+    """
+    from fairseq import options
+
+    import hat  # noqa: F401  (registers models and task)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tokens, origin, given = expand_config_files(argv)
+    check_arch(tokens, origin)
+    parser = (parser_factory or options.get_training_parser)()
+    add_config_file_args(parser)
+    if add_extra is not None:
+        add_extra(parser)
+    parser.error = _raise_with_origin(origin)  # type: ignore[method-assign]
+    args, extra = options.parse_args_and_arch(parser, input_args=tokens, parse_known=True)
+    known = _known_options(parser)
+    for opt, path in origin.items():
+        if opt not in known:
+            raise HatConfigError(f"{path}: unknown key '{opt[2:]}'" + _did_you_mean(opt, known))
+    if extra:
+        bad = next((t for t in extra if t.startswith("-")), extra[0])
+        raise HatConfigError(f"command line: unknown option or value '{bad}'"
+                             + _did_you_mean(bad, known))
+    for name, path in given.items():
+        setattr(args, name, path)
+    return args
+
+
+def _did_you_mean(opt: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(opt, sorted(known), n=3, cutoff=0.75)
+    return f" (did you mean {', '.join(c[2:] for c in close)}?)" if close else ""
+
+
+def _raise_with_origin(origin: dict[str, str]) -> Callable[[str], Any]:
+    def error(message: str) -> None:
+        m = re.search(r"argument (--[\w-]+)", message)
+        where = origin.get(m.group(1)) if m else None
+        prefix = f"{where}: key '{m.group(1)[2:]}': " if where and m else ""
+        raise HatConfigError(prefix + message)
+
+    return error

@@ -1,0 +1,71 @@
+"""Shared fixtures: small SuperTransformers, the reference-data folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import hat  # noqa: F401  (registers models)
+from hat.checkpoint import ShapeTask, dummy_dictionary
+from hat.models import TransformerSuperModel
+from hat.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    """../shared/hat-reference beside the checkout (or $HAT_REFERENCE_DIR)."""
+    return Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
+
+
+@pytest.fixture
+def hat_reference() -> Path:
+    """The reference folder; skips the test where it is absent."""
+    d = reference_dir()
+    if not (d / "SPEC.md").is_file():
+        pytest.skip(f"HAT reference data not found at {d} (set HAT_REFERENCE_DIR)")
+    return d
+
+
+TINY_SPACE = dict(
+    encoder_embed_dim=48, decoder_embed_dim=48, encoder_ffn_embed_dim=96,
+    decoder_ffn_embed_dim=96, encoder_layers=6, decoder_layers=6, encoder_attention_heads=4,
+    decoder_attention_heads=4, qkv_dim=32,
+    encoder_embed_choice=[48, 32, 24], decoder_embed_choice=[48, 40, 32],
+    encoder_layer_num_choice=[6, 5, 4, 3, 2, 1], decoder_layer_num_choice=[6, 5, 4, 3, 2, 1],
+    encoder_ffn_embed_dim_choice=[96, 64, 32], decoder_ffn_embed_dim_choice=[96, 64, 32],
+    encoder_self_attention_heads_choice=[4, 2, 1],
+    decoder_self_attention_heads_choice=[4, 2, 1],
+    decoder_ende_attention_heads_choice=[4, 2, 1],
+    decoder_arbitrary_ende_attn_choice=[-1, 1, 2],
+)
+
+
+def tiny_args(shared: bool = True, **kw) -> argparse.Namespace:
+    """Args of a tiny SuperTransformer whose space exercises every elastic dimension."""
+    values = {"dropout": 0.0, "attention_dropout": 0.0, **TINY_SPACE, **kw}
+    return argparse.Namespace(arch="transformersuper", share_all_embeddings=shared, **values)
+
+
+def tiny_supernet(shared: bool = True, vocab: int = 50, seed: int = 0, **kw
+                  ) -> TransformerSuperModel:
+    """A randomly initialised tiny SuperTransformer in eval mode (non-zero biases and norms)."""
+    torch.manual_seed(seed)
+    src = dummy_dictionary(vocab)
+    tgt = src if shared else dummy_dictionary(vocab + 7)
+    model = TransformerSuperModel.build_model(tiny_args(shared, **kw), ShapeTask(src, tgt))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_space() -> SearchSpace:
+    """The tiny space as a SearchSpace."""
+    return SearchSpace(**TINY_SPACE)
