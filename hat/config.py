@@ -12,7 +12,8 @@ import argparse
 import difflib
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hat.errors import HatConfigError
 from hat.space import load_yaml
