@@ -21,7 +21,7 @@ def test_yaml_keys_and_command_line_overrides() -> None:
     assert args.arch == "transformersuper_wmt_en_de"
     assert args.max_tokens == 123  # command line wins
     assert args.encoder_ffn_embed_dim_choice == [3072, 2048, 1024]
-    assert args.share_all_embeddings and args.data == "data/binary/wmt14.en-de"
+    assert args.share_all_embeddings and args.data == "data/wmt14.en-de/data-bin"
     assert args.lr == [0.001] and args.warmup_updates == 10000
 
 
