@@ -36,9 +36,47 @@ def trusted_load(path: Any, map_location: Any = "cpu") -> Any:
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+def _xla_available() -> bool:
+    try:
+        import torch_xla  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gpu_bf16(args: Any) -> Any:
+    """Stock fairseq turns ``--bf16`` into ``--tpu``; without torch_xla, mean bf16 on the GPU.
+
+    The model then runs in bfloat16 with fp32 master weights (fairseq's FP16Optimizer without
+    loss scaling).
+    """
+    if getattr(args, "bf16", False) and getattr(args, "tpu", False) and not _xla_available():
+        args.tpu = False
+    return args
+
+
 def patch_fairseq() -> None:
-    """Make fairseq's checkpoint loading work on torch >= 2.6 (idempotent)."""
+    """Adapt fairseq to recent torch and to bf16 on GPUs (idempotent).
+
+    - checkpoint_utils loads full checkpoints (``weights_only=False``);
+    - ``convert_namespace_to_omegaconf`` (every fairseq entry point goes through it after
+      parsing) applies :func:`gpu_bf16`.
+    """
+    import sys
+
     import fairseq.checkpoint_utils as cu
+    import fairseq.dataclass.utils as du
 
     if not isinstance(cu.torch, _TorchTrustedLoad):
         cu.torch = _TorchTrustedLoad()
+    convert = du.convert_namespace_to_omegaconf
+    if not getattr(convert, "_hat_bf16", False):
+        def convert_with_gpu_bf16(args: Any) -> Any:
+            return convert(gpu_bf16(args))
+
+        convert_with_gpu_bf16._hat_bf16 = True  # type: ignore[attr-defined]
+        du.convert_namespace_to_omegaconf = convert_with_gpu_bf16
+        for name, module in list(sys.modules.items()):
+            if name.startswith(("fairseq", "fairseq_cli")) and getattr(
+                    module, "convert_namespace_to_omegaconf", None) is convert:
+                module.convert_namespace_to_omegaconf = convert_with_gpu_bf16

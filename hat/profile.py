@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hat.models.transformer import arbitrary_count
-from hat.space import SubConfig
+from hat.space import SubConfig, attended_layers
 
 TASK_LENGTHS = {"wmt14.en-de": 30, "wmt14.en-fr": 30, "wmt19.en-de": 30, "iwslt14.de-en": 23}
 
@@ -76,7 +75,7 @@ def count_macs(
         macs += attn(S, S, e, e) + 2 * S * e * f + k * 2 * S * e  # 2 LayerNorms
     macs += k * (T * dd + T)
     for i, f in enumerate(cfg.decoder_ffn_embed_dim):
-        s_enc = S * arbitrary_count(cfg.decoder_arbitrary_ende_attn[i])
+        s_enc = S * attended_layers(cfg.decoder_arbitrary_ende_attn[i])
         macs += attn(T, T, dd, dd) + attn(T, s_enc, dd, e) + 2 * T * dd * f + k * 3 * T * dd
     return macs
 

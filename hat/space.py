@@ -57,6 +57,11 @@ FEATURE_NAMES = (
 )
 
 
+def attended_layers(arbitrary: int) -> int:
+    """Encoder layers one decoder layer attends to: -1 -> 1 (the last), 1 -> 2, 2 -> 3."""
+    return 1 if arbitrary == -1 else arbitrary + 1
+
+
 @dataclass(frozen=True)
 class SubConfig:
     """One SubTransformer. Per-layer tuples hold exactly ``*_layer_num`` entries."""
@@ -293,6 +298,12 @@ class SearchSpace:
                     f"{where(src)}decoder-arbitrary-ende-attn-choice contains {v}; "
                     f"allowed values are {list(ARBITRARY_CHOICES)}"
                 )
+            if attended_layers(v) > self.encoder_layers:
+                raise HatConfigError(
+                    f"{where(src)}decoder-arbitrary-ende-attn-choice contains {v} (attend to the "
+                    f"last {attended_layers(v)} encoder layers) but encoder-layers is "
+                    f"{self.encoder_layers}"
+                )
 
     def validate(self, cfg: SubConfig, source: str | None = None, strict: bool = False) -> None:
         """Raise HatConfigError unless ``cfg`` fits the SuperTransformer.
@@ -388,6 +399,12 @@ class SearchSpace:
                         f"{self.qkv_dim}; allowed: divisors of {self.qkv_dim}"
                     )
         for a in cfg.decoder_arbitrary_ende_attn:
+            if a in ARBITRARY_CHOICES and attended_layers(a) > self.encoder_layers:
+                raise HatConfigError(
+                    f"{src}{SUB_YAML_KEYS['decoder_arbitrary_ende_attn']} = {a} attends to the "
+                    f"last {attended_layers(a)} encoder layers but encoder-layers is "
+                    f"{self.encoder_layers}"
+                )
             if a not in ARBITRARY_CHOICES:
                 raise HatConfigError(
                     f"{src}{SUB_YAML_KEYS['decoder_arbitrary_ende_attn']} = {a} is not allowed; "
@@ -447,7 +464,7 @@ class SearchSpace:
             mean(cfg.decoder_ffn_embed_dim),
             mean(cfg.decoder_self_attention_heads),
             mean(cfg.decoder_ende_attention_heads),
-            mean([a + 1 if a > 0 else 1 for a in cfg.decoder_arbitrary_ende_attn]),
+            mean([attended_layers(a) for a in cfg.decoder_arbitrary_ende_attn]),
         ]
 
     @property

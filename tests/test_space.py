@@ -143,3 +143,15 @@ def test_yaml_errors(tmp_path: Path) -> None:
     part.write_text("encoder-embed-dim-subtransformer: 512\n")
     with pytest.raises(HatConfigError, match="missing encoder-layer-num-subtransformer"):
         read_subtransformer_yaml(part)
+
+
+def test_arbitrary_attention_needs_enough_encoder_layers() -> None:
+    with pytest.raises(HatConfigError, match="attend to the last 3 encoder layers.*encoder-layers is 2"):
+        SearchSpace(encoder_layers=2, encoder_layer_num_choice=(2,))
+    space = SearchSpace(encoder_layers=2, encoder_layer_num_choice=(2,),
+                        decoder_arbitrary_ende_attn_choice=(-1, 1))
+    cfg = SubConfig.from_dict({**space.largest().to_dict(), "decoder_arbitrary_ende_attn": [2] * 6,
+                               "encoder_ffn_embed_dim": [3072] * 2,
+                               "encoder_self_attention_heads": [8] * 2})
+    with pytest.raises(HatConfigError, match="attends to the last 3 encoder layers"):
+        space.validate(cfg)

@@ -17,7 +17,7 @@ from fairseq.models import FairseqEncoder, FairseqIncrementalDecoder
 from torch import Tensor, nn
 
 from hat.modules import DecoderLayer, EncoderLayer, SinusoidalPositions, scaled_dropout
-from hat.space import SubConfig
+from hat.space import SubConfig, attended_layers
 
 EncoderOut = dict[str, list[Tensor]]
 
@@ -55,11 +55,6 @@ class Regularization:
 def slice_cols(weight: Tensor, d: int) -> Tensor:
     """The first ``d`` columns of an embedding table (the table itself when it is ``d`` wide)."""
     return weight if weight.size(1) == d else weight[:, :d]
-
-
-def arbitrary_count(a: int) -> int:
-    """Encoder layers attended for an arbitrary-attention value: -1 -> 1, 1 -> 2, 2 -> 3."""
-    return 1 if a == -1 else a + 1
 
 
 class HatEncoder(FairseqEncoder):
@@ -245,7 +240,7 @@ class HatDecoder(FairseqIncrementalDecoder):
             pad = None
         memo: dict[int, tuple[Tensor, Tensor | None]] = {}
         for i, layer in enumerate(self.layers[: self.sample_layer_num]):
-            n = arbitrary_count(self.sample_arbitrary[i])
+            n = attended_layers(self.sample_arbitrary[i])
             if n not in memo:
                 memo[n] = (
                     torch.cat(states[::-1][:n], dim=1),

@@ -106,7 +106,7 @@ class SinusoidalPositions(nn.Module):
         self.padding_idx = padding_idx
         self.sample_dim = super_dim
         # Only in the state dict for compatibility with HAT/fairseq checkpoints.
-        self.register_buffer("_float_tensor", torch.FloatTensor(1))
+        self.register_buffer("_float_tensor", torch.zeros(1))
         self.register_buffer(
             "table", sinusoid_table(init_size, super_dim, padding_idx), persistent=False
         )

@@ -1,0 +1,149 @@
+"""Task ``hat_translation``: fairseq translation plus HAT's SuperTransformer hooks.
+
+- ``train_step``: one SubTransformer per update, drawn from ``random.Random(update + subnet_seed)``
+  (HAT's stream for seed 0). fairseq calls it with the same update number for every
+  ``update_freq`` micro-batch and on every worker, and restores the number on resume, so the
+  subnet sequence is the same however the run is split or distributed.
+- ``valid_step``: the largest and the smallest SubTransformer are both evaluated and logged as
+  ``loss_largest`` / ``loss_smallest``; ``loss`` is their mean (our default for "best");
+  ``--best-checkpoint-metric loss_smallest`` reproduces HAT's choice.
+- Clear errors for a data directory without the needed dictionaries or splits.
+"""
+
+# (no "from __future__ import annotations": fairseq reads the dataclass field types)
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from fairseq import metrics, utils
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from hat.errors import HatConfigError
+from hat.space import SubConfig
+
+
+@dataclass
+class HatTranslationConfig(TranslationConfig):
+    """Translation options plus SubTransformer sampling."""
+
+    subnet_seed: int = field(
+        default=0, metadata={"help": "added to the update number to seed SubTransformer "
+                                     "sampling (0 reproduces HAT's sequence)"})
+    subnet_log: str = field(
+        default="", metadata={"help": "append one JSON line per sampled SubTransformer "
+                                      "(update, rank, hash, config) to this file"})
+
+
+def unwrap(model: Any) -> Any:
+    """The model inside DDP / fairseq wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def config_hash(cfg: SubConfig) -> str:
+    """Short stable hash of a SubTransformer."""
+    return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@register_task("hat_translation", dataclass=HatTranslationConfig)
+class HatTranslationTask(TranslationTask):
+    """Translation with HAT's SuperTransformer training and validation."""
+
+    cfg: HatTranslationConfig
+
+    @classmethod
+    def setup_task(cls, cfg: HatTranslationConfig, **kwargs: Any) -> "HatTranslationTask":
+        """Check the data directory before fairseq reads it."""
+        paths = utils.split_paths(cfg.data) if cfg.data else []
+        if not paths:
+            raise HatConfigError("no data directory given (key 'data' or the first argument)")
+        for p in paths:
+            if not os.path.isdir(p):
+                raise HatConfigError(f"data directory {p} does not exist (key 'data'); "
+                                     f"binarize with scripts/prepare_data.py first")
+        for lang in (cfg.source_lang, cfg.target_lang):
+            if lang is not None and not os.path.isfile(os.path.join(paths[0], f"dict.{lang}.txt")):
+                have = sorted(f for f in os.listdir(paths[0]) if f.startswith("dict."))
+                raise HatConfigError(
+                    f"{paths[0]}: dictionary dict.{lang}.txt not found (languages "
+                    f"{cfg.source_lang}-{cfg.target_lang}); present: {have or 'none'}")
+        return super().setup_task(cfg, **kwargs)
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False,
+                     **kwargs: Any) -> None:
+        """Load a split, or say which splits exist."""
+        paths = utils.split_paths(self.cfg.data)
+        path = paths[(epoch - 1) % len(paths)]
+        src, tgt = self.cfg.source_lang, self.cfg.target_lang
+        names = [f"{split}.{src}-{tgt}.{src}.idx", f"{split}.{tgt}-{src}.{src}.idx"]
+        if not any(os.path.exists(os.path.join(path, n)) for n in names):
+            present = sorted({f.split(".")[0] for f in os.listdir(path) if f.endswith(".idx")})
+            raise HatConfigError(f"{path}: split '{split}' ({src}-{tgt}) not found; splits "
+                                 f"present: {present or 'none'}")
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+
+    # ----- SuperTransformer hooks ---------------------------------------------------------
+    @staticmethod
+    def _samples_subnets(model: Any) -> bool:
+        core = unwrap(model)
+        return hasattr(core, "space") and not getattr(core.args, "train_subtransformer", False)
+
+    def train_step(self, sample: Any, model: Any, criterion: Any, optimizer: Any,
+                   update_num: int, ignore_grad: bool = False) -> Any:
+        """Activate this update's SubTransformer, then fairseq's step."""
+        if self._samples_subnets(model):
+            core = unwrap(model)
+            cfg = core.space.sample_for_update(update_num, self.cfg.subnet_seed)
+            if cfg != core.sample_config:
+                core.set_sample_config(cfg)
+            self._log_subnet(update_num, cfg)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def _log_subnet(self, update_num: int, cfg: SubConfig) -> None:
+        if not self.cfg.subnet_log:
+            return
+        rank = int(os.environ.get("RANK", 0))
+        with open(self.cfg.subnet_log, "a") as f:
+            f.write(json.dumps({"update": update_num, "rank": rank, "hash": config_hash(cfg),
+                                "config": cfg.to_dict()}) + "\n")
+
+    def valid_step(self, sample: Any, model: Any, criterion: Any) -> Any:
+        """Validate the largest and the smallest SubTransformer (HAT)."""
+        if not self._samples_subnets(model):
+            return super().valid_step(sample, model, criterion)
+        core = unwrap(model)
+        previous = core.sample_config
+        results = {}
+        for name, cfg in (("largest", core.space.largest()), ("smallest", core.space.smallest())):
+            core.set_sample_config(cfg)
+            results[name] = super().valid_step(sample, model, criterion)
+        core.set_sample_config(previous)
+        (loss_l, size, log_l), (loss_s, _, log_s) = results["largest"], results["smallest"]
+        log = dict(log_l)
+        for key in ("loss", "nll_loss"):
+            if key in log_l:
+                log[f"{key}_largest"], log[f"{key}_smallest"] = log_l[key], log_s[key]
+                log[key] = (log_l[key] + log_s[key]) / 2
+        return (loss_l + loss_s) / 2, size, log
+
+    def reduce_metrics(self, logging_outputs: list[dict], criterion: Any) -> None:
+        """Also log the largest/smallest SubTransformer's validation loss (base 2)."""
+        super().reduce_metrics(logging_outputs, criterion)
+        if not logging_outputs or "loss_largest" not in logging_outputs[0]:
+            return
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
+        for name in ("largest", "smallest"):
+            loss = sum(float(log.get(f"loss_{name}", 0)) for log in logging_outputs)
+            metrics.log_scalar(f"loss_{name}", loss / max(sample_size, 1) / math.log(2),
+                               sample_size, round=3)
+            if f"nll_loss_{name}" in logging_outputs[0]:
+                nll = sum(float(log.get(f"nll_loss_{name}", 0)) for log in logging_outputs)
+                metrics.log_scalar(f"nll_loss_{name}", nll / max(ntokens, 1) / math.log(2),
+                                   ntokens, round=3)

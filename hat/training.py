@@ -1,0 +1,57 @@
+"""Run fairseq's own training loop on HAT's task and models (no loop of our own)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from hat.errors import HatConfigError
+
+logger = logging.getLogger("hat.train")
+
+HAT_ARCH_PREFIXES = ("transformersuper",)
+
+
+def check_restore_file(args: argparse.Namespace) -> None:
+    """An explicitly named --restore-file must exist and fit the model's shapes."""
+    path = getattr(args, "restore_file", None)
+    if not path or path == "checkpoint_last.pt":
+        return  # fairseq's default: resume from save-dir if there is something to resume
+    if not os.path.isfile(path):
+        raise HatConfigError(f"--restore-file {path}: file not found")
+    from hat.checkpoint import checkpoint_args, read_checkpoint
+
+    state = read_checkpoint(path)
+    theirs = checkpoint_args(state, path)
+    for key in ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim",
+                "decoder_ffn_embed_dim", "encoder_layers", "decoder_layers", "qkv_dim"):
+        mine, other = getattr(args, key, None), getattr(theirs, key, None)
+        if mine is not None and other is not None and mine != other:
+            raise HatConfigError(
+                f"--restore-file {path}: checkpoint has {key.replace('_', '-')} = {other}, "
+                f"the config asks for {mine}; the architectures do not match")
+
+
+def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Defaults that make HAT's models train as intended through fairseq."""
+    if args.arch.startswith(HAT_ARCH_PREFIXES) and args.task == "translation":
+        logger.info("using task hat_translation (one sampled SubTransformer per update)")
+        args.task = "hat_translation"
+    if args.task == "hat_translation":
+        for key, value in (("subnet_seed", 0), ("subnet_log", "")):
+            if not hasattr(args, key):
+                setattr(args, key, value)
+    return args
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train with fairseq's loop (single process, or fairseq's own distributed launch)."""
+    from fairseq import distributed_utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli.train import main as fairseq_train_main
+
+    prepare_args(args)
+    check_restore_file(args)
+    cfg = convert_namespace_to_omegaconf(args)
+    distributed_utils.call_main(cfg, fairseq_train_main)

@@ -1,0 +1,200 @@
+"""SuperTransformer training through fairseq: learning, kill-and-resume, retraining, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hat.data.toy_corpus import make_toy_corpus
+from hat.evaluate import ValidLoss, load_for_eval
+from hat.space import SubConfig, write_subtransformer_yaml
+from tests.conftest import ROOT
+
+TINY = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
+FAST = ["--max-tokens", "1024", "--log-interval", "1", "--warmup-updates", "10",
+        "--lr", "0.003", "--num-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    """A small binarized toy corpus."""
+    return make_toy_corpus(tmp_path_factory.mktemp("toy"), n_train=1000, n_valid=60, n_test=60)
+
+
+def train_cmd(data: Path, save: Path, *extra: str) -> list[str]:
+    return [sys.executable, "train.py", str(data), f"--configs={TINY}", "--save-dir", str(save),
+            *FAST, *extra]
+
+
+def run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if ok:
+        assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def subnet_sequence(log: Path) -> dict[int, str]:
+    """update -> config hash (the last line for an update wins, as after a resume)."""
+    seq = {}
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        seq[rec["update"]] = rec["hash"]
+    return seq
+
+
+def test_loss_goes_down_for_largest_and_smallest(toy: Path, tmp_path: Path) -> None:
+    log = tmp_path / "subnets.jsonl"
+    run(train_cmd(toy, tmp_path / "ck", "--max-update", "30", "--subnet-log", str(log)))
+    task, model = load_for_eval(str(tmp_path / "ck" / "checkpoint_last.pt"), str(toy))
+    torch.manual_seed(1)
+    untrained = task.build_model(model.args).eval()
+    trained_loss, untrained_loss = ValidLoss(task, model), ValidLoss(task, untrained)
+    space = model.space
+    for cfg in (space.largest(), space.smallest()):
+        assert trained_loss(cfg) < untrained_loss(cfg) - 1.0, cfg.describe()
+    seq = subnet_sequence(log)
+    assert sorted(seq) == list(range(30))
+    for update in (0, 7, 29):  # HAT's stream: random.Random(update)
+        sampled = json.loads([ln for ln in log.read_text().splitlines()
+                              if json.loads(ln)["update"] == update][0])["config"]
+        assert SubConfig.from_dict(sampled) == space.sample_for_update(update)
+
+
+def test_update_freq_micro_batches_share_one_subnet(toy: Path, tmp_path: Path) -> None:
+    log = tmp_path / "subnets.jsonl"
+    run(train_cmd(toy, tmp_path / "ck", "--max-update", "3", "--update-freq", "3",
+                  "--subnet-log", str(log), "--disable-validation"))
+    recs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [r["update"] for r in recs] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for u in range(3):
+        assert len({r["hash"] for r in recs if r["update"] == u}) == 1
+
+
+def test_kill_and_resume_replays_the_same_subnets_and_parameters(toy: Path,
+                                                                 tmp_path: Path) -> None:
+    extra = ["--max-update", "10", "--save-interval-updates", "4", "--disable-validation",
+             "--seed", "3"]
+    log_a, log_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    run(train_cmd(toy, tmp_path / "a", *extra, "--subnet-log", str(log_a)))
+    cmd = train_cmd(toy, tmp_path / "b", *extra, "--subnet-log", str(log_b))
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (tmp_path / "b" / "checkpoint_1_4.pt").exists() and log_b.exists() and \
+                max(subnet_sequence(log_b)) >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(subnet_sequence(log_b))
+    assert killed_at < 9
+    run(cmd)  # resumes from checkpoint_last.pt in the same save dir
+    assert subnet_sequence(log_a) == subnet_sequence(log_b)
+    lines_b = [json.loads(ln)["update"] for ln in log_b.read_text().splitlines()]
+    assert lines_b.count(4) == 2  # update 4 was replayed after the kill
+    a = torch.load(tmp_path / "a" / "checkpoint_last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=False)
+    assert a["optimizer_history"][-1]["num_updates"] == 10
+    assert b["optimizer_history"][-1]["num_updates"] == 10
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
+def small_sub(path: Path) -> SubConfig:
+    cfg = SubConfig(96, 3, [128, 256, 128], [2, 4, 2], 96, 2, [128, 256], [4, 2], [2, 4],
+                    [1, -1])
+    write_subtransformer_yaml(cfg, path)
+    return cfg
+
+
+def test_retrain_mode_trains_only_the_given_subtransformer(toy: Path, tmp_path: Path) -> None:
+    sub = tmp_path / "sub.yml"
+    cfg = small_sub(sub)
+    log = tmp_path / "subnets.jsonl"
+    base = train_cmd(toy, tmp_path / "ck", f"--sub-configs={sub}", "--train-subtransformer",
+                     "--disable-validation", "--subnet-log", str(log))
+    run([*base, "--max-update", "1"])
+    shutil.copy(tmp_path / "ck" / "checkpoint_last.pt", tmp_path / "after1.pt")
+    run([*base, "--max-update", "6"])
+    before = torch.load(tmp_path / "after1.pt", weights_only=False)["model"]
+    after = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=False)["model"]
+    assert not log.exists()  # nothing sampled
+    w0, w1 = before["encoder.layers.0.fc1.weight"], after["encoder.layers.0.fc1.weight"]
+    f, e = cfg.encoder_ffn_embed_dim[0], cfg.encoder_embed_dim
+    assert not torch.equal(w0[:f, :e], w1[:f, :e])
+    assert torch.equal(w0[f:], w1[f:]) and torch.equal(w0[:, e:], w1[:, e:])
+    assert torch.equal(before["decoder.layers.2.fc1.weight"], after["decoder.layers.2.fc1.weight"])
+    args = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=False)["cfg"]["model"]
+    assert args.decoder_layer_num_subtransformer == 2
+
+
+def test_fairseq_train_with_user_dir(toy: Path, tmp_path: Path) -> None:
+    log = tmp_path / "subnets.jsonl"
+    res = run([sys.executable, "-m", "fairseq_cli.train", str(toy), "--user-dir",
+               str(ROOT / "hat"), "--task", "hat_translation", "--arch",
+               "transformersuper", "--share-all-embeddings", "--encoder-embed-dim", "64",
+               "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+               "--decoder-ffn-embed-dim", "128", "--encoder-layers", "2", "--decoder-layers",
+               "2", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+               "--qkv-dim", "64", "--encoder-embed-choice", "64", "32",
+               "--decoder-embed-choice", "64", "32", "--encoder-layer-num-choice", "2",
+               "--decoder-layer-num-choice", "2", "1", "--encoder-ffn-embed-dim-choice", "128",
+               "64", "--decoder-ffn-embed-dim-choice", "128", "64",
+               "--encoder-self-attention-heads-choice", "2", "1",
+               "--decoder-self-attention-heads-choice", "2", "1",
+               "--decoder-ende-attention-heads-choice", "2", "1",
+               "--decoder-arbitrary-ende-attn-choice", "-1", "1",
+               "--optimizer", "adam", "--lr", "0.001", "--criterion",
+               "label_smoothed_cross_entropy", "--max-tokens", "1024", "--max-update", "3",
+               "--save-dir", str(tmp_path / "ck"), "--cpu", "--subnet-log", str(log),
+               "--num-workers", "0"])
+    assert "loss_largest" in res.stderr + res.stdout
+    assert sorted(subnet_sequence(log)) == [0, 1, 2]
+
+
+def error_of(cmd: list[str]) -> str:
+    res = run(cmd, ok=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    return res.stderr
+
+
+def test_bad_inputs_give_one_clear_error(toy: Path, tmp_path: Path) -> None:
+    err = error_of(train_cmd(tmp_path / "nodata", tmp_path / "ck", "--max-update", "1"))
+    assert "data directory" in err and "nodata" in err and "does not exist" in err
+    partial = tmp_path / "partial"
+    shutil.copytree(toy, partial)
+    for f in partial.glob("valid.*"):
+        f.unlink()
+    err = error_of(train_cmd(partial, tmp_path / "ck", "--max-update", "1"))
+    assert "split 'valid' (src-tgt) not found" in err and "['test', 'train']" in err
+    (partial / "dict.tgt.txt").unlink()
+    err = error_of(train_cmd(partial, tmp_path / "ck", "--max-update", "1"))
+    assert "dict.tgt.txt not found" in err
+    err = error_of(train_cmd(toy, tmp_path / "ck", "--restore-file", str(tmp_path / "no.pt")))
+    assert "no.pt: file not found" in err
+    big = tmp_path / "big.yml"
+    write_subtransformer_yaml(SubConfig(160, 3, [128] * 3, [2] * 3, 96, 1, [128], [2], [2], [1]),
+                              big)
+    err = error_of(train_cmd(toy, tmp_path / "ck", f"--sub-configs={big}",
+                             "--train-subtransformer", "--max-update", "1"))
+    assert "encoder-embed-dim-subtransformer = 160" in err and "allowed 1..128" in err
+
+
+def test_restore_file_of_another_architecture_is_rejected(toy: Path, tmp_path: Path) -> None:
+    run(train_cmd(toy, tmp_path / "ck", "--max-update", "1", "--disable-validation"))
+    err = error_of(train_cmd(toy, tmp_path / "ck2", "--restore-file",
+                             str(tmp_path / "ck" / "checkpoint_last.pt"),
+                             "--encoder-ffn-embed-dim", "512", "--max-update", "2"))
+    assert "checkpoint has encoder-ffn-embed-dim = 256" in err
