@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import torch
-from fairseq import checkpoint_utils, tasks
+from fairseq import checkpoint_utils
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
 )

@@ -146,7 +146,8 @@ def test_yaml_errors(tmp_path: Path) -> None:
 
 
 def test_arbitrary_attention_needs_enough_encoder_layers() -> None:
-    with pytest.raises(HatConfigError, match="attend to the last 3 encoder layers.*encoder-layers is 2"):
+    with pytest.raises(HatConfigError,
+                       match="attend to the last 3 encoder layers.*encoder-layers is 2"):
         SearchSpace(encoder_layers=2, encoder_layer_num_choice=(2,))
     space = SearchSpace(encoder_layers=2, encoder_layer_num_choice=(2,),
                         decoder_arbitrary_ende_attn_choice=(-1, 1))
