@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Latency-dataset measurement speed (rows/minute) and, optionally, test-retest noise evidence.
+
+Measures ``--rows`` rows of a latency dataset with the protocol of a latency_dataset YAML
+(reference re-measurements and retries included, as in a real run) and writes
+bench/results/latency_bench_<hardware>.json (hardware = the YAML's file stem).
+
+``--retest N`` measures the same N SubTransformers twice (passes A and B, each a fresh seeded
+run) and compares A with B twice over: "off" = each row's first attempt, uncorrected (what a run
+without drift reference and re-measurement records) and "on" = the values the run keeps (drift
+corrected, noisy rows re-measured). ``--stress K`` runs K busy-loop processes during pass B, to
+mimic other jobs on a shared machine.
+
+    python bench/latency_bench.py --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
+    python bench/latency_bench.py --configs configs/wmt14.en-de/latency_dataset/gpu_h100.yml
+    python bench/latency_bench.py --configs ... --rows 0 --retest 30 --stress 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hat.latency.measure import (  # noqa: E402
+    LatencyMeter,
+    NoiseControl,
+    build_model,
+    machine_info,
+    measure_dataset,
+    noise_from_args,
+    parse_args,
+    protocol_from_args,
+    relative_agreement,
+)
+
+
+def _burn(stop: float, period: float) -> None:
+    """Busy for ``period`` s, idle for ``period`` s, ... until ``stop`` (period 0: always busy)."""
+    t0 = time.time()
+    while time.time() < stop:
+        if period and int((time.time() - t0) / period) % 2:
+            time.sleep(0.05)
+
+
+def _pass(meter, space, noise, n, seed, stress=0, period=0.0, baseline=None):  # noqa: ANN001, ANN202
+    procs = []
+    if stress:
+        stop = time.time() + 24 * 3600
+        procs = [mp.Process(target=_burn, args=(stop, period), daemon=True)
+                 for _ in range(stress)]
+        for p in procs:
+            p.start()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            return measure_dataset(meter, space, Path(d) / "retest.csv", n, seed=seed,
+                                   noise=noise, progress=False, baseline=baseline)
+    finally:
+        for p in procs:
+            p.terminate()
+
+
+def _compare(a, b) -> dict:  # noqa: ANN001
+    out: dict = {}
+    for name, pick in (("off", lambda r: r.first), ("on", lambda r: r.value)):
+        out[name] = {part: relative_agreement([getattr(pick(r), attr) for r in a.rows],
+                                              [getattr(pick(r), attr) for r in b.rows])
+                     for part, attr in (("total", "total"), ("encoder", "enc_mean"),
+                                        ("decoder", "dec_mean"))}
+    out["retried_rows"] = sum(r.attempts > 1 for r in b.rows)
+    out["reference_ms"] = [round(m.total, 1) for m in b.references]
+    out["drift_factors_decoder"] = sorted({round(r.factors[1], 3) for r in b.rows})
+    return out
+
+
+def retest(meter, space, noise: NoiseControl, n: int, seed: int, stress: int,  # noqa: ANN001
+           period: float) -> dict:
+    """Measure the same N configs in pass A, then again in pass B (the machine as it is) and,
+    with ``stress``, pass C (K busy processes, on/off every ``period`` s). B and C continue A's
+    drift baseline, as a resumed or long run does. "off": each row's first attempt, uncorrected;
+    "on": the kept, corrected value."""
+    t0 = time.perf_counter()
+    a = _pass(meter, space, noise, n, seed)
+    base = a.references[0] if a.references else None
+    out: dict = {"n": n, "noise": noise.__dict__, "reference_ms_a": [
+        round(m.total, 1) for m in a.references]}
+    out["natural"] = _compare(a, _pass(meter, space, noise, n, seed, baseline=base))
+    if stress:
+        out["stress"] = _compare(a, _pass(meter, space, noise, n, seed, stress, period, base))
+        out["stress"].update(procs=stress, period_s=period)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="configs/wmt14.en-de/latency_dataset/cpu_epyc.yml")
+    ap.add_argument("--rows", type=int, default=10, help="rows timed for rows/minute")
+    ap.add_argument("--latiter", type=int, help="override the YAML's latiter")
+    ap.add_argument("--threads", type=int, help="override the YAML's latcpu-threads")
+    ap.add_argument("--retest", type=int, default=0, metavar="N", help="test-retest on N rows")
+    ap.add_argument("--stress", type=int, default=0, metavar="K",
+                    help="also a retest pass with K busy processes (on/off, --stress-period)")
+    ap.add_argument("--stress-period", type=float, default=60.0, metavar="S")
+    ap.add_argument("--retest-ref-every", type=int, default=4, metavar="K",
+                    help="drift reference interval during the retest (short runs)")
+    ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--out", help="JSON path (default bench/results/latency_bench_<hw>.json)")
+    opts = ap.parse_args()
+
+    argv = ["--configs", opts.configs, "--latsilent"]
+    if opts.latiter is not None:
+        argv += ["--latiter", str(opts.latiter)]
+    if opts.threads is not None:
+        argv += ["--latcpu-threads", str(opts.threads)]
+    args = parse_args(argv)
+    protocol, noise = protocol_from_args(args), noise_from_args(args)
+    model, space, info = build_model(args, 1)
+    meter = LatencyMeter(model, protocol)
+    hw = Path(opts.configs).stem
+    print(f"protocol: device {protocol.device}, threads {protocol.threads}, length "
+          f"{protocol.src_len}, beam {protocol.beam}, warmup {protocol.warmup}, latiter "
+          f"{protocol.iters}, {'train mode' if protocol.train_mode else 'eval/inference_mode'}; "
+          f"noise {noise}; model {info}")
+    result: dict = {
+        "hardware": hw,
+        "device": machine_info(meter.device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": protocol.threads,
+        "latiter": protocol.iters,
+        "warmup": protocol.warmup,
+        "src_len": protocol.src_len,
+        "beam": protocol.beam,
+        "model": info,
+        "noise": noise.__dict__,
+    }
+    if opts.rows > 0:
+        with tempfile.TemporaryDirectory() as d:
+            res = measure_dataset(meter, space, Path(d) / "bench.csv", opts.rows,
+                                  seed=opts.seed, noise=noise, progress=False)
+        result.update(rows=opts.rows, seconds=round(res.seconds, 2),
+                      rows_per_min=round(60 * opts.rows / res.seconds, 3),
+                      seconds_per_row=round(res.seconds / opts.rows, 3),
+                      mean_row_ms=round(sum(r.value.total for r in res.rows) / opts.rows, 3))
+        print(f"{opts.rows} rows in {res.seconds:.1f} s: {result['rows_per_min']:.2f} rows/min "
+              f"({result['seconds_per_row']:.2f} s/row; mean latency {result['mean_row_ms']} ms)")
+    if opts.retest > 0:
+        rt_noise = dataclasses.replace(noise, ref_every=opts.retest_ref_every)
+        rt = retest(meter, space, rt_noise, opts.retest, opts.seed + 1, opts.stress,
+                    opts.stress_period)
+        result["retest"] = rt
+        for case in ("natural", "stress"):
+            for name in ("off", "on") if case in rt else ():
+                t = rt[case][name]["total"]
+                print(f"retest {case} {name:3s}: median |A-B|/A {t['median_rel_err_pct']:.2f}%, "
+                      f"mean {t['mean_rel_err_pct']:.2f}%, within 10% {t['within10_pct']:.0f}%, "
+                      f"within 5% {t['within5_pct']:.0f}% (n={t['n']})")
+    out = Path(opts.out or ROOT / "bench" / "results" / f"latency_bench_{hw}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

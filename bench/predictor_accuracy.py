@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Latency-predictor accuracy on HAT's four latency CSVs (test split of one seeded 80/10/10 split).
+
+Compares our default recipe, HAT's recipe (seeded), HAT's shipped predictor (eval only; note it
+was trained on an unknown split, so it has probably seen some of our test rows) and
+nonparametric baselines (sklearn gradient boosting / random forest; bench-only dependency).
+Also few-shot new-hardware fits from 50 rows. Writes bench/results/predictor_accuracy.json and a
+small scatter-plot PNG.
+
+    python bench/predictor_accuracy.py [--data DIR] [--seed 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hat.latency.csvio import load_latency_csv  # noqa: E402
+from hat.latency.fewshot import METHODS, fit_fewshot  # noqa: E402
+from hat.latency.predictor import (  # noqa: E402
+    FEATURE_NORM,
+    LatencyPredictor,
+    get_recipe,
+    metrics,
+    split_indices,
+    train_predictor,
+)
+
+NAMES = ("wmt14ende_cpu_raspberrypi", "wmt14ende_cpu_xeon", "wmt14ende_gpu_titanxp",
+         "iwslt14deen_gpu_titanxp")
+LAT_NORM = {"titanxp": 200.0, "xeon": 300.0, "raspberrypi": 5000.0}
+FEWSHOT_PAIRS = (  # (source, target)
+    ("wmt14ende_gpu_titanxp", "wmt14ende_cpu_xeon"),
+    ("wmt14ende_cpu_xeon", "wmt14ende_cpu_raspberrypi"),
+    ("wmt14ende_cpu_xeon", "wmt14ende_gpu_titanxp"),
+    ("wmt14ende_gpu_titanxp", "iwslt14deen_gpu_titanxp"),
+)
+N_SHOTS = 50
+
+
+def _find(base: Path, candidates: list[str]) -> Path | None:
+    return next((base / c for c in candidates if (base / c).is_file()), None)
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (or platform)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def baselines(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, seed: int) -> dict:
+    """Gradient boosting and random forest on the raw features (same split)."""
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+
+    out = {}
+    gbm = GradientBoostingRegressor(n_estimators=500, max_depth=4, learning_rate=0.05,
+                                    subsample=0.8, random_state=seed)
+    rf = RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=2)
+    for label, model in (("gbm", gbm), ("random_forest", rf)):
+        t0 = time.perf_counter()
+        model.fit(x[tr], y[tr])
+        out[label] = metrics(model.predict(x[te]), y[te]) | {
+            "train_seconds": round(time.perf_counter() - t0, 2)}
+    return out
+
+
+def scatter_grid(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> None:
+    """One small PNG: predicted vs measured per CSV (our default recipe, test rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), dpi=72)
+    for ax, (title, pred, true) in zip(np.atleast_1d(axes), panels):
+        m = metrics(pred, true)
+        lo, hi = float(min(pred.min(), true.min())), float(max(pred.max(), true.max()))
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9")
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.scatter(true, pred, s=4, alpha=0.6)
+        ax.set_title(f"{title}\nRMSE {m['rmse_ms']:.1f}ms, <=10%: {m['within10_pct']:.0f}%",
+                     fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("measured (ms)", fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("predicted (ms)", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> int:
+    """Run the benchmark and write the JSON report."""
+    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None,
+                    help="folder with <name>_all.csv (default: hat-reference, latency_dataset)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="few steps (smoke test only)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "predictor_accuracy.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+    bases = [Path(args.data)] if args.data else [ref, ROOT / "latency_dataset"]
+    steps = {"steps": 200} if args.quick else {}
+    r_def, r_hat = get_recipe("default", **steps), get_recipe("hat", **steps)
+    results: dict = {}
+    preds: dict[str, LatencyPredictor] = {}
+    data: dict[str, tuple] = {}
+    panels = []
+    for name in NAMES:
+        csv_path = None
+        for b in bases:
+            csv_path = csv_path or _find(b, [f"{name}_all.csv", f"latency/{name}_all.csv"])
+        if csv_path is None:
+            print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
+            continue
+        ln = LAT_NORM[name.rsplit("_", 1)[1]]
+        x, y, _ = load_latency_csv(csv_path)
+        tr, va, te = split_indices(len(y), args.seed)
+        data[name] = (x, y, tr, va, te, ln)
+        row: dict = {"csv": str(csv_path), "n_train": len(tr), "n_val": len(va), "n_test": len(te)}
+        for label, recipe in (("ours_default", r_def), ("hat_recipe", r_hat)):
+            p = train_predictor(x, y, tr, va, recipe, feature_norm=FEATURE_NORM, lat_norm=ln,
+                                seed=args.seed)
+            row[label] = metrics(p.predict(x[te]), y[te]) | {
+                "train_seconds": round(p.meta["train_seconds"], 1),
+                "val_within10_pct": metrics(p.predict(x[va]), y[va])["within10_pct"]}
+            if label == "ours_default":
+                preds[name] = p
+                panels.append((name, p.predict(x[te]), y[te]))
+        shipped = None
+        for b in bases:
+            shipped = shipped or _find(b, [f"predictors/{name}.pt", f"predictors/hat/{name}.pt"])
+        if shipped is not None:
+            hp = LatencyPredictor.load(shipped, feature_norm=FEATURE_NORM, lat_norm=ln)
+            row["hat_shipped"] = metrics(hp.predict(x[te]), y[te])
+        row.update(baselines(x, y, tr, te, args.seed))
+        best_np = max(row["gbm"]["within10_pct"], row["random_forest"]["within10_pct"])
+        o, h = row["ours_default"], row["hat_recipe"]
+        row["targets"] = {
+            "ours_rmse_le_hat_recipe": o["rmse_ms"] <= h["rmse_ms"],
+            "ours_within10_ge_hat_recipe": o["within10_pct"] >= h["within10_pct"],
+            "ours_within10_ge_best_nonparametric_minus_3": o["within10_pct"] >= best_np - 3,
+        }
+        results[name] = row
+        print(name, json.dumps({k: row[k] for k in row if k not in ("csv",)}, default=str))
+
+    fewshot = {}
+    for src, tgt in FEWSHOT_PAIRS:
+        if src not in preds or tgt not in data:
+            continue
+        x, y, tr, va, te, ln = data[tgt]
+        shots = tr[:N_SHOTS]
+        entry: dict = {"n_rows": N_SHOTS, "full_data_ours": metrics(preds[tgt].predict(x[te]),
+                                                                     y[te])}
+        t0 = time.perf_counter()
+        fp = fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed)
+        entry["chosen"] = metrics(fp.predict(x[te]), y[te]) | {
+            "method": fp.meta["method"], "fit_seconds": round(time.perf_counter() - t0, 2),
+            "cv_mse_rel": fp.meta["cv_mse_rel"]}
+        for m in METHODS:
+            entry[m] = metrics(fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed,
+                                           method=m).predict(x[te]), y[te])
+        entry["source_unadapted"] = metrics(preds[src].predict(x[te]), y[te])
+        entry["target_within3pts_of_full"] = (
+            entry["chosen"]["within10_pct"] >= entry["full_data_ours"]["within10_pct"] - 3)
+        fewshot[f"{tgt}_from_{src}"] = entry
+        print("fewshot", tgt, "<-", src, json.dumps(entry, default=str))
+
+    import sklearn
+
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
+        "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
+        "python": platform.python_version(), "seed": args.seed, "quick": args.quick,
+        "split": "seeded shuffle (numpy default_rng(seed).permutation), 80/10/10 train/val/test",
+        "metrics": "test split only: RMSE (ms), MAPE (%), share of rows within +-10% (%)",
+        "recipes": {"ours_default": asdict(r_def), "hat_recipe": asdict(r_hat)},
+        "results": results, "fewshot": fewshot,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    if panels:
+        scatter_grid(panels, out.with_name("predictor_scatter.png"))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
