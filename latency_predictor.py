@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Train (or evaluate) a latency predictor from a latency-dataset CSV.
+
+    python latency_predictor.py --configs=configs/wmt14.en-de/latency_predictor/titanxp.yml
+    python latency_predictor.py --configs=... --eval-only --ckpt-path hat.pt --json
+    python latency_predictor.py --configs=... --fewshot 50 --source-ckpt other_device.pt
+
+The rows are split 80/10/10 with a seeded shuffle; the test split is only used for the reported
+test RMSE (ms), MAPE (%) and share within +-10%. With ``--json`` the last stdout line is one JSON
+object. A predicted-vs-measured scatter plot is written next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import configargparse
+import yaml
+
+log = logging.getLogger("latency_predictor")
+
+
+def build_parser() -> configargparse.ArgParser:
+    """The CLI; YAML config keys are the long option names without dashes."""
+    p = configargparse.ArgParser(
+        description=__doc__.splitlines()[0],
+        config_file_parser_class=configargparse.YAMLConfigFileParser,
+    )
+    p.add("--configs", is_config_file=True, help="YAML config (HAT's latency_predictor keys)")
+    p.add("--lat-dataset-path", required=True, help="latency CSV (HAT format)")
+    p.add("--ckpt-path", required=True, help="predictor checkpoint to write (or read)")
+    p.add("--feature-norm", type=float, nargs="+",
+          default=[640, 6, 2048, 6, 640, 6, 2048, 6, 6, 2], help="per-feature divisors")
+    p.add("--lat-norm", type=float, required=True, help="latency divisor (ms)")
+    p.add("--feature-dim", type=int, default=10, help="must be 10")
+    p.add("--hidden-dim", type=int, default=400)
+    p.add("--hidden-layer-num", type=int, default=3)
+    p.add("--train-steps", type=int, default=5000, help="HAT recipe: steps")
+    p.add("--bsz", type=int, default=128, help="HAT recipe: batch size")
+    p.add("--lr", type=float, default=1e-5, help="HAT recipe: learning rate")
+    p.add("--recipe", choices=["default", "hat"], default="default",
+          help="'hat' = HAT's recipe (train-steps/bsz/lr above); 'default' = ours (fixed)")
+    p.add("--seed", type=int, default=1, help="split and training seed")
+    p.add("--max-steps", type=int, default=None, help="cap on training steps (quick runs)")
+    p.add("--eval-only", action="store_true", help="evaluate --ckpt-path, do not train")
+    p.add("--fewshot", type=int, default=None, metavar="N",
+          help="fit from N training rows on top of --source-ckpt (new hardware)")
+    p.add("--source-ckpt", default=None, help="few-shot: predictor of another device")
+    p.add("--fewshot-method", choices=["scale", "affine", "finetune"], default=None,
+          help="few-shot: force a method (default: chosen by cross-validation on the rows)")
+    p.add("--source-lat-norm", type=float, default=None,
+          help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")
+    p.add("--plot-path", default=None, help="scatter PNG (default: next to the checkpoint)")
+    p.add("--no-plot", action="store_true")
+    p.add("--json", action="store_true", help="last stdout line = JSON summary")
+    p.add("-v", "--verbose", action="store_true")
+    return p
+
+
+def check_config_keys(parser: configargparse.ArgParser, argv: Sequence[str]) -> None:
+    """Reject unknown YAML keys with a message naming the file and the key."""
+    from hat.errors import HatConfigError
+
+    known = {
+        s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")
+    }
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--configs=")]
+    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--configs"]
+    for path in paths:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise HatConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise HatConfigError(f"{path}: invalid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise HatConfigError(f"{path}: expected a mapping of keys to values")
+        for key in data:
+            if str(key).replace("_", "-") not in known or key == "configs":
+                raise HatConfigError(
+                    f"{path}: unknown key {key!r} (known keys: {', '.join(sorted(known))})"
+                )
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse arguments, train or evaluate, print the report; returns the summary dict."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    check_config_keys(parser, argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    from hat.errors import HatConfigError
+    from hat.latency.csvio import load_latency_csv
+    from hat.latency.fewshot import fit_fewshot
+    from hat.latency.predictor import (
+        LatencyPredictor,
+        check_norms,
+        get_recipe,
+        metrics,
+        save_scatter,
+        split_indices,
+        train_predictor,
+    )
+
+    if args.feature_dim != 10:
+        raise HatConfigError(f"feature-dim must be 10 (HAT's features), got {args.feature_dim}")
+    fn, ln = check_norms(args.feature_norm, args.lat_norm, args.configs)
+    x, y, _ = load_latency_csv(args.lat_dataset_path)
+    tr, va, te = split_indices(len(y), args.seed)
+    ckpt = Path(args.ckpt_path)
+    summary: dict[str, Any] = {"seed": args.seed, "n_val": int(len(va))}
+    if args.eval_only:
+        log.info("evaluating %s on %d test rows of %s", ckpt, len(te), args.lat_dataset_path)
+        pred = LatencyPredictor.load(ckpt, feature_norm=fn, lat_norm=ln)
+        summary.update(mode="eval-only", n_train=int(len(tr)))
+    elif args.fewshot is not None:
+        if not args.source_ckpt:
+            raise HatConfigError("--fewshot needs --source-ckpt (another device's predictor)")
+        src = LatencyPredictor.load(args.source_ckpt, lat_norm=args.source_lat_norm)
+        shots = tr[: args.fewshot]
+        log.info("few-shot: %d rows on top of %s", len(shots), args.source_ckpt)
+        pred = fit_fewshot(src, x[shots], y[shots], seed=args.seed, method=args.fewshot_method)
+        pred.save(ckpt)
+        summary.update(mode="fewshot", n_train=int(len(shots)), method=pred.meta.get("method"))
+    else:
+        over: dict[str, Any] = {}
+        if args.recipe == "hat":
+            over = {"steps": args.train_steps, "bsz": args.bsz, "lr": args.lr}
+        recipe = get_recipe(args.recipe, **over)
+        if args.max_steps is not None:
+            recipe = get_recipe(args.recipe, **{**over, "steps": min(recipe.steps, args.max_steps)})
+        log.info("training (%s recipe, %d steps, seed %d) on %d rows, %d validation rows",
+                 recipe.name, recipe.steps, args.seed, len(tr), len(va))
+
+        def progress(step: int, loss: float) -> None:
+            if step % 1000 == 0 or step == recipe.steps:
+                log.info("step %d/%d  train loss %.5f", step, recipe.steps, loss)
+
+        pred = train_predictor(
+            x, y, tr, va, recipe, feature_norm=fn, lat_norm=ln, seed=args.seed,
+            hidden_dim=args.hidden_dim, hidden_layer_num=args.hidden_layer_num,
+            progress=progress,
+        )
+        pred.save(ckpt)
+        log.info("saved %s (+ %s)", ckpt, ckpt.name + ".json")
+        summary.update(mode="train", recipe=recipe.name, n_train=int(len(tr)),
+                       train_seconds=round(pred.meta["train_seconds"], 2))
+    p_te = pred.predict(x[te])
+    m_te = metrics(p_te, y[te])
+    m_va = metrics(pred.predict(x[va]), y[va])
+    summary.update(
+        test_rmse_ms=m_te["rmse_ms"], test_mape_pct=m_te["mape_pct"],
+        test_within10_pct=m_te["within10_pct"], n_test=int(len(te)),
+        val_rmse_ms=m_va["rmse_ms"], val_within10_pct=m_va["within10_pct"],
+        ckpt_path=str(ckpt), lat_dataset_path=str(args.lat_dataset_path),
+    )
+    if not args.no_plot:
+        plot = ckpt.with_name(ckpt.stem + "_scatter.png")
+        if args.plot_path:
+            plot = Path(args.plot_path)
+        try:
+            save_scatter(p_te, y[te], plot, title=f"{Path(args.lat_dataset_path).stem} (test)")
+            summary["plot_path"] = str(plot)
+        except OSError as e:
+            log.warning("could not write the scatter plot %s: %s", plot, e)
+    print(f"test RMSE {m_te['rmse_ms']:.3f} ms | MAPE {m_te['mape_pct']:.2f}% | "
+          f"within +-10% {m_te['within10_pct']:.1f}%  (n_test={len(te)}, seed={args.seed})")
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return summary
+
+
+def main() -> int:
+    """Entry point: clean one-line errors for bad configs/data."""
+    from hat.errors import HatConfigError
+
+    try:
+        run()
+    except HatConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
