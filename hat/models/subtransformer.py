@@ -15,6 +15,7 @@ from hat.errors import HatConfigError
 from hat.models.args import add_model_args, fill_defaults, sub_config_from_args
 from hat.models.supertransformer import build_embeddings, regularization
 from hat.models.transformer import HatDecoder, HatEncoder, Widths
+from hat.modules.attention import prefer_shape_agnostic_sdpa
 from hat.space import SubConfig
 
 
@@ -49,6 +50,8 @@ class SubTransformerModel(FairseqEncoderDecoderModel):
             cfg.decoder_embed_dim,
         )
         reg, impl = regularization(args), args.attn_impl
+        if impl == "sdpa":
+            prefer_shape_agnostic_sdpa()
         encoder = HatEncoder(
             task.source_dictionary, enc_emb, enc_w, reg, args.max_source_positions, impl
         )

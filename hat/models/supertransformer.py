@@ -28,6 +28,7 @@ from hat.models.transformer import (
     new_embedding,
     new_output_weight,
 )
+from hat.modules.attention import prefer_shape_agnostic_sdpa
 from hat.space import SearchSpace, SubConfig
 
 
@@ -91,6 +92,8 @@ class TransformerSuperModel(FairseqEncoderDecoderModel):
             space.decoder_embed_dim,
         )
         reg, impl = regularization(args), args.attn_impl
+        if impl == "sdpa":
+            prefer_shape_agnostic_sdpa()
         E, D, q = space.encoder_layers, space.decoder_layers, space.qkv_dim
         enc_w = Widths(
             space.encoder_embed_dim,

@@ -18,6 +18,18 @@ IncrementalState = dict[str, dict[str, Tensor | None]]
 ATTENTION_IMPLS = ("sdpa", "reference")
 
 
+def prefer_shape_agnostic_sdpa() -> None:
+    """Keep SDPA off cuDNN's attention kernels (process-wide, GPU only).
+
+    cuDNN builds an execution plan for every new attention shape. A SuperTransformer sees many
+    (heads x head dim x sampled lengths x batch shapes), and on an H100 the plan building made
+    random-subnet training several times slower; the flash / memory-efficient kernels have no
+    per-shape setup.
+    """
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 @with_incremental_state
 class ElasticAttention(nn.Module):
     """Self- or encoder-decoder attention.
