@@ -1,0 +1,262 @@
+"""Latency measurement: protocol, CSV output, resume, noise controls, config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hat.errors import HatConfigError
+from hat.latency import csvio
+from hat.latency.measure import (
+    EXTRA_COLUMNS,
+    LatencyMeter,
+    Measurement,
+    NoiseControl,
+    Protocol,
+    main,
+    measure_dataset,
+    parse_args,
+    protocol_from_args,
+    sample_row,
+    trimmed_stats,
+)
+from hat.space import SearchSpace, SubConfig
+from tests.conftest import TINY_SPACE, tiny_supernet
+
+FAST = Protocol(src_len=6, beam=5, warmup=0, iters=2, device="cpu", threads=1)
+
+
+def tiny_meter(protocol: Protocol = FAST) -> tuple[LatencyMeter, SearchSpace]:
+    model = tiny_supernet(vocab=50)
+    return LatencyMeter(model, protocol), model.space
+
+
+def test_trimmed_stats_keeps_10_to_90_percent() -> None:
+    mean, std = trimmed_stats(list(range(1, 11)) + [1000.0])  # 11 runs: keep sorted[1:9]
+    assert mean == pytest.approx(np.mean(range(2, 10)))
+    assert std == pytest.approx(np.std(range(2, 10)))
+    assert trimmed_stats([5.0]) == (5.0, 0.0)
+
+
+@pytest.mark.parametrize("timer", ["wall", "thread"])
+def test_measure_positive_finite_and_ordered_by_size(timer: str) -> None:
+    meter, space = tiny_meter(Protocol(src_len=10, warmup=1, iters=5, threads=1, timer=timer))
+    small, large = space.smallest(arbitrary=-1), space.largest(arbitrary=2)
+    m_small = min((meter.measure(small) for _ in range(2)), key=lambda m: m.total)
+    m_large = min((meter.measure(large) for _ in range(2)), key=lambda m: m.total)
+    for m in (m_small, m_large):
+        vals = [m.enc_mean, m.dec_mean, m.enc_std, m.dec_std]
+        assert all(math.isfinite(v) for v in vals)
+        assert m.enc_mean > 0 and m.dec_mean > 0 and m.enc_std >= 0 and m.dec_std >= 0
+    # 6 decoder layers attending to 3 encoder layers vs 1 layer: Python and kernel overhead
+    # alone makes the large decoder several times slower
+    assert m_large.dec_mean > 2 * m_small.dec_mean
+    assert m_large.enc_mean > m_small.enc_mean
+
+
+def test_thread_timer_needs_one_cpu_thread() -> None:
+    with pytest.raises(HatConfigError, match="latcpu-threads 1"):
+        Protocol(threads=2, timer="thread")
+    with pytest.raises(HatConfigError, match="wall or thread"):
+        Protocol(timer="process")
+
+
+def test_hat_train_mode_measure_runs_with_autograd() -> None:
+    meter, space = tiny_meter(Protocol(src_len=4, warmup=0, iters=1, train_mode=True))
+    m = meter.measure(space.largest())
+    assert m.total > 0 and meter.model.training
+
+
+def test_csv_has_hat_columns_first_and_loads(tmp_path: Path) -> None:
+    meter, space = tiny_meter()
+    out = tmp_path / "lat.csv"
+    res = measure_dataset(meter, space, out, 3, seed=3, noise=NoiseControl.off(), progress=False)
+    assert res.total == 3 and len(res.rows) == 3
+    header = out.read_text().splitlines()[0].split(",")
+    assert tuple(header[:14]) == csvio.HEADER
+    assert tuple(header[14:]) == EXTRA_COLUMNS
+    feats, lat_ms, extra = csvio.load_latency_csv(out)
+    assert feats.shape == (3, 10) and np.all(lat_ms > 0)
+    for i, row in enumerate(res.rows):
+        cfg = SubConfig.from_dict(json.loads(extra["subtransformer"][i]))
+        assert cfg == row.config == sample_row(space, 3, i)
+        assert feats[i].tolist() == SearchSpace.features(cfg)
+    meta = json.loads((tmp_path / "lat.csv.meta.json").read_text())
+    assert meta["rows"] == 3 and meta["status"] == "complete" and meta["seed"] == 3
+    assert meta["protocol"]["threads"] == 1 and meta["machine"]["torch"] == torch.__version__
+    assert meta["measure_mode"].startswith("eval mode")
+
+
+def test_resume_after_kill_gives_same_rows(tmp_path: Path) -> None:
+    meter, space = tiny_meter()
+    noise = NoiseControl(ref_every=2, outlier_cv=0.0, outlier_fit=0.0)
+    full = tmp_path / "full.csv"
+    measure_dataset(meter, space, full, 5, seed=7, noise=noise, progress=False)
+
+    part = tmp_path / "part.csv"
+    res = measure_dataset(meter, space, part, 5, seed=7, noise=noise, progress=False,
+                          max_new_rows=3)
+    assert res.total == 3
+    before = part.read_text().splitlines(keepends=True)
+    with open(part, "a") as f:  # a row cut off mid-write by a kill
+        f.write("640,6,1024,4,512,3,")
+    with pytest.warns(UserWarning, match="truncated"):
+        res = measure_dataset(meter, space, part, 5, seed=7, noise=noise, progress=False)
+    assert res.existing == 3 and len(res.rows) == 2 and res.total == 5
+    lines = part.read_text().splitlines(keepends=True)
+    assert lines[: len(before)] == before  # first rows unchanged
+    t_part, t_full = csvio.read_latency_table(part), csvio.read_latency_table(full)
+    assert len(t_part) == 5
+    assert t_part.extra["row"] == [str(i) for i in range(5)]
+    rounds = [int(r) for r in t_part.extra["round"]]
+    assert rounds == sorted(rounds) and rounds[3] > rounds[2]  # a new reference per session
+    assert t_part.extra["subtransformer"] == t_full.extra["subtransformer"]
+    np.testing.assert_array_equal(t_part.features, t_full.features)
+    meta = json.loads((tmp_path / "part.csv.meta.json").read_text())
+    assert [s["status"] for s in meta["sessions"]] == ["stopped", "complete"]
+    # a finished dataset is left alone
+    assert measure_dataset(meter, space, part, 5, seed=7, noise=noise, progress=False).rows == []
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    meter, space = tiny_meter()
+    out = tmp_path / "lat.csv"
+    measure_dataset(meter, space, out, 1, seed=1, noise=NoiseControl.off(), progress=False)
+    with pytest.raises(HatConfigError, match="cannot resume.*seed"):
+        measure_dataset(meter, space, out, 2, seed=2, noise=NoiseControl.off(), progress=False)
+
+
+def test_second_writer_on_the_same_csv_is_refused(tmp_path: Path) -> None:
+    meter, space = tiny_meter()
+    out = tmp_path / "lat.csv"
+
+    def nested(row: object) -> None:
+        measure_dataset(meter, space, out, 3, noise=NoiseControl.off(), progress=False)
+
+    with pytest.raises(HatConfigError, match="another process"):
+        measure_dataset(meter, space, out, 3, noise=NoiseControl.off(), progress=False,
+                        on_row=nested)
+    assert not (tmp_path / ".lat.csv.lock").exists()
+    assert len(csvio.read_latency_table(out)) == 1
+
+
+class FakeMeter:
+    """Deterministic 'latency' from the config; slows down 2x after ``slow_after`` calls and can
+    return one noisy attempt."""
+
+    def __init__(self, slow_after: int | None = None, noisy_calls: tuple[int, ...] = ()) -> None:
+        self.protocol, self.device = Protocol(iters=1, warmup=0), torch.device("cpu")
+        self.calls, self.slow_after, self.noisy_calls = 0, slow_after, noisy_calls
+
+    @staticmethod
+    def truth(cfg: SubConfig) -> tuple[float, float]:
+        return (cfg.encoder_embed_dim / 10, cfg.decoder_layer_num * sum(cfg.decoder_ffn_embed_dim)
+                / 100 + cfg.decoder_embed_dim / 10)
+
+    def measure(self, cfg: SubConfig) -> Measurement:
+        self.calls += 1
+        e, d = self.truth(cfg)
+        f = 2.0 if self.slow_after is not None and self.calls > self.slow_after else 1.0
+        if self.calls in self.noisy_calls:
+            return Measurement(e * 1.5, d * 1.5, e * 0.5, d * 0.5)
+        return Measurement(e * f, d * f, 0.01 * e, 0.01 * d)
+
+
+def test_drift_reference_corrects_a_slowdown(tmp_path: Path) -> None:
+    space = SearchSpace(**TINY_SPACE)
+    meter = FakeMeter(slow_after=3)  # calls: ref, row0, row1, ref (slow from here), row2, ...
+    res = measure_dataset(meter, space, tmp_path / "d.csv", 6, noise=NoiseControl(ref_every=2),
+                          progress=False)
+    for row in res.rows:
+        e, d = FakeMeter.truth(row.config)
+        assert row.value.enc_mean == pytest.approx(e) and row.value.dec_mean == pytest.approx(d)
+    assert [r.factors for r in res.rows][2:] == [(0.5, 0.5)] * 4
+    assert res.rows[2].raw.dec_mean == pytest.approx(2 * res.rows[2].value.dec_mean)
+    t = csvio.read_latency_table(tmp_path / "d.csv")
+    assert float(t.extra["latency_mean_decoder_raw"][2]) == pytest.approx(res.rows[2].raw.dec_mean)
+    # a run that starts slow, continuing an earlier run's baseline, is corrected too
+    cont = measure_dataset(FakeMeter(slow_after=0), space, tmp_path / "c.csv", 3,
+                           noise=NoiseControl(ref_every=2), progress=False,
+                           baseline=res.references[0])
+    for row in cont.rows:
+        assert row.value.dec_mean == pytest.approx(FakeMeter.truth(row.config)[1])
+    # without the controls the slowdown goes straight into the data
+    off = measure_dataset(FakeMeter(slow_after=3), space, tmp_path / "o.csv", 6,
+                          noise=NoiseControl.off(), progress=False)
+    assert off.rows[4].value.dec_mean == pytest.approx(2 * FakeMeter.truth(off.rows[4].config)[1])
+
+
+def test_noisy_row_is_measured_again(tmp_path: Path) -> None:
+    space = SearchSpace(**TINY_SPACE)
+    meter = FakeMeter(noisy_calls=(2,))  # call 1: reference, call 2: row 0's first attempt
+    res = measure_dataset(meter, space, tmp_path / "n.csv", 2, noise=NoiseControl(ref_every=10),
+                          progress=False)
+    assert [r.attempts for r in res.rows] == [2, 1]
+    e, d = FakeMeter.truth(res.rows[0].config)
+    assert res.rows[0].value.dec_mean == pytest.approx(d)
+    assert res.rows[0].first.dec_mean == pytest.approx(1.5 * d)
+
+
+# ----------------------------------------------------------------------------- command line
+def tiny_yaml(tmp_path: Path, **extra: object) -> Path:
+    cfg: dict[str, object] = {
+        "arch": "transformersuper", "share-all-embeddings": True,
+        "lat-dataset-path": str(tmp_path / "cli.csv"), "lat-dataset-size": 2, "latcpu": True,
+        "latiter": 1, "latwarmup": 0, "latsilent": True, "latcpu-threads": 1,
+        "lat-sentence-length": 5, "lat-src-vocab-size": 40, "lat-ref-every": 0,
+    }
+    cfg.update({k.replace("_", "-"): v for k, v in TINY_SPACE.items()})
+    cfg.update(extra)
+    path = tmp_path / "lat.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_writes_dataset_and_sidecar(tmp_path: Path) -> None:
+    assert main(["--configs", str(tiny_yaml(tmp_path)), "--seed", "4"]) == 0
+    table = csvio.read_latency_table(tmp_path / "cli.csv")
+    assert len(table) == 2
+    meta = json.loads((tmp_path / "cli.csv.meta.json").read_text())
+    assert meta["seed"] == 4 and meta["protocol"]["iters"] == 1
+    assert meta["model"]["src_vocab"] == 40 and "--seed 4" in meta["sessions"][0]["command"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_latgpu_without_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(HatConfigError, match="latgpu.*no CUDA device"):
+        main(["--configs", str(tiny_yaml(tmp_path, latcpu=False, latgpu=True))])
+
+
+def test_bad_config_key_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(HatConfigError, match="unknown key 'latiterr'.*latiter"):
+        main(["--configs", str(tiny_yaml(tmp_path, latiterr=3))])
+
+
+def test_choice_outside_supernet_is_reported(tmp_path: Path) -> None:
+    path = tiny_yaml(tmp_path, **{"encoder-ffn-embed-dim-choice": [96, 500]})
+    with pytest.raises(HatConfigError, match="500"):
+        main(["--configs", str(path)])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob(
+    "configs/*/latency_dataset/*.yml")), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_shipped_configs_parse(path: Path) -> None:
+    args = parse_args(["--configs", str(path)])
+    assert args.lat_dataset_path.startswith("latency_dataset/") and args.lat_dataset_size == 2000
+    assert args.latcpu != args.latgpu
+    space = SearchSpace.from_args(args)
+    assert 512 in space.encoder_ffn_embed_dim_choice
+    assert 2 in space.decoder_ende_attention_heads_choice
+    if args.latcpu:
+        assert protocol_from_args(args).src_len == (23 if "iwslt" in str(path) else 30)
+
+
+def test_hat_reference_csv_loads(hat_reference: Path) -> None:
+    feats, lat, _ = csvio.load_latency_csv(hat_reference / "latency/wmt14ende_gpu_titanxp_all.csv")
+    assert feats.shape == (2000, 10) and np.all(lat > 0)
