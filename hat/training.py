@@ -38,6 +38,16 @@ def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.arch.startswith(HAT_ARCH_PREFIXES) and args.task == "translation":
         logger.info("using task hat_translation (one sampled SubTransformer per update)")
         args.task = "hat_translation"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and getattr(args, "distributed_init_method", None) is None:
+        # Launched by torchrun. fairseq's own detection ignores it at world size 1 (its default on
+        # a CPU machine) and divides by the GPU count, so take torchrun's variables directly.
+        args.distributed_init_method = "env://"
+        args.distributed_world_size = world
+        args.distributed_rank = int(os.environ["RANK"])
+        args.device_id = int(os.environ.get("LOCAL_RANK", 0))
+        args.distributed_no_spawn = True
+        logger.info("torchrun: rank %d of %d", args.distributed_rank, world)
     if args.task == "hat_translation":
         for key, value in (("subnet_seed", 0), ("subnet_log", "")):
             if not hasattr(args, key):
