@@ -1,9 +1,10 @@
 """The one place where fairseq is adapted to recent torch.
 
 With torch >= 2.6, ``torch.load`` defaults to ``weights_only=True``, which refuses the argparse
-Namespace / omegaconf objects inside every fairseq checkpoint. Fairseq's checkpoint_utils is the
-only caller we redirect: it gets a ``torch`` whose ``load`` passes ``weights_only=False``.
-Only load checkpoints you trust (pickle can run code).
+Namespace / omegaconf objects inside every fairseq checkpoint. Fairseq loads checkpoints in
+``checkpoint_utils`` and, in distributed training, unpickles the checkpoint that rank 0 broadcasts
+in ``distributed.utils``; exactly these two modules get a ``torch`` whose ``load`` passes
+``weights_only=False``. Only load checkpoints you trust (pickle can run code).
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def patch_fairseq() -> None:
 
     import fairseq.checkpoint_utils as cu
     import fairseq.dataclass.utils as du
+    import fairseq.distributed.utils as dist_utils
 
-    if not isinstance(cu.torch, _TorchTrustedLoad):
-        cu.torch = _TorchTrustedLoad()
+    for module in (cu, dist_utils):
+        if not isinstance(module.torch, _TorchTrustedLoad):
+            module.torch = _TorchTrustedLoad()
     convert = du.convert_namespace_to_omegaconf
     if not getattr(convert, "_hat_bf16", False):
         def convert_with_gpu_bf16(args: Any) -> Any:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from fairseq import metrics, utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -44,6 +45,19 @@ def unwrap(model: Any) -> Any:
     while hasattr(model, "module"):
         model = model.module
     return model
+
+
+def zero_fill_unused_grads(model: Any) -> None:
+    """Give parameters the step did not use (skipped layers) a zero gradient.
+
+    Multi-GPU training all-reduces every gradient, so there unused parameters get zeros and
+    Adam's momentum keeps moving them (as in HAT's 8-GPU runs); so does fairseq's flattened fp16
+    optimizer. Without this, a single fp32 process would leave them in place: 1 and N GPUs, or
+    fp32 and fp16, would train differently.
+    """
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 def config_hash(cfg: SubConfig) -> str:
@@ -103,7 +117,9 @@ class HatTranslationTask(TranslationTask):
             if cfg != core.sample_config:
                 core.set_sample_config(cfg)
             self._log_subnet(update_num, cfg)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        zero_fill_unused_grads(model)
+        return out
 
     def _log_subnet(self, update_num: int, cfg: SubConfig) -> None:
         if not self.cfg.subnet_log:
