@@ -15,6 +15,11 @@ control), "retry_only" (kept attempt, uncorrected) and "on" (kept and drift-corr
     python bench/latency_bench.py --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
     python bench/latency_bench.py --configs configs/wmt14.en-de/latency_dataset/gpu_h100.yml
     python bench/latency_bench.py --rows 4 --retest 16 --stress 1 --timer wall --out x.json
+    python bench/latency_bench.py --summary   # -> bench/results/latency_bench.json
+
+``--summary`` measures nothing: it gathers rows/minute from the latency_bench_<hw>.json files,
+from the sessions of the committed datasets' sidecars (rows and seconds of the real runs, e.g.
+the H100's) and predictor queries/s from predictor_speed.json into one latency_bench.json.
 """
 
 from __future__ import annotations
@@ -54,6 +59,45 @@ def _burn(stop: float, period: float) -> None:
     while time.time() < stop:
         if period and int((time.time() - t0) / period) % 2:
             time.sleep(0.05)
+
+
+def summarize(results: Path, datasets: Path) -> dict:
+    """Collect measured rows/minute and predictor speed from earlier runs (see --summary)."""
+    out: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "measurement": {}, "datasets": {}, "predictor": None}
+    for f in sorted(results.glob("latency_bench_*.json")):
+        d = json.loads(f.read_text())
+        if "rows_per_min" in d:
+            out["measurement"][f.stem.removeprefix("latency_bench_")] = {
+                k: d.get(k) for k in ("date", "device", "torch", "threads", "timer", "latiter",
+                                      "warmup", "rows", "rows_per_min", "seconds_per_row",
+                                      "mean_row_ms", "load_avg_start")} | {"source": f.name}
+    for f in sorted(datasets.glob("*.csv.meta.json")):
+        d = json.loads(f.read_text())
+        sessions = [s for s in d.get("sessions", []) if s.get("seconds")]
+        rows = sum(s["rows_after"] - s["rows_before"] for s in sessions)
+        secs = sum(s["seconds"] for s in sessions)
+        if rows and secs:
+            out["datasets"][d.get("csv", f.name)] = {
+                "machine": d.get("machine"), "protocol": d.get("protocol"), "rows": rows,
+                "seconds": round(secs, 1), "rows_per_min": round(60 * rows / secs, 3),
+                "note": "whole dataset run(s): reference re-measurements and retries included"}
+    speed = results / "predictor_speed.json"
+    if speed.is_file():
+        d = json.loads(speed.read_text())
+        best = {k: max((v["queries_per_s"], int(n)) for n, v in r["batched"].items())
+                for k, r in d["results"].items() if isinstance(r, dict) and "batched" in r}
+        out["predictor"] = {
+            "date": d["date"], "device": d["device"],
+            "load_average_1min": d.get("load_average_1min"),
+            "single_query_per_s": {k: r["single_query"]["queries_per_s"]
+                                   for k, r in d["results"].items() if isinstance(r, dict)
+                                   and "single_query" in r},
+            "batched_best_per_s": {k: {"queries_per_s": q, "batch": n}
+                                   for k, (q, n) in best.items()},
+            "target_batched_ge_100k_per_s": d.get("target_batched_ge_100k_per_s"),
+            "source": speed.name}
+    return out
 
 
 def _pass(meter, space, noise, n, seed, stress=0, period=0.0, baseline=None):  # noqa: ANN001, ANN202
@@ -121,7 +165,16 @@ def main() -> int:
                     help="drift reference interval during the retest (short runs)")
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--out", help="JSON path (default bench/results/latency_bench_<hw>.json)")
+    ap.add_argument("--summary", action="store_true",
+                    help="only gather earlier results into bench/results/latency_bench.json")
     opts = ap.parse_args()
+    if opts.summary:
+        out = Path(opts.out or ROOT / "bench" / "results" / "latency_bench.json")
+        summary = summarize(ROOT / "bench" / "results", ROOT / "latency_dataset")
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
+        print(f"wrote {out}")
+        return 0
 
     argv = ["--configs", opts.configs, "--latsilent"]
     if opts.latiter is not None:
