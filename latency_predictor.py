@@ -47,6 +47,9 @@ def build_parser() -> configargparse.ArgParser:
           help="'hat' = HAT's recipe (train-steps/bsz/lr above); 'default' = ours (fixed)")
     p.add("--seed", type=int, default=1, help="split and training seed")
     p.add("--max-steps", type=int, default=None, help="cap on training steps (quick runs)")
+    p.add("--members", type=int, default=None,
+          help="ensemble size (averaged networks, each a HAT MLP; default 1). More members "
+               "predict a little better and proportionally slower")
     p.add("--eval-only", action="store_true", help="evaluate --ckpt-path, do not train")
     p.add("--fewshot", type=int, default=None, metavar="N",
           help="fit from N training rows on top of --source-ckpt (new hardware)")
@@ -134,10 +137,16 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.recipe == "hat":
             over = {"steps": args.train_steps, "bsz": args.bsz, "lr": args.lr}
         recipe = get_recipe(args.recipe, **over)
+        if args.members is not None:
+            if args.members < 1:
+                raise HatConfigError(f"members must be >= 1, got {args.members}")
+            over["members"] = args.members
+            recipe = get_recipe(args.recipe, **over)
         if args.max_steps is not None:
             recipe = get_recipe(args.recipe, **{**over, "steps": min(recipe.steps, args.max_steps)})
-        log.info("training (%s recipe, %d steps, seed %d) on %d rows, %d validation rows",
-                 recipe.name, recipe.steps, args.seed, len(tr), len(va))
+        log.info("training (%s recipe, %d steps, %d member(s), seed %d) on %d rows, "
+                 "%d validation rows", recipe.name, recipe.steps, recipe.members, args.seed,
+                 len(tr), len(va))
 
         def progress(step: int, loss: float) -> None:
             if step % 1000 == 0 or step == recipe.steps:
@@ -150,7 +159,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         pred.save(ckpt)
         log.info("saved %s (+ %s)", ckpt, ckpt.name + ".json")
-        summary.update(mode="train", recipe=recipe.name, n_train=int(len(tr)),
+        summary.update(mode="train", recipe=recipe.name, members=recipe.members,
+                       n_train=int(len(tr)),
                        train_seconds=round(pred.meta["train_seconds"], 2))
     p_te = pred.predict(x[te])
     m_te = metrics(p_te, y[te])

@@ -327,3 +327,15 @@ def test_cli_unknown_yaml_key(tmp_path: Path) -> None:
     cfg = _config(tmp_path, _tiny_csv(tmp_path), extra="feature-dim: 11\n")
     with pytest.raises(HatConfigError, match="feature-dim must be 10"):
         cli.run([f"--configs={cfg}", "--no-plot"])
+
+
+def test_cli_ensemble_members(tmp_path: Path) -> None:
+    cli = _cli()
+    cfg = _config(tmp_path, _tiny_csv(tmp_path))
+    s = cli.run([f"--configs={cfg}", "--members", "2", "--max-steps", "40", "--no-plot"])
+    assert s["members"] == 2
+    back = LatencyPredictor.load(tmp_path / "pred" / "p.pt")
+    assert len(back.members) == 2
+    assert not np.allclose(back.members[0]["predict.weight"], back.members[1]["predict.weight"])
+    with pytest.raises(HatConfigError, match="members must be >= 1"):
+        cli.run([f"--configs={cfg}", "--members", "0", "--no-plot"])
