@@ -1,0 +1,44 @@
+"""bench/latency_bench.py --summary: gathers earlier measurements, invents nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def _bench():
+    path = ROOT / "bench" / "latency_bench.py"
+    spec = importlib.util.spec_from_file_location("latency_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_collects_rows_per_minute_and_predictor_speed(tmp_path: Path) -> None:
+    results, datasets = tmp_path / "results", tmp_path / "datasets"
+    results.mkdir()
+    datasets.mkdir()
+    (results / "latency_bench_cpu_x.json").write_text(json.dumps(
+        {"date": "d", "device": {"cpu": "X"}, "rows": 10, "rows_per_min": 12.5}))
+    (results / "latency_bench_retest_only.json").write_text(json.dumps({"retest": {}}))
+    (datasets / "a_all.csv.meta.json").write_text(json.dumps({
+        "csv": "a_all.csv", "machine": {"gpu": "G"}, "protocol": {"iters": 5},
+        "sessions": [{"rows_before": 0, "rows_after": 300, "seconds": 200.0},
+                     {"rows_before": 300, "rows_after": 400, "seconds": 100.0},
+                     {"rows_before": 400, "rows_after": 410}]}))  # still running: no seconds
+    (results / "predictor_speed.json").write_text(json.dumps({
+        "date": "d", "device": "cpu", "target_batched_ge_100k_per_s": True,
+        "results": {"threads_1": {"single_query": {"queries_per_s": 5.0},
+                                  "batched": {"10": {"queries_per_s": 50.0},
+                                              "100": {"queries_per_s": 80.0}}}}}))
+    s = _bench().summarize(results, datasets)
+    assert list(s["measurement"]) == ["cpu_x"]
+    assert s["measurement"]["cpu_x"]["rows_per_min"] == 12.5
+    a = s["datasets"]["a_all.csv"]
+    assert a["rows"] == 400 and a["seconds"] == 300.0 and a["rows_per_min"] == 80.0
+    p = s["predictor"]
+    assert p["single_query_per_s"] == {"threads_1": 5.0}
+    assert p["batched_best_per_s"]["threads_1"] == {"queries_per_s": 80.0, "batch": 100}
