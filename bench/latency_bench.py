@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hat.latency.csvio import atomic_write_json  # noqa: E402
 from hat.latency.measure import (  # noqa: E402
     LatencyMeter,
     NoiseControl,
@@ -169,11 +170,10 @@ def main() -> int:
                     help="only gather earlier results into bench/results/latency_bench.json")
     opts = ap.parse_args()
     if opts.summary:
-        out = Path(opts.out or ROOT / "bench" / "results" / "latency_bench.json")
+        out = opts.out or ROOT / "bench" / "results" / "latency_bench.json"
         summary = summarize(ROOT / "bench" / "results", ROOT / "latency_dataset")
-        out.write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2))
-        print(f"wrote {out}")
+        print(f"wrote {atomic_write_json(out, summary, indent=2)}")
         return 0
 
     argv = ["--configs", opts.configs, "--latsilent"]
@@ -238,10 +238,8 @@ def main() -> int:
                       f"mean {t['mean_rel_err_pct']:.2f}%, within 10% {t['within10_pct']:.0f}%, "
                       f"within 5% {t['within5_pct']:.0f}% (n={t['n']})")
     result["load_avg_end"] = os.getloadavg()
-    out = Path(opts.out or ROOT / "bench" / "results" / f"latency_bench_{hw}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    out = opts.out or ROOT / "bench" / "results" / f"latency_bench_{hw}.json"
+    print(f"wrote {atomic_write_json(out, result, indent=2)}")
     return 0
 
 

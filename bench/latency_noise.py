@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hat.latency.csvio import load_latency_csv  # noqa: E402
+from hat.latency.csvio import atomic_write_json, load_latency_csv  # noqa: E402
 from hat.latency.predictor import get_recipe, metrics, split_indices, train_predictor  # noqa: E402
 
 
@@ -93,10 +93,8 @@ def main() -> int:
         "how": "default predictor recipe, seeded 80/10/10 split; blocks: 5-fold cross-fitted "
                "relative residuals of the raw latency, mean per block of consecutive rows",
     }
-    out = Path(args.out or ROOT / "bench" / "results" / f"latency_noise_{Path(args.csv).stem}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    out = args.out or ROOT / "bench" / "results" / f"latency_noise_{Path(args.csv).stem}.json"
+    print(f"wrote {atomic_write_json(out, report)}")
     return 0
 
 

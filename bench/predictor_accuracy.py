@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hat.latency.csvio import load_latency_csv  # noqa: E402
+from hat.latency.csvio import atomic_write_json, load_latency_csv  # noqa: E402
 from hat.latency.fewshot import METHODS, fit_fewshot  # noqa: E402
 from hat.latency.predictor import (  # noqa: E402
     FEATURE_NORM,
@@ -210,9 +210,7 @@ def main() -> int:
                     "ours_members5": asdict(r_ens)},
         "results": results, "fewshot": fewshot,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    out = atomic_write_json(args.out, report)
     if panels:
         scatter_grid(panels, out.with_name("predictor_scatter.png"))
     print(f"wrote {out}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hat.latency.csvio import atomic_write_json  # noqa: E402
 from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor  # noqa: E402
 
 BATCHES = (1, 125, 1000, 10_000, 100_000)
@@ -116,10 +116,7 @@ def main() -> int:
             v["queries_per_s"] for r in results.values() if isinstance(r, dict)
             and "batched" in r for v in r["batched"].values()) >= 100_000,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {atomic_write_json(args.out, report)}")
     return 0
 
 

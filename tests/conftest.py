@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -69,3 +71,12 @@ def tiny_supernet(shared: bool = True, vocab: int = 50, seed: int = 0, **kw
 def tiny_space() -> SearchSpace:
     """The tiny space as a SearchSpace."""
     return SearchSpace(**TINY_SPACE)
+
+
+def load_script(relpath: str) -> ModuleType:
+    """Import a script of the repository (e.g. ``bench/latency_bench.py``) as a module."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 
 def _bench():
-    path = ROOT / "bench" / "latency_bench.py"
-    spec = importlib.util.spec_from_file_location("latency_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/latency_bench.py")
 
 
 def test_summary_collects_rows_per_minute_and_predictor_speed(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ from hat.latency.predictor import (
     split_indices,
     train_predictor,
 )
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
@@ -209,11 +209,7 @@ def test_fewshot_fits_scaled_device(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- fetch script
 def _load_fetch():
-    path = ROOT / "scripts" / "fetch_hat_latency.py"
-    spec = importlib.util.spec_from_file_location("fetch_hat_latency", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/fetch_hat_latency.py")
 
 
 @needs_ref
@@ -280,11 +276,7 @@ def test_cli_json_last_line_subprocess(tmp_path: Path) -> None:
 
 
 def _cli():
-    path = ROOT / "latency_predictor.py"
-    spec = importlib.util.spec_from_file_location("latency_predictor_cli", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("latency_predictor.py")
 
 
 def test_cli_eval_only_and_hat_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import tempfile
@@ -254,6 +255,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: object, indent: int = 1) -> Path:
+    """Write ``obj`` as JSON (non-JSON values via ``str``) atomically; returns the path."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
+    return Path(path)
 
 
 def write_latency_csv(
