@@ -4,6 +4,7 @@
     python latency_predictor.py --configs=configs/wmt14.en-de/latency_predictor/titanxp.yml
     python latency_predictor.py --configs=... --eval-only --ckpt-path hat.pt --json
     python latency_predictor.py --configs=... --fewshot 50 --source-ckpt other_device.pt
+    python latency_predictor.py --configs=... --fewshot 50 --source-dataset other_device_all.csv
 
 The rows are split 80/10/10 with a seeded shuffle; the test split is only used for the reported
 test RMSE (ms), MAPE (%) and share within +-10%. With ``--json`` the last stdout line is one JSON
@@ -54,7 +55,10 @@ def build_parser() -> configargparse.ArgParser:
     p.add("--fewshot", type=int, default=None, metavar="N",
           help="fit from N training rows on top of --source-ckpt (new hardware)")
     p.add("--source-ckpt", default=None, help="few-shot: predictor of another device")
-    p.add("--fewshot-method", choices=["scale", "affine", "finetune"], default=None,
+    p.add("--source-dataset", default=None,
+          help="few-shot: latency CSV of another device (adds the 'components' method: its "
+               "encoder and decoder predictors, reweighted on the N rows)")
+    p.add("--fewshot-method", choices=["scale", "affine", "finetune", "components"], default=None,
           help="few-shot: force a method (default: chosen by cross-validation on the rows)")
     p.add("--source-lat-norm", type=float, default=None,
           help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")
@@ -101,7 +105,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from hat.errors import HatConfigError
     from hat.latency.csvio import load_latency_csv
-    from hat.latency.fewshot import fit_fewshot
+    from hat.latency.fewshot import component_predictors, fit_fewshot
     from hat.latency.predictor import (
         LatencyPredictor,
         check_norms,
@@ -124,12 +128,29 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pred = LatencyPredictor.load(ckpt, feature_norm=fn, lat_norm=ln)
         summary.update(mode="eval-only", n_train=int(len(tr)))
     elif args.fewshot is not None:
-        if not args.source_ckpt:
-            raise HatConfigError("--fewshot needs --source-ckpt (another device's predictor)")
-        src = LatencyPredictor.load(args.source_ckpt, lat_norm=args.source_lat_norm)
+        if not (args.source_ckpt or args.source_dataset):
+            raise HatConfigError("--fewshot needs --source-ckpt (another device's predictor) "
+                                 "and/or --source-dataset (its latency CSV)")
+        src = parts = None
+        if args.source_ckpt:
+            src = LatencyPredictor.load(args.source_ckpt, lat_norm=args.source_lat_norm)
+        if args.source_dataset:
+            log.info("training encoder and decoder predictors on %s", args.source_dataset)
+            sx, _, sextra = load_latency_csv(args.source_dataset)
+            r = get_recipe("default")
+            if args.max_steps is not None:
+                r = get_recipe("default", steps=min(r.steps, args.max_steps))
+            parts = component_predictors(sx, sextra["latency_mean_encoder"],
+                                         sextra["latency_mean_decoder"], ln, seed=args.seed,
+                                         recipe=r)
         shots = tr[: args.fewshot]
-        log.info("few-shot: %d rows on top of %s", len(shots), args.source_ckpt)
-        pred = fit_fewshot(src, x[shots], y[shots], seed=args.seed, method=args.fewshot_method)
+        log.info("few-shot: %d rows on top of %s", len(shots),
+                 " and ".join(a for a in (args.source_ckpt, args.source_dataset) if a))
+        try:
+            pred = fit_fewshot(src, x[shots], y[shots], seed=args.seed,
+                               method=args.fewshot_method, components=parts)
+        except ValueError as e:
+            raise HatConfigError(f"--fewshot: {e}") from None
         pred.save(ckpt)
         summary.update(mode="fewshot", n_train=int(len(shots)), method=pred.meta.get("method"))
     else:

@@ -8,7 +8,7 @@ nonparametric baselines (sklearn gradient boosting / random forest; bench-only d
 Also few-shot new-hardware fits from 50 rows. Writes bench/results/predictor_accuracy.json and a
 small scatter-plot PNG.
 
-    python bench/predictor_accuracy.py [--data DIR] [--seed 1] [--quick]
+    python bench/predictor_accuracy.py [--data DIR] [--seed 1] [--quick] [--fewshot-only]
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.latency.csvio import atomic_write_json, load_latency_csv  # noqa: E402
-from hat.latency.fewshot import METHODS, fit_fewshot  # noqa: E402
+from hat.latency.fewshot import (  # noqa: E402
+    DATA_METHODS,
+    METHODS,
+    component_predictors,
+    fit_fewshot,
+)
 from hat.latency.predictor import (  # noqa: E402
     FEATURE_NORM,
     LatencyPredictor,
@@ -117,6 +122,8 @@ def main() -> int:
                     help="folder with <name>_all.csv (default: hat-reference, latency_dataset)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="few steps (smoke test only)")
+    ap.add_argument("--fewshot-only", action="store_true",
+                    help="only redo the few-shot section of an existing --out JSON")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "predictor_accuracy.json"))
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -129,6 +136,7 @@ def main() -> int:
     results: dict = {}
     preds: dict[str, LatencyPredictor] = {}
     data: dict[str, tuple] = {}
+    parts_data: dict[str, tuple] = {}
     panels = []
     for name in NAMES:
         csv_path = None
@@ -138,12 +146,13 @@ def main() -> int:
             print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
             continue
         ln = LAT_NORM[name.rsplit("_", 1)[1]]
-        x, y, _ = load_latency_csv(csv_path)
+        x, y, extra = load_latency_csv(csv_path)
         tr, va, te = split_indices(len(y), args.seed)
         data[name] = (x, y, tr, va, te, ln)
+        parts_data[name] = (x, extra["latency_mean_encoder"], extra["latency_mean_decoder"])
         row: dict = {"csv": str(csv_path), "n_train": len(tr), "n_val": len(va), "n_test": len(te)}
-        for label, recipe in (("ours_default", r_def), ("hat_recipe", r_hat),
-                              ("ours_members5", r_ens)):
+        recipes = (("ours_default", r_def), ("hat_recipe", r_hat), ("ours_members5", r_ens))
+        for label, recipe in recipes[:1] if args.fewshot_only else recipes:
             p = train_predictor(x, y, tr, va, recipe, feature_norm=FEATURE_NORM, lat_norm=ln,
                                 seed=args.seed)
             row[label] = metrics(p.predict(x[te]), y[te]) | {
@@ -152,6 +161,8 @@ def main() -> int:
             if label == "ours_default":
                 preds[name] = p
                 panels.append((name, p.predict(x[te]), y[te]))
+        if args.fewshot_only:
+            continue
         shipped = None
         for b in bases:
             shipped = shipped or _find(b, [f"predictors/{name}.pt", f"predictors/hat/{name}.pt"])
@@ -184,13 +195,21 @@ def main() -> int:
         entry: dict = {"n_rows": N_SHOTS, "full_data_ours": metrics(preds[tgt].predict(x[te]),
                                                                      y[te])}
         t0 = time.perf_counter()
-        fp = fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed)
+        sx, senc, sdec = parts_data[src]  # the other device's whole dataset
+        parts = component_predictors(sx, senc, sdec, ln, seed=args.seed,
+                                     recipe=get_recipe("default", **steps))
+        entry["components_train_seconds"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        fp = fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed, components=parts)
         entry["chosen"] = metrics(fp.predict(x[te]), y[te]) | {
             "method": fp.meta["method"], "fit_seconds": round(time.perf_counter() - t0, 2),
             "cv_mse_rel": fp.meta["cv_mse_rel"]}
-        for m in METHODS:
+        fo = fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed)
+        entry["chosen_from_predictor_only"] = metrics(fo.predict(x[te]), y[te]) | {
+            "method": fo.meta["method"]}
+        for m in METHODS + DATA_METHODS:
             entry[m] = metrics(fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed,
-                                           method=m).predict(x[te]), y[te])
+                                           method=m, components=parts).predict(x[te]), y[te])
         entry["source_unadapted"] = metrics(preds[src].predict(x[te]), y[te])
         entry["target_within3pts_of_full"] = (
             entry["chosen"]["within10_pct"] >= entry["full_data_ours"]["within10_pct"] - 3)
@@ -210,8 +229,11 @@ def main() -> int:
                     "ours_members5": asdict(r_ens)},
         "results": results, "fewshot": fewshot,
     }
+    if args.fewshot_only:
+        old = json.loads(Path(args.out).read_text())
+        report = old | {"fewshot": fewshot, "fewshot_date": report["date"]}
     out = atomic_write_json(args.out, report)
-    if panels:
+    if panels and not args.fewshot_only:
         scatter_grid(panels, out.with_name("predictor_scatter.png"))
     print(f"wrote {out}")
     return 0

@@ -14,7 +14,7 @@ import torch
 
 from hat.errors import HatConfigError
 from hat.latency.csvio import load_latency_csv, write_latency_csv
-from hat.latency.fewshot import fit_fewshot
+from hat.latency.fewshot import component_predictors, fit_fewshot
 from hat.latency.predictor import (
     FEATURE_NORM,
     LatencyMLP,
@@ -207,6 +207,33 @@ def test_fewshot_fits_scaled_device(tmp_path: Path) -> None:
         fit_fewshot(src, x[:2], y2[:2])
 
 
+def test_fewshot_components_reweights_encoder_and_decoder(tmp_path: Path) -> None:
+    x, _ = _synthetic(800, seed=4)
+    enc = 2 + x[:, 2] / 150 + x[:, 0] / 100  # the other device: encoder and decoder latency
+    dec = 5 + x[:, 5] * (10 + x[:, 6] / 200 + x[:, 4] / 40)
+    y_new = 4.0 * enc + 0.5 * dec  # new hardware: a much slower encoder, a faster decoder
+    tr, va, te = split_indices(len(enc), 0)
+    total_src = train_predictor(x, enc + dec, tr, va, get_recipe("default", steps=200),
+                                lat_norm=200, seed=0)
+    parts = component_predictors(x[tr], enc[tr], dec[tr], 200, seed=0,
+                                 recipe=get_recipe("default", steps=200))
+    shots = tr[:50]
+    few = fit_fewshot(total_src, x[shots], y_new[shots], seed=0, components=parts)
+    assert few.meta["method"] == "components", few.meta["cv_mse_rel"]
+    assert few.meta["a_encoder"] == pytest.approx(4.0, rel=0.15)
+    assert few.meta["b_decoder"] == pytest.approx(0.5, rel=0.15)
+    m = metrics(few.predict(x[te]), y_new[te])
+    affine = fit_fewshot(total_src, x[shots], y_new[shots], seed=0, method="affine")
+    assert m["within10_pct"] > 95 and m["rmse_ms"] < 0.5 * metrics(
+        affine.predict(x[te]), y_new[te])["rmse_ms"], m
+    back = LatencyPredictor.load(few.save(tmp_path / "few.pt"))  # saves as a plain ensemble
+    np.testing.assert_allclose(back.predict(x[te]), few.predict(x[te]), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the other device's dataset"):
+        fit_fewshot(total_src, x[shots], y_new[shots], method="components")
+    with pytest.raises(ValueError, match="predictor or dataset"):
+        fit_fewshot(None, x[shots], y_new[shots])
+
+
 # --------------------------------------------------------------------------- fetch script
 def _load_fetch():
     return load_script("scripts/fetch_hat_latency.py")
@@ -296,6 +323,15 @@ def test_cli_eval_only_and_hat_recipe(tmp_path: Path, capsys: pytest.CaptureFixt
                   "--ckpt-path", str(tmp_path / "few.pt"), "--no-plot"])
     assert s3["mode"] == "fewshot" and s3["n_train"] == 20 and s3["method"] == "affine"
     assert (tmp_path / "few.pt.json").is_file()
+    s4 = cli.run([f"--configs={cfg}", "--fewshot", "20", "--fewshot-method", "components",
+                  "--source-dataset", str(_tiny_csv(tmp_path)), "--max-steps", "30",
+                  "--ckpt-path", str(tmp_path / "few2.pt"), "--no-plot"])
+    assert s4["method"] == "components" and (tmp_path / "few2.pt.members.pt").is_file()
+    with pytest.raises(HatConfigError, match="needs the other device's dataset"):
+        cli.run([f"--configs={cfg}", "--fewshot", "20", "--fewshot-method", "components",
+                 "--source-ckpt", str(tmp_path / "pred" / "p.pt"), "--no-plot"])
+    with pytest.raises(HatConfigError, match="--source-dataset"):
+        cli.run([f"--configs={cfg}", "--fewshot", "20", "--no-plot"])
 
 
 @needs_ref
