@@ -62,6 +62,11 @@ def build_parser() -> configargparse.ArgParser:
           help="few-shot: force a method (default: chosen by cross-validation on the rows)")
     p.add("--source-lat-norm", type=float, default=None,
           help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")
+    p.add("--drift-correct", choices=["none", "neighbours"], default="none",
+          help="'neighbours': divide each row by the device's speed around it, estimated from "
+               "its neighbours in measurement order (hat/latency/drift.py); the summary then "
+               "also reports accuracy on the uncorrected labels")
+    p.add("--drift-window", type=int, default=15, help="neighbours on each side")
     p.add("--plot-path", default=None, help="scatter PNG (default: next to the checkpoint)")
     p.add("--no-plot", action="store_true")
     p.add("--json", action="store_true", help="last stdout line = JSON summary")
@@ -119,10 +124,27 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.feature_dim != 10:
         raise HatConfigError(f"feature-dim must be 10 (HAT's features), got {args.feature_dim}")
     fn, ln = check_norms(args.feature_norm, args.lat_norm, args.configs)
-    x, y, _ = load_latency_csv(args.lat_dataset_path)
+    x, y, extra = load_latency_csv(args.lat_dataset_path)
     tr, va, te = split_indices(len(y), args.seed)
     ckpt = Path(args.ckpt_path)
-    summary: dict[str, Any] = {"seed": args.seed, "n_val": int(len(va))}
+    summary: dict[str, Any] = {"seed": args.seed, "n_val": int(len(va)),
+                               "drift_correct": args.drift_correct}
+    y_measured = y
+    if args.drift_correct == "neighbours":
+        from hat.latency.drift import estimate_drift, measurement_order
+
+        log.info("estimating drift from neighbouring rows (window %d)", args.drift_window)
+        try:
+            quick = None if args.max_steps is None else get_recipe(
+                "default", steps=min(1500, args.max_steps))
+            est = estimate_drift(x, y, measurement_order(extra, len(y)), lat_norm=ln,
+                                 window=args.drift_window, seed=args.seed, recipe=quick)
+        except ValueError as e:
+            raise HatConfigError(f"{args.lat_dataset_path}: --drift-correct: {e}") from None
+        y = y / est.factors
+        summary["drift"] = est.summary()
+        log.info("drift factors %.3f-%.3f (5-95%%: %.3f-%.3f)", *(
+            summary["drift"][k] for k in ("factor_min", "factor_max", "factor_p05", "factor_p95")))
     if args.eval_only:
         log.info("evaluating %s on %d test rows of %s", ckpt, len(te), args.lat_dataset_path)
         pred = LatencyPredictor.load(ckpt, feature_norm=fn, lat_norm=ln)
@@ -192,6 +214,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         val_rmse_ms=m_va["rmse_ms"], val_within10_pct=m_va["within10_pct"],
         ckpt_path=str(ckpt), lat_dataset_path=str(args.lat_dataset_path),
     )
+    if args.drift_correct != "none":
+        m_raw = metrics(p_te, y_measured[te])
+        summary.update(test_rmse_ms_uncorrected=m_raw["rmse_ms"],
+                       test_within10_pct_uncorrected=m_raw["within10_pct"])
     if not args.no_plot:
         plot = ckpt.with_name(ckpt.stem + "_scatter.png")
         if args.plot_path:
@@ -203,6 +229,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             log.warning("could not write the scatter plot %s: %s", plot, e)
     print(f"test RMSE {m_te['rmse_ms']:.3f} ms | MAPE {m_te['mape_pct']:.2f}% | "
           f"within +-10% {m_te['within10_pct']:.1f}%  (n_test={len(te)}, seed={args.seed})")
+    if args.drift_correct != "none":
+        print(f"  on the uncorrected latencies: RMSE {summary['test_rmse_ms_uncorrected']:.3f} ms"
+              f" | within +-10% {summary['test_within10_pct_uncorrected']:.1f}%")
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     return summary

@@ -367,3 +367,15 @@ def test_cli_ensemble_members(tmp_path: Path) -> None:
     assert not np.allclose(back.members[0]["predict.weight"], back.members[1]["predict.weight"])
     with pytest.raises(HatConfigError, match="members must be >= 1"):
         cli.run([f"--configs={cfg}", "--members", "0", "--no-plot"])
+
+
+def test_cli_drift_correct_neighbours(tmp_path: Path) -> None:
+    cli = _cli()
+    cfg = _config(tmp_path, _tiny_csv(tmp_path))
+    s = cli.run([f"--configs={cfg}", "--drift-correct", "neighbours", "--max-steps", "60",
+                 "--no-plot", "--json"])
+    assert s["drift_correct"] == "neighbours" and "test_within10_pct_uncorrected" in s
+    assert 0.5 < s["drift"]["factor_min"] <= s["drift"]["factor_max"] < 2.0
+    with pytest.raises(HatConfigError, match="needs at least"):
+        cli.run([f"--configs={cfg}", "--drift-correct", "neighbours", "--drift-window", "200",
+                 "--max-steps", "10", "--no-plot"])

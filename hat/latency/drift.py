@@ -1,0 +1,98 @@
+"""Drift correction from the rows themselves ("neighbour referencing").
+
+A latency dataset samples its SubTransformers independently of time, so any trend of the
+prediction residuals along the measurement order is the device drifting (clock frequency, other
+tenants of the host), not the architectures. Each row is divided by the device's relative speed
+around it: the median ratio measured / predicted of its neighbours in measurement order (the row
+itself excluded), with the predictions cross-fitted (no model saw the row it predicts). Every
+neighbour is a reference measurement, so this follows drift on the time scale of a few rows, which
+a reference model re-measured every K rows cannot. Without drift the factors stay close to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hat.latency.predictor import Recipe, get_recipe, train_predictor
+
+
+@dataclass(frozen=True)
+class DriftEstimate:
+    """Per-row factors (measured / drift-free), in the rows' original order."""
+
+    factors: np.ndarray
+    window: int
+    passes: int
+
+    def summary(self) -> dict[str, float]:
+        """Spread of the factors (how much drift was removed)."""
+        f = self.factors
+        return {"window": self.window, "passes": self.passes, "factor_min": float(f.min()),
+                "factor_max": float(f.max()),
+                "factor_p05": float(np.percentile(f, 5)), "factor_p95": float(np.percentile(f, 95)),
+                "rows_changed_over_2pct": int(np.sum(np.abs(f - 1) > 0.02))}
+
+
+def cross_fitted_predictions(features: np.ndarray, latency_ms: np.ndarray, lat_norm: float,
+                             folds: int = 5, seed: int = 1,
+                             recipe: Recipe | str = "default") -> np.ndarray:
+    """Predict every row with a predictor trained on the other folds."""
+    n = len(latency_ms)
+    perm = np.random.default_rng(seed).permutation(n)
+    chunks = np.array_split(perm, folds)
+    pred = np.empty(n)
+    for k, held in enumerate(chunks):
+        rest = np.concatenate([c for j, c in enumerate(chunks) if j != k])
+        n_val = max(1, len(rest) // 10)
+        p = train_predictor(features, latency_ms, rest[n_val:], rest[:n_val], recipe,
+                            lat_norm=lat_norm, seed=seed + k)
+        pred[held] = p.predict(features[held])
+    return pred
+
+
+def neighbour_factors(log_ratio: np.ndarray, order: np.ndarray, window: int) -> np.ndarray:
+    """exp(median log_ratio of the ``window`` rows before and after each row in ``order``)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    seq = log_ratio[order]
+    n = len(seq)
+    out = np.empty(n)
+    for i in range(n):
+        lo, hi = max(0, i - window), min(n, i + window + 1)
+        nb = np.r_[seq[lo:i], seq[i + 1:hi]]
+        out[i] = np.exp(np.median(nb)) if len(nb) else 1.0
+    factors = np.empty(n)
+    factors[order] = out
+    return factors
+
+
+def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarray | None = None,
+                   *, lat_norm: float, window: int = 15, passes: int = 2, folds: int = 5,
+                   seed: int = 1, recipe: Recipe | str | None = None) -> DriftEstimate:
+    """Per-row drift factors; ``order`` = the rows' measurement order (default: file order).
+
+    Each pass refits the cross-fitted predictor on the latencies corrected so far.
+    """
+    x = np.asarray(features, np.float64)
+    y = np.asarray(latency_ms, np.float64)
+    if len(y) < 4 * window:
+        raise ValueError(f"drift correction needs at least {4 * window} rows, got {len(y)}")
+    order = np.arange(len(y)) if order is None else np.asarray(order)
+    if sorted(order.tolist()) != list(range(len(y))):
+        raise ValueError("order must be a permutation of the row indices")
+    recipe = recipe or get_recipe("default", steps=1500)
+    factors = np.ones(len(y))
+    for p in range(passes):
+        pred = cross_fitted_predictions(x, y / factors, lat_norm, folds, seed + 100 * p, recipe)
+        factors = neighbour_factors(np.log(y / pred), order, window)
+    return DriftEstimate(factors, window, passes)
+
+
+def measurement_order(extra: dict, n: int) -> np.ndarray:
+    """Rows' measurement order from our CSVs' ``row``/``timestamp`` columns (else file order)."""
+    if "timestamp" in extra and len(extra["timestamp"]) == n:
+        ts = [str(t) for t in extra["timestamp"]]
+        return np.array(sorted(range(n), key=lambda i: (ts[i], i)))
+    return np.arange(n)
