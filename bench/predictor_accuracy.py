@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 import sys
@@ -93,6 +94,7 @@ def scatter_grid(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -
     """One small PNG: predicted vs measured per CSV (our default recipe, test rows)."""
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

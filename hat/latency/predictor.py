@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import time
@@ -503,6 +504,7 @@ def save_scatter(pred_ms: np.ndarray, true_ms: np.ndarray, path: str | os.PathLi
     """Write a small predicted-vs-measured scatter PNG (matplotlib, Agg backend)."""
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-search debug spam
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
