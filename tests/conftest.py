@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +81,13 @@ def load_script(relpath: str) -> ModuleType:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def synthetic_features(n: int, rng: np.random.Generator) -> np.ndarray:
+    """HAT's 10 latency features for ``n`` random rows in the range of the WMT search space."""
+    return np.c_[
+        rng.choice([512, 640], n), np.full(n, 6), rng.uniform(1024, 3072, n),
+        rng.uniform(4, 8, n), rng.choice([512, 640], n), rng.integers(1, 7, n),
+        rng.uniform(1024, 3072, n), rng.uniform(4, 8, n), rng.uniform(4, 8, n),
+        rng.uniform(1, 3, n),
+    ]

@@ -18,6 +18,7 @@ from hat.latency.csvio import (
     read_rows,
     write_latency_csv,
 )
+from tests.conftest import synthetic_features
 
 REF = Path(
     os.environ.get(
@@ -32,12 +33,7 @@ ROW = "640,6,1962.67,6.0,512,4,1920.0,2.5,5.5,1.5,5.49,124.5,0.05,0.44"
 
 
 def _features(n: int, rng: np.random.Generator) -> np.ndarray:
-    return np.c_[
-        rng.choice([512, 640], n), np.full(n, 6), rng.uniform(1024, 3072, n),
-        rng.uniform(4, 8, n), rng.choice([512, 640], n), rng.integers(1, 7, n),
-        rng.uniform(1024, 3072, n), rng.uniform(4, 8, n), rng.uniform(4, 8, n),
-        rng.uniform(1, 3, n),
-    ]
+    return synthetic_features(n, rng)
 
 
 def _latency(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,16 +7,11 @@ import pytest
 
 from hat.latency.drift import estimate_drift, measurement_order, neighbour_factors
 from hat.latency.predictor import get_recipe
+from tests.conftest import synthetic_features
 
 
 def _rows(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = np.c_[
-        rng.choice([512, 640], n), np.full(n, 6), rng.uniform(1024, 3072, n),
-        rng.uniform(4, 8, n), rng.choice([512, 640], n), rng.integers(1, 7, n),
-        rng.uniform(1024, 3072, n), rng.uniform(4, 8, n), rng.uniform(4, 8, n),
-        rng.uniform(1, 3, n),
-    ]
+    x = synthetic_features(n, np.random.default_rng(seed))
     return x, 5 + x[:, 5] * (10 + x[:, 6] / 200 + x[:, 4] / 40) + x[:, 2] / 300
 
 

@@ -25,7 +25,7 @@ from hat.latency.predictor import (
     split_indices,
     train_predictor,
 )
-from tests.conftest import load_script
+from tests.conftest import load_script, synthetic_features
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
@@ -53,12 +53,7 @@ def _numpy_mlp(sd: dict[str, torch.Tensor], x: np.ndarray, fn, ln: float) -> np.
 
 def _synthetic(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    x = np.c_[
-        rng.choice([512, 640], n), np.full(n, 6), rng.uniform(1024, 3072, n),
-        rng.uniform(4, 8, n), rng.choice([512, 640], n), rng.integers(1, 7, n),
-        rng.uniform(1024, 3072, n), rng.uniform(4, 8, n), rng.uniform(4, 8, n),
-        rng.uniform(1, 3, n),
-    ]
+    x = synthetic_features(n, rng)
     y = 5 + x[:, 5] * (10 + x[:, 6] / 200 + x[:, 4] / 40) + x[:, 2] / 300
     return x, y * rng.normal(1, 0.01, n)
 
