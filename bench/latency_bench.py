@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hat.latency.csvio import atomic_write_json  # noqa: E402
+from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.measure import (  # noqa: E402
     LatencyMeter,
     NoiseControl,

@@ -31,7 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hat.latency.csvio import atomic_write_json, load_latency_csv  # noqa: E402
+from hat.atomic import atomic_write_json  # noqa: E402
+from hat.latency.csvio import load_latency_csv  # noqa: E402
 from hat.latency.fewshot import (  # noqa: E402
     DATA_METHODS,
     METHODS,

@@ -16,13 +16,13 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hat.atomic import atomic_torch_save
 from hat.checkpoint import read_checkpoint
 from hat.errors import HatConfigError
 
@@ -89,27 +89,12 @@ def average_states(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     return state
 
 
-def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> Path:
     """Average ``paths`` into ``output``; returns ``output``."""
     out = Path(output)
     if any(Path(p).resolve() == out.resolve() for p in paths):
         raise HatConfigError(f"{out}: output would overwrite one of the inputs")
-    save_state(average_states(paths), out)
+    atomic_torch_save(average_states(paths), out)
     return out
 
 

@@ -42,8 +42,9 @@ from typing import Any
 
 import torch
 
+from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
-from hat.space import SubConfig, atomic_write_text, read_subtransformer_yaml
+from hat.space import SubConfig, read_subtransformer_yaml
 
 logger = logging.getLogger("hat.bleu")
 

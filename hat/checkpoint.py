@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from fairseq.data import Dictionary
 
+from hat.atomic import atomic_torch_save
 from hat.compat import trusted_load
 from hat.errors import HatConfigError
 
@@ -109,14 +109,4 @@ def save_checkpoint(path: str | os.PathLike, args: argparse.Namespace,
         "extra_state": {},
         "last_optimizer_state": None,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(state, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError, where
 
 ARBITRARY_CHOICES = (-1, 1, 2)
@@ -599,18 +599,3 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: expected a mapping of keys to values, got {type(data).__name__}"
         )
     return data
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -5,20 +5,5 @@
 #   configs/wmt14.en-de/test.sh <checkpoint> <subtransformer.yml|none> [normal|sacre] [hat.bleu options]
 #
 # normal: tokenized BLEU with compound splitting; sacre: sacreBLEU on detokenized output.
-# Hypotheses, references and the score go to <checkpoint dir>/exp/<yml name>_test/ unless
-# --out is given. Extra options (--data, --ref, --average-last N, --json, ...) go to hat.bleu.
-set -euo pipefail
-if [ $# -lt 2 ]; then
-  sed -n 5p "$0" | sed 's/^# *//' >&2
-  exit 2
-fi
-checkpoint=$1
-sub=$2
-metric=${3:-normal}
-shift $(( $# < 3 ? $# : 3 ))
-name=$(basename "$sub" .yml)
-[ "$sub" = none ] && name=$(basename "$checkpoint" .pt)
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m hat.bleu --task wmt14.en-de --checkpoint "$checkpoint" --sub-config "$sub" \
-  --metric "$metric" --out "$(dirname "$checkpoint")/exp/${name}_test" "$@"
+# Outputs go to <checkpoint dir>/exp/<yml name>_test/ unless --out is given; see scripts/test_bleu.sh.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../../scripts/test_bleu.sh" --task wmt14.en-de "$@"

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,20 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
+from hat.space import FEATURE_NAMES
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "encoder_embed_dim",
-    "encoder_layer_num",
-    "encoder_ffn_embed_dim_avg",
-    "encoder_self_attention_heads_avg",
-    "decoder_embed_dim",
-    "decoder_layer_num",
-    "decoder_ffn_embed_dim_avg",
-    "decoder_self_attention_heads_avg",
-    "decoder_ende_attention_heads_avg",
-    "decoder_arbitrary_ende_attn_avg",
-)
 LATENCY_NAMES: tuple[str, ...] = (
     "latency_mean_encoder",
     "latency_mean_decoder",
@@ -236,31 +224,6 @@ def _format_rows(
             + [str(col[i]) for col in extra.values()]
         )
     return header, buf.getvalue().splitlines(keepends=True)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temp file in the same folder, fsync, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: object, indent: int = 1) -> Path:
-    """Write ``obj`` as JSON (non-JSON values via ``str``) atomically; returns the path."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
-    return Path(path)
 
 
 def write_latency_csv(

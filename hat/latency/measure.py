@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
 from hat.latency import csvio
 from hat.space import SearchSpace, SubConfig
@@ -524,7 +525,7 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
             "sessions": sessions,
             "columns": list(csvio.HEADER) + list(EXTRA_COLUMNS),
         }
-        csvio.atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
     if n_done >= size:
         return result

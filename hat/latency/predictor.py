@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hat.atomic import atomic_torch_save, atomic_write_json
 from hat.errors import HatConfigError
-from hat.latency.csvio import N_FEATURES, atomic_write_text
+from hat.latency.csvio import N_FEATURES
 
 FEATURE_NORM: tuple[float, ...] = (640, 6, 2048, 6, 640, 6, 2048, 6, 6, 2)
 SIDECAR_SUFFIX = ".json"
@@ -208,10 +209,10 @@ class LatencyPredictor:
         with feature_norm / lat_norm / recipe / metrics. All writes are atomic."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(self.state_dict(0), path)
+        atomic_torch_save(self.state_dict(0), path)
         extra = Path(str(path) + ".members.pt")
         if len(self.members) > 1:
-            _atomic_torch_save([self.state_dict(i) for i in range(1, len(self.members))], extra)
+            atomic_torch_save([self.state_dict(i) for i in range(1, len(self.members))], extra)
         elif extra.exists():
             extra.unlink()
         side = {
@@ -222,7 +223,7 @@ class LatencyPredictor:
             "n_members": len(self.members),
             "meta": self.meta,
         }
-        atomic_write_text(sidecar_path(path), json.dumps(side, indent=2, default=str) + "\n")
+        atomic_write_json(sidecar_path(path), side, indent=2)
         return path
 
     @classmethod
@@ -303,16 +304,6 @@ def _to_numpy(v: Any) -> np.ndarray:
     if isinstance(v, torch.Tensor):
         return v.detach().cpu().double().numpy()
     return np.asarray(v, dtype=np.float64)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ----------------------------------------------------------------------------- metrics / split
