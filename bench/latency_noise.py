@@ -24,23 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hat.latency.csvio import atomic_write_json, load_latency_csv  # noqa: E402
+from hat.atomic import atomic_write_json  # noqa: E402
+from hat.latency.csvio import load_latency_csv  # noqa: E402
+from hat.latency.drift import cross_fitted_predictions  # noqa: E402
 from hat.latency.predictor import get_recipe, metrics, split_indices, train_predictor  # noqa: E402
-
-
-def cross_fitted_relative_residuals(x: np.ndarray, y: np.ndarray, lat_norm: float, seed: int,
-                                    folds: int = 5) -> np.ndarray:
-    """(prediction - y) / y for every row, each predicted by a model that did not see it."""
-    perm = np.random.default_rng(seed).permutation(len(y))
-    parts = np.array_split(perm, folds)
-    pred = np.zeros(len(y))
-    for k, held in enumerate(parts):
-        rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
-        n_val = max(1, len(rest) // 10)
-        p = train_predictor(x, y, rest[:-n_val], rest[-n_val:], get_recipe("default"),
-                            lat_norm=lat_norm, seed=seed + k)
-        pred[held] = p.predict(x[held])
-    return (pred - y) / y
 
 
 def main() -> int:
@@ -70,7 +57,8 @@ def main() -> int:
                             seed=args.seed)
         versions[label] = metrics(p.predict(x[te]), target[te])
         print(label, json.dumps(versions[label]))
-    rel = cross_fitted_relative_residuals(x, raw, args.lat_norm, args.seed)
+    pred = cross_fitted_predictions(x, raw, args.lat_norm, seed=args.seed)
+    rel = (pred - raw) / raw
     blocks = []
     for s in range(0, len(y), args.block):
         r, f = rel[s:s + args.block], factor[s:s + args.block]
