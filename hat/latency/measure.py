@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import platform
@@ -80,6 +81,7 @@ class Protocol:
     threads: int | None = None  # CPU threads (None: leave torch's setting)
     train_mode: bool = False  # HAT's accident: train mode, autograd on
     timer: str = "wall"  # wall: perf_counter / CUDA events; thread: CPU time of this thread
+    cuda_graph: bool = False  # GPU: time CUDA-graph replays (no host launch overhead)
 
     def __post_init__(self) -> None:
         for name in ("src_len", "beam", "iters"):
@@ -96,6 +98,9 @@ class Protocol:
             raise HatConfigError(f"latcpu-threads must be >= 1, got {self.threads}")
         if self.timer not in ("wall", "thread"):
             raise HatConfigError(f"latcpu-timer must be wall or thread, got {self.timer!r}")
+        if self.cuda_graph and not self.device.startswith("cuda"):
+            raise HatConfigError("latgpu-cuda-graph times CUDA-graph replays: it needs latgpu "
+                                 f"(got device {self.device})")
         if self.timer == "thread" and (self.device != "cpu" or self.threads != 1):
             raise HatConfigError(
                 "latcpu-timer thread times the CPU time of the measuring thread: it needs latcpu "
@@ -232,33 +237,85 @@ class LatencyMeter:
         self.prev[:, 0] = EOS
         self.beam_order = torch.zeros(b, dtype=torch.long, device=self.device)
 
+    def _time(self, fn: Callable[[], Any]) -> tuple[list[float], Any]:
+        """Warm up, then ``iters`` timed runs of ``fn`` (eager, or replays of its CUDA graph);
+        returns the times (ms) and the last run's output."""
+        p = self.protocol
+        if p.cuda_graph:
+            fn = self._capture(fn)
+        for _ in range(p.warmup):
+            fn()
+        last: list = []
+
+        def run() -> None:
+            last[:] = [fn()]
+
+        times = [self.timer(run) for _ in range(p.iters)]
+        return times, last[0]
+
+    def _capture(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """``fn`` captured as a CUDA graph (after warm-up runs on a side stream, as the CUDA-graph
+        docs require); the returned callable replays it and returns the graph's output."""
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2 if self.protocol.warmup else 1):
+                fn()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                out = fn()
+        except RuntimeError as e:
+            raise HatConfigError(f"latgpu-cuda-graph: this model could not be captured as a CUDA "
+                                 f"graph ({e}); measure without latgpu-cuda-graph") from e
+
+        def replay() -> Any:
+            graph.replay()
+            return out
+
+        return replay
+
     def _grad_context(self) -> Any:
         return torch.enable_grad() if self.protocol.train_mode else torch.inference_mode()
 
-    def measure(self, cfg: SubConfig) -> Measurement:
-        """Trimmed encoder and decoder latency of one SubTransformer."""
+    def measure(self, cfg: SubConfig, return_runs: bool = False
+                ) -> Measurement | tuple[Measurement, list[float]]:
+        """Trimmed encoder and decoder latency of one SubTransformer (and, with
+        ``return_runs``, the single decoder runs in ms). Python's garbage collector is paused
+        while timing."""
         p, model = self.protocol, self.model
         model.set_sample_config(cfg)
-        with self._grad_context():
-            def encode() -> Any:
-                return model.encoder(self.src, self.src_lengths)
+        with self._grad_context(), _gc_paused():
+            def encode() -> Any:  # the dummy source has no padding: no check needed
+                return model.encoder(self.src, self.src_lengths, has_padding=False)
 
-            for _ in range(p.warmup):
-                encode()
-            enc_t = [self.timer(encode) for _ in range(p.iters)]
-            enc_out = model.encoder.reorder_encoder_out(encode(), self.beam_order)
+            enc_t, enc_out = self._time(encode)
+            enc_out = model.encoder.reorder_encoder_out(enc_out, self.beam_order)
 
-            def decode() -> None:
+            def decode() -> Any:
                 state: dict = {}
                 for t in range(p.src_len):
-                    model.decoder(self.prev[:, : t + 1], enc_out, incremental_state=state)
+                    out = model.decoder(self.prev[:, : t + 1], enc_out, incremental_state=state)
+                return out
 
-            for _ in range(p.warmup):
-                decode()
-            dec_t = [self.timer(decode) for _ in range(p.iters)]
+            dec_t, _ = self._time(decode)
         em, es = trimmed_stats(enc_t, p.trim)
         dm, ds = trimmed_stats(dec_t, p.trim)
-        return Measurement(em, dm, es, ds)
+        m = Measurement(em, dm, es, ds)
+        return (m, dec_t) if return_runs else m
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off (a collection inside a timed run is noise)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # ----------------------------------------------------------------------------- outlier fit
@@ -513,7 +570,8 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
             **settings,
             "measure_mode": "train mode, autograd on (HAT's)" if p.train_mode
             else "eval mode, torch.inference_mode",
-            "timer": "CUDA events" if meter.device.type == "cuda" else
+            "timer": "CUDA events around CUDA-graph replays" if p.cuda_graph else
+            "CUDA events" if meter.device.type == "cuda" else
             "time.thread_time (CPU time of the measuring thread)" if p.timer == "thread"
             else "time.perf_counter",
             "reference": {"config": ref_cfg.to_dict(), "baseline": baseline,
@@ -686,6 +744,10 @@ def add_args(parser: Any) -> None:
     a("--latcpu-timer", choices=("wall", "thread"), default="wall",
       help="wall: elapsed time (HAT); thread: CPU time of the measuring thread (needs "
            "latcpu-threads 1; ignores time other processes hold the core: shared machines)")
+    a("--latgpu-cuda-graph", action="store_true",
+      help="GPU: capture the encoder and the whole incremental decode as CUDA graphs and time "
+           "their replays (the device's latency without Python's kernel-launch overhead, which "
+           "dominates small models on fast GPUs and varies with the host's load)")
     a("--lat-sentence-length", type=int, metavar="N",
       help="dummy source length and decode steps (default: 23 for IWSLT archs, else 30)")
     a("--lat-beam", type=int, default=5, metavar="N", help="hypotheses decoded at once (HAT: 5)")
@@ -737,7 +799,8 @@ def protocol_from_args(args: Any) -> Protocol:
     length = args.lat_sentence_length or (23 if "iwslt" in str(args.arch) else 30)
     return Protocol(src_len=length, beam=args.lat_beam, warmup=args.latwarmup, iters=iters,
                     device=device, threads=threads, train_mode=args.hat_train_mode_measure,
-                    timer=args.latcpu_timer if kind == "cpu" else "wall")
+                    timer=args.latcpu_timer if kind == "cpu" else "wall",
+                    cuda_graph=args.latgpu_cuda_graph)
 
 
 def noise_from_args(args: Any) -> NoiseControl:
@@ -811,6 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| latency dataset -> {args.lat_dataset_path}: {args.lat_dataset_size} rows on "
               f"{protocol.device} (threads {protocol.threads}), length {protocol.src_len}, beam "
               f"{protocol.beam}, warmup {protocol.warmup}, latiter {protocol.iters}, "
+              f"{'CUDA-graph replays, ' if protocol.cuda_graph else ''}"
               f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}",
               file=sys.stderr)
     res = measure_dataset(meter, space, args.lat_dataset_path, args.lat_dataset_size,

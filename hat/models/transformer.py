@@ -105,10 +105,17 @@ class HatEncoder(FairseqEncoder):
             )
 
     def forward(
-        self, src_tokens: Tensor, src_lengths: Tensor | None = None, **kwargs: Any
+        self,
+        src_tokens: Tensor,
+        src_lengths: Tensor | None = None,
+        has_padding: bool | None = None,
+        **kwargs: Any,
     ) -> EncoderOut:
         """``src_tokens [B, S]`` -> dict with ``encoder_out [B, S, d]`` (last layer),
-        ``encoder_states`` (every active layer) and ``encoder_padding_mask [B, S]``."""
+        ``encoder_states`` (every active layer) and ``encoder_padding_mask [B, S]``.
+
+        ``encoder_padding_mask`` is empty when no position is padding (then attention needs no
+        mask); ``has_padding`` (when the caller knows) skips the device->host check for it."""
         d = self.sample_embed_dim
         x = math.sqrt(d) * F.embedding(
             src_tokens, slice_cols(self.embed_tokens.weight, d), self.padding_idx
@@ -116,14 +123,16 @@ class HatEncoder(FairseqEncoder):
         x = x + self.embed_positions(src_tokens).to(x.dtype)
         x = F.dropout(x, self.sample_dropout, self.training)
         pad = src_tokens.eq(self.padding_idx)
-        mask = pad if pad.any() else None
+        if has_padding is None:
+            has_padding = bool(pad.any())
+        mask = pad if has_padding else None
         states = []
         for layer in self.layers[: self.sample_layer_num]:
             x = layer(x, mask)
             states.append(x)
         return {
             "encoder_out": [x],
-            "encoder_padding_mask": [pad],
+            "encoder_padding_mask": [pad] if mask is not None else [],
             "encoder_states": states,
             "src_tokens": [],
             "src_lengths": [],

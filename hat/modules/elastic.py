@@ -120,7 +120,9 @@ class SinusoidalPositions(nn.Module):
         positions = make_positions(tokens, self.padding_idx)
         if incremental:
             positions = positions[:, -1:]
-        need = int(positions.max()) + 1
+        # Largest possible position from the shape alone: no device->host sync per step (and
+        # capturable in a CUDA graph).
+        need = self.padding_idx + tokens.size(1) + 1
         if need > self.table.size(0):
             self.table = sinusoid_table(need, self.super_dim, self.padding_idx).to(self.table)
         return F.embedding(positions, self.table[:, : self.sample_dim]).detach()
