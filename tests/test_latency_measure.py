@@ -260,3 +260,71 @@ def test_shipped_configs_parse(path: Path) -> None:
 def test_hat_reference_csv_loads(hat_reference: Path) -> None:
     feats, lat, _ = csvio.load_latency_csv(hat_reference / "latency/wmt14ende_gpu_titanxp_all.csv")
     assert feats.shape == (2000, 10) and np.all(lat > 0)
+
+
+def test_cuda_graph_needs_latgpu(tmp_path: Path) -> None:
+    with pytest.raises(HatConfigError, match="latgpu-cuda-graph.*needs latgpu"):
+        Protocol(device="cpu", cuda_graph=True)
+    with pytest.raises(HatConfigError, match="latgpu-cuda-graph.*needs latgpu"):
+        main(["--configs", str(tiny_yaml(tmp_path, **{"latgpu-cuda-graph": True}))])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_replay_matches_eager() -> None:
+    model = tiny_supernet(vocab=50).cuda().eval()
+    meter = LatencyMeter(model, Protocol(src_len=6, warmup=1, iters=2, device="cuda",
+                                         cuda_graph=True))
+    cfg = model.space.largest(arbitrary=2)
+    model.set_sample_config(cfg)
+    with torch.inference_mode():
+        enc = model.encoder.reorder_encoder_out(
+            model.encoder(meter.src, None, has_padding=False), meter.beam_order)
+
+        def decode() -> torch.Tensor:
+            state: dict = {}
+            for t in range(6):
+                out = model.decoder(meter.prev[:, : t + 1], enc, incremental_state=state)[0]
+            return out
+
+        eager = decode().clone()
+        torch.testing.assert_close(meter._capture(decode)().clone(), eager)
+    assert meter.measure(cfg).total > 0
+
+
+def test_interrupted_cli_keeps_rows_and_says_how_to_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import hat.latency.measure as measure_mod
+
+    real = measure_mod.measure_dataset
+
+    def killed_after_one_row(*args: object, **kwargs: object) -> object:
+        def stop(row: object) -> None:
+            raise KeyboardInterrupt("signal 15")
+        return real(*args, **{**kwargs, "on_row": stop})
+
+    monkeypatch.setattr(measure_mod, "measure_dataset", killed_after_one_row)
+    assert main(["--configs", str(tiny_yaml(tmp_path))]) == 130
+    err = capsys.readouterr().err
+    assert "1 rows kept" in err and "run the same command again to resume" in err
+    assert len(csvio.read_latency_table(tmp_path / "cli.csv")) == 1
+    meta = json.loads((tmp_path / "cli.csv.meta.json").read_text())
+    assert meta["sessions"][-1]["status"] == "interrupted"
+
+
+def test_padding_hint_gives_the_same_outputs() -> None:
+    model = tiny_supernet(vocab=50).eval()
+    model.set_sample_config(model.space.largest(arbitrary=2))
+    src = torch.randint(4, 50, (2, 7))
+    prev = torch.randint(4, 50, (2, 5))
+    with torch.inference_mode():
+        plain = model.encoder(src, None)
+        hinted = model.encoder(src, None, has_padding=False)
+        assert plain["encoder_padding_mask"] == [] == hinted["encoder_padding_mask"]
+        torch.testing.assert_close(hinted["encoder_out"][0], plain["encoder_out"][0])
+        padded = src.clone()
+        padded[0, -2:] = model.encoder.padding_idx
+        out = model.encoder(padded, None)
+        assert out["encoder_padding_mask"][0].sum() == 2  # a real mask is kept
+        dec_pad, _ = model.decoder(prev, out)
+        dec_nopad, _ = model.decoder(prev, {**out, "encoder_padding_mask": []})
+        assert not torch.allclose(dec_pad[0], dec_nopad[0])  # ...and used

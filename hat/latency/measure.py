@@ -877,9 +877,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'CUDA-graph replays, ' if protocol.cuda_graph else ''}"
               f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}",
               file=sys.stderr)
-    res = measure_dataset(meter, space, args.lat_dataset_path, args.lat_dataset_size,
-                          seed=args.seed, noise=noise, command=cmd, model_info=info,
-                          progress=not args.latsilent, max_new_rows=args.lat_max_new_rows)
+    try:
+        res = measure_dataset(meter, space, args.lat_dataset_path, args.lat_dataset_size,
+                              seed=args.seed, noise=noise, command=cmd, model_info=info,
+                              progress=not args.latsilent, max_new_rows=args.lat_max_new_rows)
+    except KeyboardInterrupt as e:  # Ctrl-C or `kill`: rows on disk are kept
+        path = Path(args.lat_dataset_path)
+        rows = len(csvio.read_rows(path).latency_ms) if path.exists() else 0
+        print(f"| interrupted ({e or 'Ctrl-C'}): {rows} rows kept in {args.lat_dataset_path}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     per_row = res.seconds / max(1, len(res.rows))
     print(f"| {res.path}: {res.total}/{args.lat_dataset_size} rows ({len(res.rows)} new, "
           f"{per_row:.2f} s/row); sidecar {_meta_path(res.path)}", file=sys.stderr)
