@@ -328,3 +328,60 @@ def test_padding_hint_gives_the_same_outputs() -> None:
         dec_pad, _ = model.decoder(prev, out)
         dec_nopad, _ = model.decoder(prev, {**out, "encoder_padding_mask": []})
         assert not torch.allclose(dec_pad[0], dec_nopad[0])  # ...and used
+
+
+class SlowingTimer:
+    """Deterministic 'time' of a run: the active SubTransformer's size x the machine's current
+    slowness, which triples after ``slow_after`` timed runs (fn still runs for real)."""
+
+    def __init__(self, model: torch.nn.Module, slow_after: int) -> None:
+        self.model, self.slow_after, self.calls = model, slow_after, 0
+
+    @staticmethod
+    def cost(cfg: SubConfig) -> tuple[float, float]:
+        enc = cfg.encoder_embed_dim * sum(cfg.encoder_ffn_embed_dim)
+        dec = cfg.decoder_embed_dim * sum(cfg.decoder_ffn_embed_dim) * (1 + cfg.decoder_layer_num)
+        return enc / 1e3, dec / 1e3
+
+    def __call__(self, fn: object) -> float:
+        fn()  # type: ignore[operator]
+        self.calls += 1
+        slow = 3.0 if self.calls > self.slow_after else 1.0
+        is_decoder = getattr(fn, "__name__", "") == "run"  # measure_interleaved's decoder runs
+        return slow * self.cost(self.model.sample_config)[1 if is_decoder else 0]
+
+
+def test_interleaved_reference_cancels_a_slowdown(tmp_path: Path) -> None:
+    meter, space = tiny_meter(Protocol(src_len=4, beam=5, warmup=0, iters=3, device="cpu",
+                                       threads=1))
+    meter.timer = SlowingTimer(meter.model, slow_after=40)  # slows during the 4th row
+    noise = NoiseControl(ref_every=0, interleave=True, interleave_steps=2, outlier_cv=0.0,
+                         outlier_fit=0.0, remeasure=0)
+    path = tmp_path / "il.csv"
+    res = measure_dataset(meter, space, path, 3, seed=5, noise=noise, progress=False)
+    res2 = measure_dataset(meter, space, path, 6, seed=5, noise=noise, progress=False)  # resumed
+    rows = res.rows + res2.rows
+    ref_enc, ref_dec = SlowingTimer.cost(space.smallest())
+    for row in rows:
+        enc, dec = SlowingTimer.cost(row.config)
+        # value = first row's reference (ms, before the slowdown) x ratio to the reference
+        assert (row.value.enc_mean, row.value.dec_mean) == pytest.approx((enc, dec))
+    assert rows[5].raw.dec_mean == pytest.approx(3 * rows[5].value.dec_mean)  # slowed down
+    assert rows[5].reference.dec_mean == pytest.approx(3 * ref_dec)
+    assert rows[0].reference.enc_mean == pytest.approx(ref_enc)
+    t = csvio.read_latency_table(path)
+    assert float(t.extra["latency_mean_decoder_raw"][5]) == pytest.approx(rows[5].raw.dec_mean)
+    assert float(t.extra["drift_factor_decoder"][5]) == pytest.approx(1 / 3, rel=1e-5)
+    meta = json.loads((tmp_path / "il.csv.meta.json").read_text())
+    assert meta["reference"]["interleave"]["baseline"]["dec_mean"] == pytest.approx(ref_dec)
+    assert meta["reference"]["interleave"]["decode_steps"] == 2
+
+
+def test_interleave_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(HatConfigError, match="lat-ref-interleave replaces.*lat-ref-every 0"):
+        NoiseControl(ref_every=5, interleave=True)
+    with pytest.raises(HatConfigError, match="lat-ref-interleave-steps must be >= 1"):
+        NoiseControl(ref_every=0, interleave=True, interleave_steps=0)
+    with pytest.raises(HatConfigError, match="lat-ref-interleave replaces"):
+        main(["--configs", str(tiny_yaml(tmp_path, **{"lat-ref-interleave": True,
+                                                      "lat-ref-every": 3}))])

@@ -36,7 +36,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,18 @@ class NoiseControl:
     outlier_fit: float = 0.25  # ...or the row is this far (relative) from the quick fit
     fit_min_rows: int = 30  # rows needed before the quick fit is used
     remeasure: int = 2  # at most this many extra attempts per row
+    # interleaved reference: every timed run of a row is followed by one run of the smallest
+    # SubTransformer (decoding ``interleave_steps`` steps); the row is its per-run ratios to it
+    interleave: bool = False
+    interleave_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.interleave and self.ref_every > 0:
+            raise HatConfigError("lat-ref-interleave replaces the periodic drift reference: set "
+                                 f"lat-ref-every 0 (got {self.ref_every})")
+        if self.interleave_steps < 1:
+            raise HatConfigError(f"lat-ref-interleave-steps must be >= 1, "
+                                 f"got {self.interleave_steps}")
 
     @classmethod
     def off(cls) -> NoiseControl:
@@ -134,6 +146,9 @@ class Measurement:
     dec_mean: float
     enc_std: float
     dec_std: float
+    # interleaved-reference measurements: the row's own runs and the reference's (ms)
+    raw: Measurement | None = None
+    ref: Measurement | None = None
 
     @property
     def total(self) -> float:
@@ -275,6 +290,52 @@ class LatencyMeter:
             return out
 
         return replay
+
+    def measure_interleaved(self, cfg: SubConfig, ref: SubConfig, ref_steps: int
+                            ) -> tuple[Measurement, Measurement, Measurement]:
+        """Time ``cfg`` with a run of ``ref`` (decoding ``ref_steps`` steps) right after each of
+        its runs. Returns (row ms, reference ms, trimmed per-run ratios row/reference): the
+        ratio cancels whatever slowed both runs (the machine's speed changing within seconds)."""
+        p, model = self.protocol, self.model
+        if p.cuda_graph:
+            raise HatConfigError("lat-ref-interleave times eager runs: it cannot be combined "
+                                 "with latgpu-cuda-graph")
+        with self._grad_context(), _gc_paused():
+            outs = {}
+            for name, c in (("row", cfg), ("ref", ref)):
+                model.set_sample_config(c)
+                out = model.encoder(self.src, self.src_lengths, has_padding=False)
+                outs[name] = model.encoder.reorder_encoder_out(out, self.beam_order)
+
+            def encode() -> Any:
+                return model.encoder(self.src, self.src_lengths, has_padding=False)
+
+            def decoder_run(name: str, steps: int) -> Callable[[], None]:
+                def run() -> None:
+                    state: dict = {}
+                    for t in range(steps):
+                        model.decoder(self.prev[:, : t + 1], outs[name], incremental_state=state)
+                return run
+
+            runs = {k: [] for k in ("row_enc", "ref_enc", "row_dec", "ref_dec")}
+            for part, fns in (("enc", (encode, encode)),
+                              ("dec", (decoder_run("row", p.src_len),
+                                       decoder_run("ref", ref_steps)))):
+                for it in range(p.warmup + p.iters):
+                    for name, c, fn in (("row", cfg, fns[0]), ("ref", ref, fns[1])):
+                        model.set_sample_config(c)
+                        t = self.timer(fn)
+                        if it >= p.warmup:
+                            runs[f"{name}_{part}"].append(t)
+
+        def stats(enc: list[float], dec: list[float]) -> Measurement:
+            (em, es), (dm, ds) = trimmed_stats(enc, p.trim), trimmed_stats(dec, p.trim)
+            return Measurement(em, dm, es, ds)
+
+        ratio = stats([a / b for a, b in zip(runs["row_enc"], runs["ref_enc"])],
+                      [a / b for a, b in zip(runs["row_dec"], runs["ref_dec"])])
+        return (stats(runs["row_enc"], runs["row_dec"]), stats(runs["ref_enc"], runs["ref_dec"]),
+                ratio)
 
     def _grad_context(self) -> Any:
         return torch.enable_grad() if self.protocol.train_mode else torch.inference_mode()
@@ -552,6 +613,8 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
     for cfg, m in done:
         fit.add(cfg, m)
     ref_cfg = reference_config(space)
+    il_cfg = space.smallest()  # the interleaved reference: the cheapest SubTransformer
+    il_base = old_meta.get("reference", {}).get("interleave", {}).get("baseline")
     baseline = old_meta.get("reference", {}).get("baseline")
     if baseline is None and given_baseline is not None:
         baseline = {"enc_mean": given_baseline.enc_mean, "dec_mean": given_baseline.dec_mean,
@@ -576,7 +639,10 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
             else "time.perf_counter",
             "reference": {"config": ref_cfg.to_dict(), "baseline": baseline,
                           "measurements": rounds0 + len(result.references),
-                          "every_rows": noise.ref_every},
+                          "every_rows": noise.ref_every,
+                          **({"interleave": {"config": il_cfg.to_dict(),
+                                             "decode_steps": noise.interleave_steps,
+                                             "baseline": il_base}} if noise.interleave else {})},
             "rows": result.total,
             "size": size,
             "status": status,
@@ -591,9 +657,19 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
     ref: Measurement | None = None
     factors = (1.0, 1.0)
 
+    def measure_row(cfg: SubConfig) -> Measurement:
+        """A row's measurement; with the interleaved reference: baseline x run ratios."""
+        nonlocal il_base
+        if not noise.interleave:
+            return meter.measure(cfg)
+        raw, ref_m, ratio = meter.measure_interleaved(cfg, il_cfg, noise.interleave_steps)
+        if il_base is None:  # the first row's reference sets the scale of the whole dataset
+            il_base = {"enc_mean": ref_m.enc_mean, "dec_mean": ref_m.dec_mean, "at": _now()}
+        return replace(ratio.scaled(il_base["enc_mean"], il_base["dec_mean"]), raw=raw, ref=ref_m)
+
     def measure_reference() -> Measurement:
         nonlocal baseline, factors
-        m = _measure_with_retries(meter, ref_cfg, noise, fit=None)[0]
+        m = _measure_with_retries(meter.measure, ref_cfg, noise, fit=None)[0]
         result.references.append(m)
         if baseline is None:
             baseline = {"enc_mean": m.enc_mean, "dec_mean": m.dec_mean, "at": _now()}
@@ -617,9 +693,14 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
                 session["rows_after"] = result.total
                 write_meta("running")  # keep the sidecar's row count and references current
             cfg = sample_row(space, seed, i)
-            raw, first, attempts = _measure_with_retries(meter, cfg, noise, fit, factors)
-            row = Row(i, cfg, raw.scaled(*factors), raw, first, ref, factors, attempts,
-                      rounds0 + len(result.references), _now())
+            kept, first, attempts = _measure_with_retries(measure_row, cfg, noise, fit, factors)
+            if kept.raw is not None:  # interleaved reference: kept is already corrected
+                f = (kept.enc_mean / kept.raw.enc_mean, kept.dec_mean / kept.raw.dec_mean)
+                row = Row(i, cfg, kept, kept.raw, first, kept.ref, f, attempts,
+                          rounds0 + len(result.references), _now())
+            else:
+                row = Row(i, cfg, kept.scaled(*factors), kept, first, ref, factors, attempts,
+                          rounds0 + len(result.references), _now())
             _append_row(path, row)
             fit.add(cfg, row.value)
             result.rows.append(row)
@@ -659,17 +740,18 @@ def _flagged(m: Measurement, cfg: SubConfig, noise: NoiseControl, fit: QuickFit 
     return False
 
 
-def _measure_with_retries(meter: LatencyMeter, cfg: SubConfig, noise: NoiseControl,
-                          fit: QuickFit | None, factors: tuple[float, float] = (1.0, 1.0)
+def _measure_with_retries(measure: Callable[[SubConfig], Measurement], cfg: SubConfig,
+                          noise: NoiseControl, fit: QuickFit | None,
+                          factors: tuple[float, float] = (1.0, 1.0)
                           ) -> tuple[Measurement, Measurement, int]:
     """Measure; while the attempt looks noisy, measure again (at most ``remeasure`` times).
 
     Keeps the first clean attempt, else the lower median (by total) of all attempts: contention
     only adds time, so the lower one is the better estimate. Returns (kept, first, attempts).
     """
-    attempts = [meter.measure(cfg)]
+    attempts = [measure(cfg)]
     while len(attempts) <= noise.remeasure and _flagged(attempts[-1], cfg, noise, fit, factors):
-        attempts.append(meter.measure(cfg))
+        attempts.append(measure(cfg))
     if len(attempts) == 1 or not _flagged(attempts[-1], cfg, noise, fit, factors):
         kept = attempts[-1]
     else:
@@ -760,6 +842,12 @@ def add_args(parser: Any) -> None:
            "(default: eval mode under torch.inference_mode)")
     a("--lat-ref-every", type=int, default=25, metavar="K",
       help="re-measure the drift reference every K rows (0: off)")
+    a("--lat-ref-interleave", action="store_true",
+      help="after every timed run of a row, time one run of the smallest SubTransformer and "
+           "keep the row's per-run ratios to it (x the first row's reference, ms): removes "
+           "speed changes of the machine within seconds; needs lat-ref-every 0")
+    a("--lat-ref-interleave-steps", type=int, default=10, metavar="N",
+      help="decode steps of the interleaved reference (fewer: cheaper)")
     a("--lat-no-drift-correct", action="store_true",
       help="record the reference but do not correct rows with it")
     a("--lat-drift-tolerance", type=float, default=0.02, metavar="F",
@@ -810,7 +898,9 @@ def noise_from_args(args: Any) -> NoiseControl:
             raise HatConfigError(f"{key.replace('_', '-')} must be >= 0")
     return NoiseControl(ref_every=args.lat_ref_every, drift_correct=not args.lat_no_drift_correct,
                         drift_tolerance=args.lat_drift_tolerance, outlier_cv=args.lat_outlier_cv,
-                        outlier_fit=args.lat_outlier_fit, remeasure=args.lat_remeasure)
+                        outlier_fit=args.lat_outlier_fit, remeasure=args.lat_remeasure,
+                        interleave=args.lat_ref_interleave,
+                        interleave_steps=args.lat_ref_interleave_steps)
 
 
 def vocab_sizes(args: Any) -> tuple[int, int]:
