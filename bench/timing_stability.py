@@ -6,8 +6,10 @@ dataset) in rotation, ``--cycles`` times, with the dataset config's protocol, an
 setting: the spread of single runs inside one measurement, the spread of one SubTransformer's
 measurement across cycles (what a predictor sees as noise), and the spread of its ratio to the
 largest SubTransformer measured right after it (what a reference measured next to every row
-could remove). Settings: as configured; ``--pin CORE`` (this process on one core); ``--no-gc``
-(Python's garbage collector off while timing).
+could remove). Settings (``--settings``): ``plain`` (as configured); ``pin`` (this process on one
+core, ``--pin-core``); ``nogc`` (Python's garbage collector off; ``measure`` now pauses it
+anyway); ``interleave`` (the dataset's interleaved reference: spread of the raw and of the
+corrected values across cycles).
 
     python bench/timing_stability.py configs/wmt14.en-de/latency_dataset/gpu_h100.yml \
         --cycles 10 --settings plain pin+nogc --out bench/results/timing_stability_h100.json
@@ -63,6 +65,27 @@ def run_setting(meter: M.LatencyMeter, configs: dict, cycles: int) -> dict:
     return out
 
 
+def run_interleaved(meter: M.LatencyMeter, configs: dict, cycles: int, steps: int) -> dict:
+    """The dataset's interleaved reference (smallest SubTransformer, ``steps`` decode steps):
+    spread across cycles of each SubTransformer's own runs (raw) and of its reference-corrected
+    value (per-run ratios x the first reference measured)."""
+    ref_cfg = configs["smallest"]
+    raw: dict[str, list] = {k: [] for k in configs if k != "smallest"}
+    corrected: dict[str, list] = {k: [] for k in raw}
+    base = None
+    for _ in range(cycles):
+        for name in raw:
+            r, ref, ratio = meter.measure_interleaved(configs[name], ref_cfg, steps)
+            base = base or ref
+            raw[name].append(r.total)
+            corrected[name].append(ratio.enc_mean * base.enc_mean + ratio.dec_mean * base.dec_mean)
+    return {name: {"raw_across_cycles_cv_pct": cv(np.asarray(raw[name])),
+                   "corrected_across_cycles_cv_pct": cv(np.asarray(corrected[name])),
+                   "raw_ms": [round(float(t), 3) for t in raw[name]],
+                   "corrected_ms": [round(float(t), 3) for t in corrected[name]]}
+            for name in raw}
+
+
 def graph_vs_eager(meter: M.LatencyMeter, cfg: object) -> float:
     """Largest |graph - eager| / max|eager| over the decoder's last-step output (random input)."""
     import torch
@@ -93,7 +116,7 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=8)
     ap.add_argument("--rows", type=int, default=2, help="seeded dataset rows to include")
     ap.add_argument("--settings", nargs="+", default=["plain", "pin+nogc"],
-                    help="plain, pin, nogc, pin+nogc (in this order of running)")
+                    help="plain, pin, nogc, pin+nogc, interleave (in this order of running)")
     ap.add_argument("--pin-core", type=int, default=None,
                     help="core for 'pin' (default: the last one this process may use)")
     ap.add_argument("--out", default=None)
@@ -123,6 +146,15 @@ def main() -> int:
     for setting in a.settings:
         os.sched_setaffinity(0, {pin} if "pin" in setting else set(cores))
         (gc.disable if "nogc" in setting else gc.enable)()
+        if setting == "interleave":
+            res = run_interleaved(meter, configs, a.cycles, args.lat_ref_interleave_steps)
+            report["settings"][setting] = res
+            print(f"== interleaved reference (smallest, {args.lat_ref_interleave_steps} decode "
+                  "steps)", flush=True)
+            for name, r in res.items():
+                print(f"  {name:9s} across cycles cv: raw {r['raw_across_cycles_cv_pct']:5.2f}% "
+                      f" corrected {r['corrected_across_cycles_cv_pct']:5.2f}%", flush=True)
+            continue
         report["settings"][setting] = run_setting(meter, configs, a.cycles)
         gc.enable()
         print(f"== {setting}", flush=True)
