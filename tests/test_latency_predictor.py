@@ -374,3 +374,17 @@ def test_cli_drift_correct_neighbours(tmp_path: Path) -> None:
     with pytest.raises(HatConfigError, match="needs at least"):
         cli.run([f"--configs={cfg}", "--drift-correct", "neighbours", "--drift-window", "200",
                  "--max-steps", "10", "--no-plot"])
+
+
+def test_linear_start_equals_least_squares_fit() -> None:
+    from hat.latency.predictor import LatencyMLP, _init_as_linear_fit
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(300, 10)), dtype=torch.float32)
+    y = (x @ torch.arange(1.0, 11.0)[:, None] + 3.0 + 0.1 * torch.randn(300, 1)).float()
+    net = LatencyMLP(10, 40, 3)
+    _init_as_linear_fit(net, x, y, None)
+    a = np.c_[x.double().numpy(), np.ones(300)]
+    coef, *_ = np.linalg.lstsq(a, y.double().numpy(), rcond=None)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).double().numpy(), a @ coef, rtol=1e-4, atol=1e-3)
