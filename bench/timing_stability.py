@@ -97,15 +97,9 @@ def graph_vs_eager(meter: M.LatencyMeter, cfg: object) -> float:
     with torch.inference_mode():
         enc = model.encoder.reorder_encoder_out(model.encoder(src, None, has_padding=False),
                                                 meter.beam_order)
-
-        def decode() -> torch.Tensor:
-            state: dict = {}
-            for t in range(prev.size(1)):
-                out = model.decoder(prev[:, : t + 1], enc, incremental_state=state)[0]
-            return out
-
-        eager = decode().clone()
-        graph = meter._capture(decode)().clone()
+        decode = meter.decoder_run(enc, prev.size(1), prev)
+        eager = decode()[0].clone()
+        graph = meter._capture(decode)()[0].clone()
     return float((graph - eager).abs().max() / eager.abs().max())
 
 

@@ -277,17 +277,10 @@ def test_cuda_graph_replay_matches_eager() -> None:
     cfg = model.space.largest(arbitrary=2)
     model.set_sample_config(cfg)
     with torch.inference_mode():
-        enc = model.encoder.reorder_encoder_out(
-            model.encoder(meter.src, None, has_padding=False), meter.beam_order)
-
-        def decode() -> torch.Tensor:
-            state: dict = {}
-            for t in range(6):
-                out = model.decoder(meter.prev[:, : t + 1], enc, incremental_state=state)[0]
-            return out
-
-        eager = decode().clone()
-        torch.testing.assert_close(meter._capture(decode)().clone(), eager)
+        enc = model.encoder.reorder_encoder_out(meter.encode(), meter.beam_order)
+        decode = meter.decoder_run(enc, 6)
+        eager = decode()[0].clone()
+        torch.testing.assert_close(meter._capture(decode)()[0].clone(), eager)
     assert meter.measure(cfg).total > 0
 
 
@@ -347,7 +340,7 @@ class SlowingTimer:
         fn()  # type: ignore[operator]
         self.calls += 1
         slow = 3.0 if self.calls > self.slow_after else 1.0
-        is_decoder = getattr(fn, "__name__", "") == "run"  # measure_interleaved's decoder runs
+        is_decoder = getattr(fn, "__name__", "") == "run"  # LatencyMeter.decoder_run's callable
         return slow * self.cost(self.model.sample_config)[1 if is_decoder else 0]
 
 

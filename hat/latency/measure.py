@@ -252,6 +252,24 @@ class LatencyMeter:
         self.prev[:, 0] = EOS
         self.beam_order = torch.zeros(b, dtype=torch.long, device=self.device)
 
+    def encode(self) -> Any:
+        """One encoder pass over the dummy source (no padding: no device->host check)."""
+        return self.model.encoder(self.src, self.src_lengths, has_padding=False)
+
+    def decoder_run(self, enc_out: Any, steps: int, prev: torch.Tensor | None = None
+                    ) -> Callable[[], Any]:
+        """A callable decoding ``steps`` incremental steps of ``prev`` (default: the dummy
+        target) against ``enc_out``; it returns the last step's decoder output."""
+        prev = self.prev if prev is None else prev
+
+        def run() -> Any:
+            state: dict = {}
+            for t in range(steps):
+                out = self.model.decoder(prev[:, : t + 1], enc_out, incremental_state=state)
+            return out
+
+        return run
+
     def _time(self, fn: Callable[[], Any]) -> tuple[list[float], Any]:
         """Warm up, then ``iters`` timed runs of ``fn`` (eager, or replays of its CUDA graph);
         returns the times (ms) and the last run's output."""
@@ -304,23 +322,12 @@ class LatencyMeter:
             outs = {}
             for name, c in (("row", cfg), ("ref", ref)):
                 model.set_sample_config(c)
-                out = model.encoder(self.src, self.src_lengths, has_padding=False)
-                outs[name] = model.encoder.reorder_encoder_out(out, self.beam_order)
-
-            def encode() -> Any:
-                return model.encoder(self.src, self.src_lengths, has_padding=False)
-
-            def decoder_run(name: str, steps: int) -> Callable[[], None]:
-                def run() -> None:
-                    state: dict = {}
-                    for t in range(steps):
-                        model.decoder(self.prev[:, : t + 1], outs[name], incremental_state=state)
-                return run
+                outs[name] = model.encoder.reorder_encoder_out(self.encode(), self.beam_order)
 
             runs = {k: [] for k in ("row_enc", "ref_enc", "row_dec", "ref_dec")}
-            for part, fns in (("enc", (encode, encode)),
-                              ("dec", (decoder_run("row", p.src_len),
-                                       decoder_run("ref", ref_steps)))):
+            for part, fns in (("enc", (self.encode, self.encode)),
+                              ("dec", (self.decoder_run(outs["row"], p.src_len),
+                                       self.decoder_run(outs["ref"], ref_steps)))):
                 for it in range(p.warmup + p.iters):
                     for name, c, fn in (("row", cfg, fns[0]), ("ref", ref, fns[1])):
                         model.set_sample_config(c)
@@ -348,19 +355,9 @@ class LatencyMeter:
         p, model = self.protocol, self.model
         model.set_sample_config(cfg)
         with self._grad_context(), _gc_paused():
-            def encode() -> Any:  # the dummy source has no padding: no check needed
-                return model.encoder(self.src, self.src_lengths, has_padding=False)
-
-            enc_t, enc_out = self._time(encode)
+            enc_t, enc_out = self._time(self.encode)
             enc_out = model.encoder.reorder_encoder_out(enc_out, self.beam_order)
-
-            def decode() -> Any:
-                state: dict = {}
-                for t in range(p.src_len):
-                    out = model.decoder(self.prev[:, : t + 1], enc_out, incremental_state=state)
-                return out
-
-            dec_t, _ = self._time(decode)
+            dec_t, _ = self._time(self.decoder_run(enc_out, p.src_len))
         em, es = trimmed_stats(enc_t, p.trim)
         dm, ds = trimmed_stats(dec_t, p.trim)
         m = Measurement(em, dm, es, ds)
@@ -695,12 +692,12 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
             cfg = sample_row(space, seed, i)
             kept, first, attempts = _measure_with_retries(measure_row, cfg, noise, fit, factors)
             if kept.raw is not None:  # interleaved reference: kept is already corrected
-                f = (kept.enc_mean / kept.raw.enc_mean, kept.dec_mean / kept.raw.dec_mean)
-                row = Row(i, cfg, kept, kept.raw, first, kept.ref, f, attempts,
-                          rounds0 + len(result.references), _now())
+                value, raw, row_ref = kept, kept.raw, kept.ref
+                f = (kept.enc_mean / raw.enc_mean, kept.dec_mean / raw.dec_mean)
             else:
-                row = Row(i, cfg, kept.scaled(*factors), kept, first, ref, factors, attempts,
-                          rounds0 + len(result.references), _now())
+                value, raw, row_ref, f = kept.scaled(*factors), kept, ref, factors
+            row = Row(i, cfg, value, raw, first, row_ref, f, attempts,
+                      rounds0 + len(result.references), _now())
             _append_row(path, row)
             fit.add(cfg, row.value)
             result.rows.append(row)

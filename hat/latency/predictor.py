@@ -444,11 +444,15 @@ def _train_member(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, 
     n = xt.shape[0]
     ema = [p.detach().clone() for p in net.parameters()] if r.ema else None
     ema_net = LatencyMLP(x.shape[1], hidden_dim, hidden_layer_num) if r.ema else net
-    if r.linear_init and r.select == "best_val" and len(xv):  # the linear start is a candidate
+
+    def val_error(model: LatencyMLP) -> float:
         with torch.no_grad():
-            pv = net(xvt)[:, 0].double().numpy() * ys + ym
+            pv = model(xvt)[:, 0].double().numpy() * ys + ym
         res = (pv - yv) / yv if r.select_metric == "rel" else pv - yv
-        best_err = float(np.mean(res ** 2))
+        return float(np.mean(res ** 2))
+
+    if r.linear_init and r.select == "best_val" and len(xv):  # the linear start is a candidate
+        best_err = val_error(net)
         best = {k: v.detach().clone() for k, v in net.state_dict().items()}
     for step in range(r.steps):
         for g in opt.param_groups:
@@ -467,13 +471,11 @@ def _train_member(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, 
                     e.lerp_(p, 1.0 - r.ema)
         last = step == r.steps - 1
         if r.select == "best_val" and len(xv) and ((step + 1) % r.eval_every == 0 or last):
-            with torch.no_grad():
-                if ema is not None:
+            if ema is not None:
+                with torch.no_grad():
                     for e, p in zip(ema, ema_net.parameters()):
                         p.copy_(e)
-                pv = ema_net(xvt)[:, 0].double().numpy() * ys + ym
-            res = (pv - yv) / yv if r.select_metric == "rel" else pv - yv
-            err = float(np.mean(res ** 2))
+            err = val_error(ema_net)
             if err < best_err:
                 best_err = err
                 best = {k: v.detach().clone() for k, v in ema_net.state_dict().items()}
