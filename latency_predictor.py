@@ -23,6 +23,8 @@ from typing import Any
 import configargparse
 import yaml
 
+from hat.latency.fewshot import DATA_METHODS, METHODS
+
 log = logging.getLogger("latency_predictor")
 
 
@@ -58,7 +60,7 @@ def build_parser() -> configargparse.ArgParser:
     p.add("--source-dataset", default=None,
           help="few-shot: latency CSV of another device (adds the 'components' method: its "
                "encoder and decoder predictors, reweighted on the N rows)")
-    p.add("--fewshot-method", choices=["scale", "affine", "finetune", "components"], default=None,
+    p.add("--fewshot-method", choices=[*METHODS, *DATA_METHODS], default=None,
           help="few-shot: force a method (default: chosen by cross-validation on the rows)")
     p.add("--source-lat-norm", type=float, default=None,
           help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")

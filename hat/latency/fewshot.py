@@ -1,15 +1,20 @@
 """Few-shot latency predictor for new hardware: a few measured rows on top of another device's
-predictor.
+predictor or dataset.
 
-Candidates, all expressible as a plain HAT MLP (so the result saves/loads like any predictor):
+Candidates, each a :class:`LatencyPredictor` (member MLPs and/or cost-term coefficients), so
+the result saves, loads and predicts in batches like any predictor:
 
-- ``scale``: ``y = a * src(x)`` (one number; folded into the output layer),
-- ``affine``: ``y = a * src(x) + b`` (folded into the output layer),
+- ``scale``: ``y = a * src(x)``; ``affine``: ``y = a * src(x) + b`` (folded into the MLPs),
 - ``finetune``: the affine model, then all layers fine-tuned on the rows (relative-error loss,
-  a pull towards the starting weights, fixed small step count).
+  a pull towards the starting weights, fixed small step count),
+- ``cost``: a linear model on the analytic cost terms (:mod:`hat.latency.costterms`), ridge on
+  relative error; uses the new device's rows only and is the candidate that carries the
+  device's own balance of matmul, attention and per-layer costs,
+- ``cost+src``: the same with ``src(x)`` as one more term (the other device's predictor adds
+  what the terms miss),
+- ``finetune+cost``: the mean of ``finetune`` and ``cost`` (their errors differ in kind),
 - ``components`` (needs the other device's *dataset*): separate encoder and decoder predictors of
-  that device, combined as ``y = a * enc(x) + b * dec(x) + c``: devices differ most in how they
-  split the time between encoder and decoder (an ensemble of the two networks' members).
+  that device, combined as ``y = a * enc(x) + b * dec(x) + c``.
 
 The candidate is chosen by K-fold cross-validation on the given rows only (mean squared relative
 error), then refitted on all of them.
@@ -23,17 +28,22 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from hat.latency.costterms import cost_terms, fit_relative_ridge
 from hat.latency.predictor import (
     LatencyMLP,
     LatencyPredictor,
     Recipe,
+    combine_predictors,
     torch_threads,
     train_predictor,
 )
 
-METHODS: tuple[str, ...] = ("scale", "affine", "finetune")
+METHODS: tuple[str, ...] = ("scale", "affine", "finetune", "cost", "cost+src", "finetune+cost")
+SOURCE_METHODS: frozenset[str] = frozenset({"scale", "affine", "finetune", "cost+src",
+                                            "finetune+cost"})
 DATA_METHODS: tuple[str, ...] = ("components",)
 MIN_ROWS = 5
+RIDGE = 1e-3  # ridge strength of the cost-term fits (columns scaled to unit norm)
 
 
 def _fit_affine(s: np.ndarray, y: np.ndarray, with_bias: bool) -> tuple[float, float]:
@@ -47,38 +57,34 @@ def _fit_affine(s: np.ndarray, y: np.ndarray, with_bias: bool) -> tuple[float, f
     return a, 0.0
 
 
-def _affine_members(src: LatencyPredictor, a: float, b: float) -> list[dict[str, np.ndarray]]:
-    out = []
-    for m in src.members:
-        m2 = {k: v.copy() for k, v in m.items()}
-        m2["predict.weight"] = a * m["predict.weight"]
-        m2["predict.bias"] = a * m["predict.bias"] + b / src.lat_norm
-        out.append(m2)
-    return out
-
-
-def _finetune(src: LatencyPredictor, members: list[dict[str, np.ndarray]], x: np.ndarray,
-              y: np.ndarray, seed: int, steps: int = 200, lr: float = 1e-4,
-              pull: float = 1e-2) -> list[dict[str, np.ndarray]]:
-    """Full-batch fine-tuning of each member on relative error, L2 pull to the start weights."""
+def _finetune(p: LatencyPredictor, x: np.ndarray, y: np.ndarray, seed: int, steps: int = 200,
+              lr: float = 1e-4, pull: float = 1e-2) -> LatencyPredictor:
+    """Full-batch fine-tuning of each member network on relative error (its cost terms, if
+    any, held fixed), with an L2 pull to the start weights."""
+    if not p.members:
+        raise ValueError("fine-tuning needs a predictor with member networks")
     torch.manual_seed(seed)
-    xt = torch.tensor(x / src.feature_norm, dtype=torch.float32)
-    yt = torch.tensor(y / src.lat_norm, dtype=torch.float32)[:, None]
+    xt = torch.tensor(x / p.feature_norm, dtype=torch.float32)
+    yt = torch.tensor(y / p.lat_norm, dtype=torch.float32)[:, None]
+    fixed = np.zeros(len(y)) if p.cost_coef is None else cost_terms(x) @ p.cost_coef
+    ft = torch.tensor(fixed / p.lat_norm, dtype=torch.float32)[:, None]
     out = []
-    for m in members:
-        n_hidden = len([k for k in m if k.startswith("layers.") and k.endswith(".weight")])
-        net = LatencyMLP(hidden_dim=m["first_layer.weight"].shape[0], hidden_layer_num=n_hidden)
-        net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in m.items()})
-        start = [p.detach().clone() for p in net.parameters()]
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        for _ in range(steps):
-            loss = (((net(xt) - yt) / yt) ** 2).mean()
-            loss = loss + pull * sum(((p - q) ** 2).sum() for p, q in zip(net.parameters(), start))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        out.append({k: v.detach().double().numpy().copy() for k, v in net.state_dict().items()})
-    return out
+    with torch_threads(1):
+        for m in p.members:
+            n_hidden = len([k for k in m if k.startswith("layers.") and k.endswith(".weight")])
+            net = LatencyMLP(hidden_dim=m["first_layer.weight"].shape[0], hidden_layer_num=n_hidden)
+            net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in m.items()})
+            start = [q.detach().clone() for q in net.parameters()]
+            opt = torch.optim.Adam(net.parameters(), lr=lr)
+            for _ in range(steps):
+                loss = (((net(xt) + ft - yt) / yt) ** 2).mean()
+                loss = loss + pull * sum(((q - q0) ** 2).sum()
+                                         for q, q0 in zip(net.parameters(), start))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            out.append({k: v.detach().double().numpy().copy() for k, v in net.state_dict().items()})
+    return LatencyPredictor(out, p.feature_norm, p.lat_norm, p.meta, cost_coef=p.cost_coef)
 
 
 def component_predictors(features: np.ndarray, enc_ms: np.ndarray, dec_ms: np.ndarray,
@@ -95,48 +101,61 @@ def component_predictors(features: np.ndarray, enc_ms: np.ndarray, dec_ms: np.nd
 
 
 def _fit_components(parts: tuple[LatencyPredictor, LatencyPredictor], x: np.ndarray,
-                    y: np.ndarray) -> LatencyPredictor:
+                    y: np.ndarray) -> tuple[LatencyPredictor, dict]:
     enc, dec = parts
-    if len(enc.members) != len(dec.members) or enc.lat_norm != dec.lat_norm:
-        raise ValueError("encoder and decoder predictors need the same members and lat-norm")
     e, d = enc.predict(x), dec.predict(x)
     a_mat = np.c_[e / y, d / y, 1.0 / y]  # relative least squares
     (a, b, c), *_ = np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)
     if a <= 0 or b <= 0:  # a negative share of a component is not physical: one scale each
         (a, b), *_ = np.linalg.lstsq(a_mat[:, :2], np.ones_like(y), rcond=None)
         a, b, c = max(float(a), 0.0), max(float(b), 0.0), 0.0
-    k = len(enc.members)
-    members = []
-    for m, scale, bias in ([(m, a, 0.0) for m in enc.members]
-                           + [(m, b, c) for m in dec.members]):
-        m2 = {key: v.copy() for key, v in m.items()}
-        m2["predict.weight"] = 2 * scale * m["predict.weight"]  # mean of 2k members
-        m2["predict.bias"] = 2 * scale * m["predict.bias"] + 2 * bias / enc.lat_norm
-        members.append(m2)
-    meta = {"method": "components", "a_encoder": float(a), "b_decoder": float(b),
-            "c_ms": float(c), "n_rows": int(len(y)), "members_per_component": k,
-            "source_meta": enc.meta}
-    return LatencyPredictor(members, enc.feature_norm, enc.lat_norm, meta)
+    pred = combine_predictors([(float(a), enc), (float(b), dec)], bias_ms=float(c))
+    return pred, {"a_encoder": float(a), "b_decoder": float(b), "c_ms": float(c),
+                  "source_meta": enc.meta}
+
+
+def _norms(src: LatencyPredictor | None,
+           parts: tuple[LatencyPredictor, LatencyPredictor] | None,
+           y: np.ndarray) -> tuple[np.ndarray, float]:
+    ref = src or (parts[0] if parts else None)
+    if ref is not None:
+        return ref.feature_norm, ref.lat_norm
+    from hat.latency.predictor import FEATURE_NORM
+    return np.asarray(FEATURE_NORM, np.float64), float(np.median(y))
 
 
 def _fit(method: str, src: LatencyPredictor | None, x: np.ndarray, y: np.ndarray,
          seed: int, parts: tuple[LatencyPredictor, LatencyPredictor] | None = None,
          ) -> LatencyPredictor:
+    info: dict = {}
     if method == "components":
         if parts is None:
             raise ValueError("few-shot method 'components' needs the other device's dataset")
-        return _fit_components(parts, x, y)
-    if src is None:
-        raise ValueError(f"few-shot method {method!r} needs the other device's predictor")
-    s = src.predict(x)
-    a, b = _fit_affine(s, y, with_bias=method != "scale")
-    members = _affine_members(src, a, b)
-    if method == "finetune":
-        with torch_threads(1):
-            members = _finetune(src, members, x, y, seed)
-    meta = {"method": method, "a": a, "b_ms": b, "n_rows": int(len(y)),
-            "source_meta": src.meta}
-    return LatencyPredictor(members, src.feature_norm, src.lat_norm, meta)
+        pred, info = _fit_components(parts, x, y)
+    elif method == "cost":
+        fn, ln = _norms(src, parts, y)
+        pred = LatencyPredictor([], fn, ln, cost_coef=fit_relative_ridge(cost_terms(x), y, RIDGE))
+    else:
+        if src is None:
+            raise ValueError(f"few-shot method {method!r} needs the other device's predictor")
+        s = src.predict(x)
+        if method == "cost+src":
+            c = fit_relative_ridge(np.c_[cost_terms(x), s], y, RIDGE)
+            cost_only = LatencyPredictor([], src.feature_norm, src.lat_norm, cost_coef=c[:-1])
+            pred = combine_predictors([(float(c[-1]), src), (1.0, cost_only)])
+            info = {"a": float(c[-1])}
+        else:
+            a, b = _fit_affine(s, y, with_bias=method != "scale")
+            pred = combine_predictors([(a, src)], bias_ms=b)
+            info = {"a": a, "b_ms": b}
+            if method in ("finetune", "finetune+cost"):
+                pred = _finetune(pred, x, y, seed)
+            if method == "finetune+cost":
+                cost = _fit("cost", src, x, y, seed)
+                pred = combine_predictors([(0.5, pred), (0.5, cost)])
+        info["source_meta"] = src.meta
+    pred.meta = {"method": method, "n_rows": int(len(y)), **info}
+    return pred
 
 
 def cv_errors(src: LatencyPredictor | None, x: np.ndarray, y: np.ndarray,
@@ -169,11 +188,13 @@ def fit_fewshot(source: LatencyPredictor | None, features: np.ndarray, latency_m
     ``method`` forces a candidate; otherwise the one with the lowest cross-validated relative
     error on the rows is used (its CV errors are kept in ``meta['cv_mse_rel']``).
     """
-    if methods is None:
-        methods = (METHODS if source is not None else ()) + (
-            DATA_METHODS if components is not None else ())
-    if not methods and method is None:
+    if source is None and components is None:
         raise ValueError("few-shot fitting needs another device's predictor or dataset")
+    if methods is None:
+        methods = tuple(m for m in METHODS if source is not None or m not in SOURCE_METHODS)
+        if source is not None and not source.members:  # nothing to fine-tune
+            methods = tuple(m for m in methods if not m.startswith("finetune"))
+        methods += DATA_METHODS if components is not None else ()
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(latency_ms, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:

@@ -31,10 +31,12 @@ from torch import nn
 
 from hat.atomic import atomic_torch_save, atomic_write_json
 from hat.errors import HatConfigError
+from hat.latency.costterms import COST_TERMS, cost_terms
 from hat.latency.csvio import N_FEATURES
 
 FEATURE_NORM: tuple[float, ...] = (640, 6, 2048, 6, 640, 6, 2048, 6, 6, 2)
 SIDECAR_SUFFIX = ".json"
+COST_KEY = "cost.coef"  # cost-term coefficients (ms) inside a saved predictor
 _CHUNK = 2048
 _SMALL = 16
 
@@ -128,12 +130,18 @@ def check_norms(feature_norm: Sequence[float], lat_norm: float,
 
 # ----------------------------------------------------------------------------- predictor
 class LatencyPredictor:
-    """One or more HAT MLPs (averaged) plus their normalisation; predicts milliseconds."""
+    """One or more HAT MLPs (averaged) plus their normalisation; predicts milliseconds.
+
+    Optionally plus a linear model on analytic cost terms (``cost_coef``, ms per term of
+    :func:`hat.latency.costterms.cost_terms`), which the few-shot fits use; a predictor may
+    also be that linear model alone (no members).
+    """
 
     def __init__(self, members: Sequence[dict[str, Any]], feature_norm: Sequence[float],
-                 lat_norm: float, meta: dict[str, Any] | None = None) -> None:
-        if not members:
-            raise PredictorError("a predictor needs at least one member network")
+                 lat_norm: float, meta: dict[str, Any] | None = None,
+                 cost_coef: Sequence[float] | np.ndarray | None = None) -> None:
+        if not members and cost_coef is None:
+            raise PredictorError("a predictor needs at least one member network or cost terms")
         self.feature_norm, self.lat_norm = check_norms(feature_norm, lat_norm)
         self.meta: dict[str, Any] = dict(meta or {})
         self.members = [
@@ -141,6 +149,14 @@ class LatencyPredictor:
         ]
         for i, m in enumerate(self.members):
             check_state_dict(m, f"member {i}")
+        self.cost_coef: np.ndarray | None = None
+        if cost_coef is not None:
+            c = _to_numpy(cost_coef).reshape(-1)
+            if c.shape[0] != len(COST_TERMS) or not np.all(np.isfinite(c)):
+                raise PredictorError(
+                    f"cost coefficients must be {len(COST_TERMS)} finite numbers "
+                    f"({', '.join(COST_TERMS)}), got shape {c.shape}")
+            self.cost_coef = c
         self.threads = 1
         self._compile()
 
@@ -169,6 +185,13 @@ class LatencyPredictor:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != N_FEATURES:
             raise ValueError(f"features must have shape [N, {N_FEATURES}], got {x.shape}")
+        out = self._predict_mlp(x) if self.members else np.zeros(x.shape[0])
+        if self.cost_coef is not None:
+            terms = cost_terms(np.asarray(features, np.float64).reshape(x.shape))
+            out = out + terms @ self.cost_coef
+        return out
+
+    def _predict_mlp(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] <= _SMALL:  # tiny batches: numpy has less per-call overhead than torch
             acc = np.zeros(x.shape[0], dtype=np.float64)
             for ws, bs, wp, bp in self._packed:
@@ -199,6 +222,9 @@ class LatencyPredictor:
 
     def state_dict(self, member: int = 0) -> dict[str, torch.Tensor]:
         """HAT-compatible plain state dict of one member."""
+        if not 0 <= member < len(self.members):
+            raise PredictorError(f"no member network {member} (this predictor has "
+                                 f"{len(self.members)})")
         m = self.members[member]
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in m.items()}
 
@@ -206,10 +232,16 @@ class LatencyPredictor:
     def save(self, path: str | os.PathLike) -> Path:
         """Save member 0 as a plain HAT state dict at ``path`` (HAT's code can load it), any
         further ensemble members at ``<path>.members.pt``, and a JSON sidecar ``<path>.json``
-        with feature_norm / lat_norm / recipe / metrics. All writes are atomic."""
+        with feature_norm / lat_norm / recipe / metrics. All writes are atomic.
+
+        Cost-term coefficients go into ``path`` too (key ``cost.coef``): HAT's strict loading
+        then refuses the file instead of silently predicting only the MLP part."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(self.state_dict(0), path)
+        sd = self.state_dict(0) if self.members else {}
+        if self.cost_coef is not None:
+            sd[COST_KEY] = torch.from_numpy(self.cost_coef.copy())
+        atomic_torch_save(sd, path)
         extra = Path(str(path) + ".members.pt")
         if len(self.members) > 1:
             atomic_torch_save([self.state_dict(i) for i in range(1, len(self.members))], extra)
@@ -221,6 +253,7 @@ class LatencyPredictor:
             "feature_norm": self.feature_norm.tolist(),
             "lat_norm": self.lat_norm,
             "n_members": len(self.members),
+            "cost_terms": list(COST_TERMS) if self.cost_coef is not None else None,
             "meta": self.meta,
         }
         atomic_write_json(sidecar_path(path), side, indent=2)
@@ -243,8 +276,14 @@ class LatencyPredictor:
             raise PredictorError(f"{path}: cannot read predictor file ({e})") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
-        check_state_dict(sd, str(path))
-        members = [sd]
+        cost_coef = None
+        if isinstance(sd, dict) and COST_KEY in sd:
+            sd = dict(sd)
+            cost_coef = sd.pop(COST_KEY)
+        members = []
+        if cost_coef is None or sd:
+            check_state_dict(sd, str(path))
+            members = [sd]
         side_path = sidecar_path(path)
         meta: dict[str, Any] = {}
         if side_path.is_file():
@@ -269,6 +308,11 @@ class LatencyPredictor:
                         f"the configured lat-norm {ln}"
                     )
             feature_norm, lat_norm = fn_s, ln_s
+            terms = side.get("cost_terms")
+            if cost_coef is not None and terms is not None and list(terms) != list(COST_TERMS):
+                raise PredictorError(
+                    f"{path}: written with cost terms {terms}, this version has "
+                    f"{list(COST_TERMS)}; refit the predictor")
             meta = dict(side.get("meta") or {})
             n_members = int(side.get("n_members", 1))
             if n_members > 1:
@@ -288,7 +332,42 @@ class LatencyPredictor:
             )
         if feature_norm is None:
             feature_norm = FEATURE_NORM
-        return cls(members, feature_norm, lat_norm, meta)
+        try:
+            return cls(members, feature_norm, lat_norm, meta, cost_coef=cost_coef)
+        except PredictorError as e:
+            raise PredictorError(f"{path}: {e}") from None
+
+
+def combine_predictors(parts: Sequence[tuple[float, LatencyPredictor]], bias_ms: float = 0.0,
+                       meta: dict[str, Any] | None = None) -> LatencyPredictor:
+    """One predictor computing ``sum(w * p(x)) + bias_ms`` exactly: the parts' member networks
+    (output layers rescaled so that their plain mean is the weighted sum) and cost terms.
+    The parts must share ``feature_norm``; the first part's ``lat_norm`` is kept."""
+    if not parts:
+        raise ValueError("combine_predictors needs at least one part")
+    fn, ln = parts[0][1].feature_norm, parts[0][1].lat_norm
+    n_total = sum(len(p.members) for _, p in parts)
+    members: list[dict[str, np.ndarray]] = []
+    coef: np.ndarray | None = None
+    for w, p in parts:
+        if not np.allclose(p.feature_norm, fn):
+            raise ValueError("combined predictors need the same feature_norm")
+        k = w * n_total / max(1, len(p.members)) * p.lat_norm / ln
+        for m in p.members:
+            m2 = {key: v.copy() for key, v in m.items()}
+            m2["predict.weight"] = k * m["predict.weight"]
+            m2["predict.bias"] = k * m["predict.bias"]
+            members.append(m2)
+        if p.cost_coef is not None:
+            coef = w * p.cost_coef + (0.0 if coef is None else coef)
+    if bias_ms:
+        if coef is not None:
+            coef = coef.copy()
+            coef[COST_TERMS.index("constant")] += bias_ms
+        else:
+            for m in members:
+                m["predict.bias"] = m["predict.bias"] + bias_ms / ln
+    return LatencyPredictor(members, fn, ln, meta, cost_coef=coef)
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
