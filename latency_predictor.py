@@ -46,8 +46,10 @@ def build_parser() -> configargparse.ArgParser:
     p.add("--train-steps", type=int, default=5000, help="HAT recipe: steps")
     p.add("--bsz", type=int, default=128, help="HAT recipe: batch size")
     p.add("--lr", type=float, default=1e-5, help="HAT recipe: learning rate")
-    p.add("--recipe", choices=["default", "hat"], default="default",
-          help="'hat' = HAT's recipe (train-steps/bsz/lr above); 'default' = ours (fixed)")
+    p.add("--recipe", choices=["default", "mlp", "hat"], default="default",
+          help="'hat' = HAT's recipe (train-steps/bsz/lr above); 'default' = ours (HAT's MLP "
+               "on a linear cost-term base; HAT's code cannot load the file); 'mlp' = ours "
+               "without the base (a plain HAT state dict)")
     p.add("--seed", type=int, default=1, help="split and training seed")
     p.add("--max-steps", type=int, default=None, help="cap on training steps (quick runs)")
     p.add("--members", type=int, default=None,
@@ -138,7 +140,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log.info("estimating drift from neighbouring rows (window %d)", args.drift_window)
         try:
             quick = None if args.max_steps is None else get_recipe(
-                "default", steps=min(1500, args.max_steps))
+                "mlp", steps=min(1500, args.max_steps))
             est = estimate_drift(x, y, measurement_order(extra, len(y)), lat_norm=ln,
                                  window=args.drift_window, seed=args.seed, recipe=quick)
         except ValueError as e:

@@ -145,3 +145,23 @@ def test_fewshot_cost_terms_fit_a_device_with_another_balance(tmp_path: Path) ->
     chained = fit_fewshot(cost_only, x[shots], y_new[shots], seed=0)
     assert not chained.meta["method"].startswith("finetune")
     assert not any(k.startswith("finetune") for k in chained.meta["cv_mse_rel"])
+
+
+def test_cost_base_recipe_fits_interactions_and_round_trips(tmp_path: Path) -> None:
+    """Latency with strong products of features (matmul work = layers x dims x FFN widths):
+    the cost-term base carries them exactly, the MLP only the small remainder."""
+    rng = np.random.default_rng(7)
+    x = synthetic_features(900, rng)
+    coef = np.array([20, 1, 1e-3, 2e-6, .2, .01, 2, 4e-3, 3e-6, .1, .1, .5, 2e-4])
+    y = (cost_terms(x) @ coef) * (1 + 0.02 * np.sin(x[:, 3])) * rng.normal(1, 0.005, len(x))
+    tr, va, te = split_indices(len(x), 0)
+    r = get_recipe("default", steps=150, cost_base=True)
+    hyb = train_predictor(x, y, tr, va, r, lat_norm=100, seed=0)
+    assert hyb.cost_coef is not None and len(hyb.members) == 1
+    plain = train_predictor(x, y, tr, va, get_recipe("default", steps=150, cost_base=False),
+                            lat_norm=100, seed=0)
+    m_h, m_p = (metrics(p.predict(x[te]), y[te]) for p in (hyb, plain))
+    assert m_h["mape_pct"] < 1.0 and m_h["rmse_ms"] < 0.9 * m_p["rmse_ms"], (m_h, m_p)
+    back = LatencyPredictor.load(hyb.save(tmp_path / "h.pt"))
+    np.testing.assert_allclose(back.predict(x[te]), hyb.predict(x[te]), rtol=1e-6)
+    assert back.meta["recipe"]["cost_base"] is True

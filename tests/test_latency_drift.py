@@ -15,7 +15,7 @@ def _rows(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, 5 + x[:, 5] * (10 + x[:, 6] / 200 + x[:, 4] / 40) + x[:, 2] / 300
 
 
-QUICK = get_recipe("default", steps=250)
+QUICK = get_recipe("mlp", steps=250)
 
 
 def test_recovers_slow_drift() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hat.errors import HatConfigError
+from hat.latency.costterms import cost_terms
 from hat.latency.csvio import load_latency_csv, write_latency_csv
 from hat.latency.fewshot import component_predictors, fit_fewshot
 from hat.latency.predictor import (
@@ -158,7 +159,8 @@ def test_training_synthetic_beats_mean_and_hat_fold_is_exact() -> None:
     assert len(tr) == 480 and len(va) == 60 and len(te) == 60
     assert len(set(tr) | set(va) | set(te)) == len(y)
     np.testing.assert_array_equal(split_indices(len(y), 0)[2], te)  # seeded
-    pred = train_predictor(x, y, tr, va, get_recipe("default", steps=150), lat_norm=200, seed=0)
+    pred = train_predictor(x, y, tr, va, get_recipe("mlp", steps=150), lat_norm=200, seed=0)
+    assert pred.cost_coef is None
     m = metrics(pred.predict(x[te]), y[te])
     base = metrics(np.full(len(te), y[tr].mean()), y[te])
     assert m["rmse_ms"] < 0.3 * base["rmse_ms"]
@@ -169,8 +171,15 @@ def test_training_synthetic_beats_mean_and_hat_fold_is_exact() -> None:
         out = net(torch.tensor(x[te] / np.asarray(FEATURE_NORM), dtype=torch.float32))[:, 0] * 200
     np.testing.assert_allclose(out.numpy(), pred.predict(x[te]), rtol=1e-3)
     # same seed, same result
-    again = train_predictor(x, y, tr, va, get_recipe("default", steps=150), lat_norm=200, seed=0)
+    again = train_predictor(x, y, tr, va, get_recipe("mlp", steps=150), lat_norm=200, seed=0)
     np.testing.assert_allclose(again.predict(x[te]), pred.predict(x[te]), rtol=1e-5)
+    # the default recipe: the same kind of member network plus the cost-term linear model
+    hyb = train_predictor(x, y, tr, va, get_recipe("default", steps=150), lat_norm=200, seed=0)
+    net.load_state_dict(hyb.state_dict())
+    with torch.no_grad():
+        mlp = net(torch.tensor(x[te] / np.asarray(FEATURE_NORM), dtype=torch.float32))[:, 0] * 200
+    np.testing.assert_allclose(mlp.numpy() + cost_terms(x[te]) @ hyb.cost_coef,
+                               hyb.predict(x[te]), rtol=1e-3)
 
 
 @needs_ref
@@ -322,6 +331,13 @@ def test_cli_eval_only_and_hat_recipe(tmp_path: Path, capsys: pytest.CaptureFixt
                   "--source-dataset", str(_tiny_csv(tmp_path)), "--max-steps", "30",
                   "--ckpt-path", str(tmp_path / "few2.pt"), "--no-plot"])
     assert s4["method"] == "components" and (tmp_path / "few2.pt.members.pt").is_file()
+    s5 = cli.run([f"--configs={cfg}", "--fewshot", "20", "--fewshot-method", "cost+src",
+                  "--source-ckpt", str(tmp_path / "pred" / "p.pt"),
+                  "--ckpt-path", str(tmp_path / "few3.pt"), "--no-plot"])
+    s6 = cli.run([f"--configs={cfg}", "--eval-only", "--ckpt-path", str(tmp_path / "few3.pt"),
+                  "--no-plot"])
+    assert s5["method"] == "cost+src" and s6["test_rmse_ms"] == pytest.approx(
+        s5["test_rmse_ms"], rel=1e-6)
     with pytest.raises(HatConfigError, match="needs the other device's dataset"):
         cli.run([f"--configs={cfg}", "--fewshot", "20", "--fewshot-method", "components",
                  "--source-ckpt", str(tmp_path / "pred" / "p.pt"), "--no-plot"])

@@ -44,16 +44,19 @@ def cost_terms(features: np.ndarray) -> np.ndarray:
     ], axis=1)
 
 
-def fit_relative_ridge(a: np.ndarray, y: np.ndarray, lam: float = 1e-3) -> np.ndarray:
+def fit_relative_ridge(a: np.ndarray, y: np.ndarray, lam: float = 1e-3,
+                       relative: bool = True) -> np.ndarray:
     """Coefficients ``c`` minimising ``sum(((a @ c - y) / y)^2) + lam * |D c|^2``, where ``D``
-    scales each column of ``a / y`` to unit norm (so ``lam`` does not depend on units)."""
+    scales each column of ``a / y`` to unit norm (so ``lam`` does not depend on units).
+    ``relative=False``: plain squared error ``sum((a @ c - y)^2)`` instead (same ridge)."""
     a = np.asarray(a, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    w = a / y[:, None]
+    div = y if relative else np.ones_like(y)
+    w = a / div[:, None]
     scale = np.linalg.norm(w, axis=0)
     scale[scale == 0] = 1.0
     n = a.shape[1]
     lhs = np.vstack([w / scale, np.sqrt(lam) * np.eye(n)])
-    rhs = np.r_[np.ones(len(y)), np.zeros(n)]
+    rhs = np.r_[y / div, np.zeros(n)]
     c, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
     return c / scale

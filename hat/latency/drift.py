@@ -37,7 +37,7 @@ class DriftEstimate:
 
 def cross_fitted_predictions(features: np.ndarray, latency_ms: np.ndarray, lat_norm: float,
                              folds: int = 5, seed: int = 1,
-                             recipe: Recipe | str = "default") -> np.ndarray:
+                             recipe: Recipe | str = "mlp") -> np.ndarray:
     """Predict every row with a predictor trained on the other folds."""
     n = len(latency_ms)
     perm = np.random.default_rng(seed).permutation(n)
@@ -82,7 +82,7 @@ def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarr
     order = np.arange(len(y)) if order is None else np.asarray(order)
     if sorted(order.tolist()) != list(range(len(y))):
         raise ValueError("order must be a permutation of the row indices")
-    recipe = recipe or get_recipe("default", steps=1500)
+    recipe = recipe or get_recipe("mlp", steps=1500)
     factors = np.ones(len(y))
     for p in range(passes):
         pred = cross_fitted_predictions(x, y / factors, lat_norm, folds, seed + 100 * p, recipe)

@@ -971,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C or `kill`: rows on disk are kept
         path = Path(args.lat_dataset_path)
         rows = len(csvio.read_rows(path).latency_ms) if path.exists() else 0
-        print(f"| interrupted ({e or 'Ctrl-C'}): {rows} rows kept in {args.lat_dataset_path}; "
+        print(f"| interrupted ({str(e) or 'Ctrl-C'}): {rows} rows kept in {args.lat_dataset_path}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
     per_row = res.seconds / max(1, len(res.rows))

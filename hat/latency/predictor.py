@@ -4,11 +4,13 @@ Network (state-dict compatible with HAT's ``.pt`` files): ``first_layer`` Linear
 ``layers.{0,1,2}`` 3 x [Linear(400,400)+ReLU], ``predict`` Linear(400,1). Inputs are divided by
 ``feature_norm``; the output times ``lat_norm`` is the predicted encoder+decoder latency in ms.
 
-Two training recipes (:data:`RECIPES`): ``hat`` (HAT's: Adam lr 1e-5, batch 128, 5000 steps,
-last weights; seeded here) and ``default`` (ours: warm-up + cosine Adam at lr 1e-3 on
-standardised inputs/targets, a relative-error loss, and the checkpoint with the lowest
-validation error). Standardisation is folded into the first/last layer on export, so every
-member is a plain HAT state dict. Inference runs in numpy (float32), batched.
+Training recipes (:data:`RECIPES`): ``hat`` (HAT's: Adam lr 1e-5, batch 128, 5000 steps, last
+weights; seeded here), ``mlp`` (ours: the network started as the least-squares linear fit, then
+warm-up + cosine Adam at lr 1e-3 on standardised inputs/targets, keeping the checkpoint with the
+lowest validation error) and ``default`` (``mlp`` on top of a least-squares linear model of the
+analytic cost terms, :mod:`hat.latency.costterms`). Standardisation is folded into the first/last
+layer on export, so every member is a plain HAT state dict; cost-term coefficients, if any, are
+stored beside it. Inference runs in numpy/torch (float32), batched.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 
 from hat.atomic import atomic_torch_save, atomic_write_json
 from hat.errors import HatConfigError
-from hat.latency.costterms import COST_TERMS, cost_terms
+from hat.latency.costterms import COST_TERMS, cost_terms, fit_relative_ridge
 from hat.latency.csvio import N_FEATURES
 
 FEATURE_NORM: tuple[float, ...] = (640, 6, 2048, 6, 640, 6, 2048, 6, 6, 2)
@@ -423,6 +425,7 @@ class Recipe:
     select_metric: str = "rel"  # rel | mse (validation criterion for select='best_val')
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off)
     linear_init: bool = False  # start from the (loss-weighted) least-squares linear fit
+    cost_base: bool = False  # add a least-squares linear model on the cost terms; MLP on the rest
     standardize: bool = False
     eval_every: int = 100
     members: int = 1
@@ -431,12 +434,21 @@ class Recipe:
 LOSS_POWER = {"mse": 0.0, "sqrt": 1.0, "rel": 2.0}
 RECIPES: dict[str, Recipe] = {
     "hat": Recipe("hat", lr=1e-5, bsz=128, steps=5000),
-    # Starts from the least-squares linear fit (latency is nearly linear in HAT's features), then
-    # Adam with warm-up + cosine on the squared error; keeps the checkpoint (the linear start
-    # included) with the lowest validation relative error.
+    # HAT's MLP alone (its files load in HAT's code): starts from the least-squares linear fit
+    # (latency is nearly linear in HAT's features), then Adam with warm-up + cosine on the
+    # squared error; keeps the checkpoint (the linear start included) with the lowest
+    # validation relative error.
+    "mlp": Recipe(
+        "mlp", lr=1e-3, bsz=128, steps=3000, schedule="cosine", warmup=100,
+        loss="mse", select="best_val", standardize=True, eval_every=50, linear_init=True,
+    ),
+    # The same MLP on top of a least-squares linear model of the 13 cost terms
+    # (hat/latency/costterms.py): the products of layers, widths and FFN sizes that HAT's ten
+    # averages leave to the network are given exactly; the MLP learns the remainder.
     "default": Recipe(
         "default", lr=1e-3, bsz=128, steps=3000, schedule="cosine", warmup=100,
         loss="mse", select="best_val", standardize=True, eval_every=50, linear_init=True,
+        cost_base=True,
     ),
 }
 
@@ -499,8 +511,14 @@ def _init_as_linear_fit(net: LatencyMLP, x: torch.Tensor, y: torch.Tensor,
 
 def _train_member(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, r: Recipe,
                   seed: int, hidden_dim: int, hidden_layer_num: int,
-                  progress: Callable[[int, float], None] | None) -> dict[str, np.ndarray]:
-    """Train one MLP on normalised x (x / feature_norm) and y (ms / lat_norm)."""
+                  progress: Callable[[int, float], None] | None,
+                  base: np.ndarray | None = None, base_v: np.ndarray | None = None,
+                  ) -> dict[str, np.ndarray]:
+    """Train one MLP on normalised x (x / feature_norm) and y (ms / lat_norm); with ``base``
+    (``base_v`` on the validation rows) the MLP fits ``y - base`` and is judged on the sum."""
+    y_full, yv_full = y, yv
+    if base is not None:
+        y, yv = y - base, yv - base_v
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = LatencyMLP(x.shape[1], hidden_dim, hidden_layer_num)
@@ -512,8 +530,8 @@ def _train_member(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, 
     xt = torch.tensor((x - mu) / sd, dtype=torch.float32)
     yt = torch.tensor((y - ym) / ys, dtype=torch.float32)[:, None]
     # Residual weight (ys/yr)*(yr/y)^(p/2): p=0 plain MSE, p=2 relative error (= ys/y).
-    power, yr = LOSS_POWER[r.loss], float(y.mean())
-    wt = torch.tensor(ys / yr * (yr / y) ** (power / 2), dtype=torch.float32)[:, None]
+    power, yr = LOSS_POWER[r.loss], float(y_full.mean())
+    wt = torch.tensor(ys / yr * (yr / y_full) ** (power / 2), dtype=torch.float32)[:, None]
     xvt = torch.tensor((xv - mu) / sd, dtype=torch.float32)
     if r.linear_init:
         _init_as_linear_fit(net, xt, yt, wt if power else None)
@@ -527,7 +545,7 @@ def _train_member(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, 
     def val_error(model: LatencyMLP) -> float:
         with torch.no_grad():
             pv = model(xvt)[:, 0].double().numpy() * ys + ym
-        res = (pv - yv) / yv if r.select_metric == "rel" else pv - yv
+        res = (pv - yv) / yv_full if r.select_metric == "rel" else pv - yv
         return float(np.mean(res ** 2))
 
     if r.linear_init and r.select == "best_val" and len(xv):  # the linear start is a candidate
@@ -588,18 +606,24 @@ def train_predictor(features: np.ndarray, latency_ms: np.ndarray, train_idx: np.
     x = np.asarray(features, np.float64) / fn
     y = np.asarray(latency_ms, np.float64) / ln
     t0 = time.perf_counter()
+    coef = base = None
+    if r.cost_base:  # least squares in ms on the training rows; the MLP learns what is left
+        terms = cost_terms(features)
+        coef = fit_relative_ridge(terms[train_idx], latency_ms[train_idx], 0.0, relative=False)
+        base = terms @ coef / ln
     members = []
     with torch_threads(1):
         for k in range(r.members):
             members.append(_train_member(
                 x[train_idx], y[train_idx], x[val_idx], y[val_idx], r, seed * 1000 + k,
                 hidden_dim, hidden_layer_num, progress,
+                None if base is None else base[train_idx], None if base is None else base[val_idx],
             ))
     meta = {"recipe": asdict(r), "seed": seed, "train_seconds": time.perf_counter() - t0,
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return LatencyPredictor(members, fn, ln, meta)
+        return LatencyPredictor(members, fn, ln, meta, cost_coef=coef)
 
 
 def check_predictor_file(path: str | os.PathLike) -> None:
