@@ -37,3 +37,15 @@ def test_summary_collects_rows_per_minute_and_predictor_speed(tmp_path: Path) ->
     p = s["predictor"]
     assert p["single_query_per_s"] == {"threads_1": 5.0}
     assert p["batched_best_per_s"]["threads_1"] == {"queries_per_s": 80.0, "batch": 100}
+
+
+def test_residual_stats_separate_spikes_from_typical_rows() -> None:
+    import numpy as np
+
+    stats = load_script("bench/predictor_residuals.py").residual_stats
+    true = np.full(10, 100.0)
+    pred = true + np.array([1, -1, 2, -2, 1, -1, 2, -2, 1, -50.0])  # one spike of 50 ms
+    s = stats(pred, true, top=1)
+    assert abs(s["rmse_ms"] - np.sqrt((4 * 1 + 4 * 4 + 1 + 2500) / 10)) < 1e-9
+    assert abs(s["rmse_without_top1_ms"] - np.sqrt((5 * 1 + 4 * 4) / 9)) < 1e-9
+    assert s["median_abs_ms"] == 1.5 and abs(s["mean_signed_ms"] + 4.9) < 1e-9

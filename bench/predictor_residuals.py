@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Where the test RMSE of a latency predictor comes from: ours vs HAT's recipe, per CSV.
+
+Trains our default recipe and HAT's recipe on the same seeded split (as
+``bench/predictor_accuracy.py``) and reports, on the test rows, RMSE, RMSE without the k rows
+with the largest squared error of each predictor, median absolute error, mean signed error
+(prediction - measurement) and the rows with the largest errors. On noisy CSVs a handful of
+measurement spikes (rows measured far slower than any similar SubTransformer) decide RMSE; the
+median tells how close a predictor is on typical rows. Writes
+``bench/results/predictor_residuals.json``.
+
+    python bench/predictor_residuals.py [--data DIR] [--seed 1] [--top 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from predictor_accuracy import LAT_NORM, NAMES, _find, cpu_model  # noqa: E402
+
+from hat.atomic import atomic_write_json  # noqa: E402
+from hat.latency.csvio import load_latency_csv  # noqa: E402
+from hat.latency.predictor import (  # noqa: E402
+    FEATURE_NORM,
+    get_recipe,
+    split_indices,
+    train_predictor,
+)
+
+
+def residual_stats(pred: np.ndarray, true: np.ndarray, top: int) -> dict:
+    """RMSE with and without the ``top`` largest squared errors, median |error|, mean error."""
+    err = np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)
+    sq = np.sort(err**2)
+    return {
+        "rmse_ms": float(np.sqrt(sq.mean())),
+        f"rmse_without_top{top}_ms": float(np.sqrt(sq[:-top].mean())) if top else None,
+        "median_abs_ms": float(np.median(np.abs(err))),
+        "mean_signed_ms": float(err.mean()),
+    }
+
+
+def main() -> int:
+    """Train both recipes per CSV and write the residual report."""
+    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="folder with <name>_all.csv")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--top", type=int, default=5, help="largest errors left out / listed")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "predictor_residuals.json"))
+    args = ap.parse_args()
+    if args.top < 0:
+        ap.error(f"--top must be >= 0, got {args.top}")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    bases = [Path(args.data)] if args.data else [ref, ROOT / "latency_dataset"]
+    results = {}
+    for name in NAMES:
+        csv_path = None
+        for b in bases:
+            csv_path = csv_path or _find(b, [f"{name}_all.csv", f"latency/{name}_all.csv"])
+        if csv_path is None:
+            print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
+            continue
+        x, y, _ = load_latency_csv(csv_path)
+        tr, va, te = split_indices(len(y), args.seed)
+        ln = LAT_NORM[name.rsplit("_", 1)[1]]
+        row: dict = {"n_test": len(te)}
+        preds = {}
+        for label, recipe in (("ours_default", "default"), ("hat_recipe", "hat")):
+            p = train_predictor(x, y, tr, va, get_recipe(recipe), feature_norm=FEATURE_NORM,
+                                lat_norm=ln, seed=args.seed)
+            preds[label] = p.predict(x[te])
+            row[label] = residual_stats(preds[label], y[te], args.top)
+        worst = np.argsort(-np.abs(preds["ours_default"] - y[te]))[: args.top]
+        row["largest_errors_ours"] = [
+            {"measured_ms": float(y[te][i]),
+             **{f"{k}_error_ms": float(v[i] - y[te][i]) for k, v in preds.items()}}
+            for i in worst]
+        results[name] = row
+        print(name, json.dumps(row))
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "torch": torch.__version__,
+        "seed": args.seed, "top": args.top,
+        "split": "as bench/predictor_accuracy.py (seeded 80/10/10), test rows only",
+        "results": results,
+    }
+    print(f"wrote {atomic_write_json(args.out, report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
