@@ -4,7 +4,8 @@
 Trains our default recipe and HAT's recipe on the same seeded split (as
 ``bench/predictor_accuracy.py``) and reports, on the test rows, RMSE, RMSE without the k rows
 with the largest squared error of each predictor, median absolute error, mean signed error
-(prediction - measurement) and the rows with the largest errors. On noisy CSVs a handful of
+(prediction - measurement), a paired bootstrap of the RMSE difference over the test rows and
+the rows with the largest errors. On noisy CSVs a handful of
 measurement spikes (rows measured far slower than any similar SubTransformer) decide RMSE; the
 median tells how close a predictor is on typical rows. Writes
 ``bench/results/predictor_residuals.json``.
@@ -52,6 +53,19 @@ def residual_stats(pred: np.ndarray, true: np.ndarray, top: int) -> dict:
     }
 
 
+def paired_bootstrap_rmse(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray,
+                          n: int = 2000, seed: int = 0) -> dict:
+    """RMSE(a) - RMSE(b) over ``n`` resamples of the test rows (the same rows for both)."""
+    rng = np.random.default_rng(seed)
+    ea, eb = ((np.asarray(p, np.float64) - true) ** 2 for p in (pred_a, pred_b))
+    idx = rng.integers(0, len(true), size=(n, len(true)))
+    diff = np.sqrt(ea[idx].mean(1)) - np.sqrt(eb[idx].mean(1))
+    lo, hi = np.quantile(diff, [0.025, 0.975])
+    return {"rmse_diff_ms": float(np.sqrt(ea.mean()) - np.sqrt(eb.mean())),
+            "ci95_ms": [float(lo), float(hi)], "share_a_le_b": float((diff <= 0).mean()),
+            "resamples": n}
+
+
 def main() -> int:
     """Train both recipes per CSV and write the residual report."""
     ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
@@ -83,6 +97,8 @@ def main() -> int:
                                 lat_norm=ln, seed=args.seed)
             preds[label] = p.predict(x[te])
             row[label] = residual_stats(preds[label], y[te], args.top)
+        row["ours_minus_hat_bootstrap"] = paired_bootstrap_rmse(
+            preds["ours_default"], preds["hat_recipe"], y[te], seed=args.seed)
         worst = np.argsort(-np.abs(preds["ours_default"] - y[te]))[: args.top]
         row["largest_errors_ours"] = [
             {"measured_ms": float(y[te][i]),

@@ -49,3 +49,16 @@ def test_residual_stats_separate_spikes_from_typical_rows() -> None:
     assert abs(s["rmse_ms"] - np.sqrt((4 * 1 + 4 * 4 + 1 + 2500) / 10)) < 1e-9
     assert abs(s["rmse_without_top1_ms"] - np.sqrt((5 * 1 + 4 * 4) / 9)) < 1e-9
     assert s["median_abs_ms"] == 1.5 and abs(s["mean_signed_ms"] + 4.9) < 1e-9
+
+
+def test_paired_bootstrap_rmse_orders_a_clearly_better_predictor() -> None:
+    import numpy as np
+
+    boot = load_script("bench/predictor_residuals.py").paired_bootstrap_rmse
+    rng = np.random.default_rng(0)
+    true = rng.uniform(50, 150, 200)
+    good, bad = true + rng.normal(0, 1, 200), true + rng.normal(0, 5, 200)
+    r = boot(good, bad, true, n=500)
+    assert r["rmse_diff_ms"] < 0 and r["ci95_ms"][1] < 0 and r["share_a_le_b"] == 1.0
+    same = boot(good, good, true, n=50)
+    assert same["rmse_diff_ms"] == 0 and same["ci95_ms"] == [0.0, 0.0]
