@@ -108,7 +108,7 @@ def scatter_grid(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9")
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.scatter(true, pred, s=4, alpha=0.6)
-        ax.set_title(f"{title}\nRMSE {m['rmse_ms']:.1f}ms, <=10%: {m['within10_pct']:.0f}%",
+        ax.set_title(f"{title}\nRMSE {m['rmse_ms']:.4g}ms, within ±10%: {m['within10_pct']:.1f}%",
                      fontsize=7)
         ax.tick_params(labelsize=6)
         ax.set_xlabel("measured (ms)", fontsize=7)

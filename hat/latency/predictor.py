@@ -655,7 +655,7 @@ def save_scatter(pred_ms: np.ndarray, true_ms: np.ndarray, path: str | os.PathLi
     ax.scatter(true_ms, pred_ms, s=5, alpha=0.6)
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(f"{title}\nRMSE {m['rmse_ms']:.1f} ms, within10 {m['within10_pct']:.0f}%",
+    ax.set_title(f"{title}\nRMSE {m['rmse_ms']:.4g} ms, within ±10%: {m['within10_pct']:.1f}%",
                  fontsize=8)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
