@@ -62,8 +62,18 @@ N_SHOTS = 50
 N_DRAWS = 3  # the first 50 training rows, then 2 random draws of 50
 
 
-def _find(base: Path, candidates: list[str]) -> Path | None:
-    return next((base / c for c in candidates if (base / c).is_file()), None)
+def find_file(bases: list[Path], candidates: list[str]) -> Path | None:
+    """The first existing ``base / candidate``, bases in order (then candidates)."""
+    return next((b / c for b in bases for c in candidates if (b / c).is_file()), None)
+
+
+def find_csv(name: str, bases: list[Path]) -> Path | None:
+    """``<name>_all.csv`` under the first base that has it (also under ``latency/``); prints a
+    skip line when none does."""
+    path = find_file(bases, [f"{name}_all.csv", f"latency/{name}_all.csv"])
+    if path is None:
+        print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
+    return path
 
 
 def cpu_model() -> str:
@@ -146,11 +156,8 @@ def main() -> int:
     parts_data: dict[str, tuple] = {}
     panels = []
     for name in NAMES:
-        csv_path = None
-        for b in bases:
-            csv_path = csv_path or _find(b, [f"{name}_all.csv", f"latency/{name}_all.csv"])
+        csv_path = find_csv(name, bases)
         if csv_path is None:
-            print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
             continue
         ln = LAT_NORM[name.rsplit("_", 1)[1]]
         x, y, extra = load_latency_csv(csv_path)
@@ -170,9 +177,7 @@ def main() -> int:
                 panels.append((name, p.predict(x[te]), y[te]))
         if args.fewshot_only:
             continue
-        shipped = None
-        for b in bases:
-            shipped = shipped or _find(b, [f"predictors/{name}.pt", f"predictors/hat/{name}.pt"])
+        shipped = find_file(bases, [f"predictors/{name}.pt", f"predictors/hat/{name}.pt"])
         if shipped is not None:
             hp = LatencyPredictor.load(shipped, feature_norm=FEATURE_NORM, lat_norm=ln)
             row["hat_shipped"] = metrics(hp.predict(x[te]), y[te])
@@ -184,20 +189,19 @@ def main() -> int:
             "ours_within10_ge_hat_recipe": o["within10_pct"] >= h["within10_pct"],
             "ours_within10_ge_best_nonparametric_minus_3": o["within10_pct"] >= best_np - 3,
         }
-        if not args.fewshot_only:  # the same comparison on other seeded splits
-            row["other_seeds"] = {}
-            for s2 in args.extra_seeds:
-                tr2, va2, te2 = split_indices(len(y), s2)
-                cmp = {}
-                for label, recipe in (("ours_default", r_def), ("hat_recipe", r_hat)):
-                    p2 = train_predictor(x, y, tr2, va2, recipe, feature_norm=FEATURE_NORM,
-                                         lat_norm=ln, seed=s2)
-                    cmp[label] = metrics(p2.predict(x[te2]), y[te2])
-                cmp["rmse_le_hat_recipe"] = (cmp["ours_default"]["rmse_ms"]
-                                             <= cmp["hat_recipe"]["rmse_ms"])
-                cmp["within10_ge_hat_recipe"] = (cmp["ours_default"]["within10_pct"]
-                                                 >= cmp["hat_recipe"]["within10_pct"])
-                row["other_seeds"][str(s2)] = cmp
+        row["other_seeds"] = {}  # the same comparison on other seeded splits
+        for s2 in args.extra_seeds:
+            tr2, va2, te2 = split_indices(len(y), s2)
+            cmp = {}
+            for label, recipe in (("ours_default", r_def), ("hat_recipe", r_hat)):
+                p2 = train_predictor(x, y, tr2, va2, recipe, feature_norm=FEATURE_NORM,
+                                     lat_norm=ln, seed=s2)
+                cmp[label] = metrics(p2.predict(x[te2]), y[te2])
+            cmp["rmse_le_hat_recipe"] = (cmp["ours_default"]["rmse_ms"]
+                                         <= cmp["hat_recipe"]["rmse_ms"])
+            cmp["within10_ge_hat_recipe"] = (cmp["ours_default"]["within10_pct"]
+                                             >= cmp["hat_recipe"]["within10_pct"])
+            row["other_seeds"][str(s2)] = cmp
         results[name] = row
         print(name, json.dumps({k: row[k] for k in row if k not in ("csv",)}, default=str))
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, _find, cpu_model  # noqa: E402
+from predictor_accuracy import LAT_NORM, NAMES, cpu_model, find_csv  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
@@ -81,11 +81,8 @@ def main() -> int:
     bases = [Path(args.data)] if args.data else [ref, ROOT / "latency_dataset"]
     results = {}
     for name in NAMES:
-        csv_path = None
-        for b in bases:
-            csv_path = csv_path or _find(b, [f"{name}_all.csv", f"latency/{name}_all.csv"])
+        csv_path = find_csv(name, bases)
         if csv_path is None:
-            print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
             continue
         x, y, _ = load_latency_csv(csv_path)
         tr, va, te = split_indices(len(y), args.seed)

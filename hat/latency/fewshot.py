@@ -30,6 +30,7 @@ import torch
 
 from hat.latency.costterms import cost_terms, fit_relative_ridge
 from hat.latency.predictor import (
+    FEATURE_NORM,
     LatencyMLP,
     LatencyPredictor,
     Recipe,
@@ -120,7 +121,6 @@ def _norms(src: LatencyPredictor | None,
     ref = src or (parts[0] if parts else None)
     if ref is not None:
         return ref.feature_norm, ref.lat_norm
-    from hat.latency.predictor import FEATURE_NORM
     return np.asarray(FEATURE_NORM, np.float64), float(np.median(y))
 
 
