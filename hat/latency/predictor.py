@@ -429,6 +429,7 @@ class Recipe:
     standardize: bool = False
     eval_every: int = 100
     members: int = 1
+    drift_fit: bool = False  # fit drift-corrected labels, then rescale to the measured ones
 
 
 LOSS_POWER = {"mse": 0.0, "sqrt": 1.0, "rel": 2.0}
@@ -448,7 +449,7 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe(
         "default", lr=1e-3, bsz=128, steps=3000, schedule="cosine", warmup=100,
         loss="mse", select="best_val", standardize=True, eval_every=50, linear_init=True,
-        cost_base=True,
+        cost_base=True, drift_fit=True,
     ),
 }
 
@@ -599,17 +600,24 @@ def train_predictor(features: np.ndarray, latency_ms: np.ndarray, train_idx: np.
                     val_idx: np.ndarray, recipe: Recipe | str = "default", *,
                     feature_norm: Sequence[float] = FEATURE_NORM, lat_norm: float,
                     seed: int = 1, hidden_dim: int = 400, hidden_layer_num: int = 3,
-                    progress: Callable[[int, float], None] | None = None) -> LatencyPredictor:
-    """Train a predictor on ``train_idx`` rows (``val_idx`` used only for checkpoint choice)."""
+                    progress: Callable[[int, float], None] | None = None,
+                    order: np.ndarray | None = None) -> LatencyPredictor:
+    """Train a predictor on ``train_idx`` rows (``val_idx`` used only for checkpoint choice).
+
+    ``order``: the rows' measurement order (default: file order), used by ``drift_fit``."""
     r = get_recipe(recipe) if isinstance(recipe, str) else recipe
     fn, ln = check_norms(feature_norm, lat_norm)
-    x = np.asarray(features, np.float64) / fn
-    y = np.asarray(latency_ms, np.float64) / ln
+    latency_ms = np.asarray(latency_ms, np.float64)
     t0 = time.perf_counter()
+    fit_ms, drift = latency_ms, None
+    if r.drift_fit:
+        fit_ms, drift = _drift_corrected(features, latency_ms, train_idx, val_idx, order, seed)
+    x = np.asarray(features, np.float64) / fn
+    y = fit_ms / ln
     coef = base = None
     if r.cost_base:  # least squares in ms on the training rows; the MLP learns what is left
         terms = cost_terms(features)
-        coef = fit_relative_ridge(terms[train_idx], latency_ms[train_idx], 0.0, relative=False)
+        coef = fit_relative_ridge(terms[train_idx], fit_ms[train_idx], 0.0, relative=False)
         base = terms @ coef / ln
     members = []
     with torch_threads(1):
@@ -619,11 +627,42 @@ def train_predictor(features: np.ndarray, latency_ms: np.ndarray, train_idx: np.
                 hidden_dim, hidden_layer_num, progress,
                 None if base is None else base[train_idx], None if base is None else base[val_idx],
             ))
-    meta = {"recipe": asdict(r), "seed": seed, "train_seconds": time.perf_counter() - t0,
-            "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
+    meta = {"recipe": asdict(r), "seed": seed, "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return LatencyPredictor(members, fn, ln, meta, cost_coef=coef)
+        pred = LatencyPredictor(members, fn, ln, meta, cost_coef=coef)
+        if drift is not None:  # least-squares scale from drift-free to measured latencies
+            p = pred.predict(features[train_idx])
+            drift["scale"] = float(np.dot(latency_ms[train_idx], p) / np.dot(p, p))
+            meta["drift"] = drift
+            pred = combine_predictors([(drift["scale"], pred)], meta=meta)
+    pred.meta["train_seconds"] = time.perf_counter() - t0
+    return pred
+
+
+DRIFT_WINDOW = 15  # neighbours on each side in measurement order
+
+
+def _drift_corrected(features: np.ndarray, latency_ms: np.ndarray, train_idx: np.ndarray,
+                     val_idx: np.ndarray, order: np.ndarray | None, seed: int
+                     ) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Latencies with the drift divided out on the train+validation rows (neighbour factors
+    estimated from those rows alone, in measurement order); too few rows: unchanged."""
+    from hat.latency.drift import COST_MODEL, estimate_drift  # drift imports this module
+
+    rows = np.concatenate([train_idx, val_idx]).astype(int)
+    if len(rows) < 4 * DRIFT_WINDOW:
+        return latency_ms, None
+    rank = np.arange(len(latency_ms))
+    if order is not None:
+        rank[np.asarray(order)] = np.arange(len(latency_ms))
+    local = np.argsort(rank[rows], kind="stable")
+    est = estimate_drift(features[rows], latency_ms[rows], local, lat_norm=1.0,
+                         window=DRIFT_WINDOW, seed=seed, recipe=COST_MODEL)
+    out = latency_ms.copy()
+    out[rows] = latency_ms[rows] / est.factors
+    return out, est.summary()
 
 
 def check_predictor_file(path: str | os.PathLike) -> None:
