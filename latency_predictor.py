@@ -199,11 +199,18 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if step % 1000 == 0 or step == recipe.steps:
                 log.info("step %d/%d  train loss %.5f", step, recipe.steps, loss)
 
+        from hat.latency.drift import measurement_order
+
         pred = train_predictor(
             x, y, tr, va, recipe, feature_norm=fn, lat_norm=ln, seed=args.seed,
             hidden_dim=args.hidden_dim, hidden_layer_num=args.hidden_layer_num,
-            progress=progress,
+            progress=progress, order=measurement_order(extra, len(y)),
         )
+        if "drift" in pred.meta:
+            d = pred.meta["drift"]
+            log.info("drift in the training rows: factors %.3f-%.3f, %d rows changed by > 2%%; "
+                     "scale to measured latencies %.4f", d["factor_min"], d["factor_max"],
+                     d["rows_changed_over_2pct"], d["scale"])
         pred.save(ckpt)
         log.info("saved %s (+ %s)", ckpt, ckpt.name + ".json")
         summary.update(mode="train", recipe=recipe.name, members=recipe.members,

@@ -81,7 +81,8 @@ def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarr
                    seed: int = 1, recipe: Recipe | str | None = None) -> DriftEstimate:
     """Per-row drift factors; ``order`` = the rows' measurement order (default: file order).
 
-    Each pass refits the cross-fitted predictor on the latencies corrected so far.
+    Each pass refits the cross-fitted predictor on the latencies corrected so far. Factors are
+    relative to the median row (a drift only fixes latencies up to one constant).
     """
     x = np.asarray(features, np.float64)
     y = np.asarray(latency_ms, np.float64)
@@ -95,6 +96,7 @@ def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarr
     for p in range(passes):
         pred = cross_fitted_predictions(x, y / factors, lat_norm, folds, seed + 100 * p, recipe)
         factors = neighbour_factors(np.log(y / pred), order, window)
+        factors /= np.median(factors)  # drift-free = the device's typical (median) state
     return DriftEstimate(factors, window, passes)
 
 
