@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Drift over the measurement order in HAT's latency CSVs, and accuracy once it is removed.
+
+HAT's CSVs list their rows in measurement order and sample SubTransformers independently of
+time, so a run of consecutive rows that are all slower (or faster) than a model of the features
+predicts is the device changing speed, not the architectures. For each CSV this reports the mean
+ratio measured / predicted in blocks of 50 rows (predictions: least squares on the cost terms,
+cross-fitted over 5 folds), the same ratio for the encoder and decoder columns, the neighbour
+drift factors (``hat/latency/drift.py``, window 15, factors relative to the median row), and on
+the test rows of split seed 1 the accuracy of our default recipe and of gradient boosting /
+random forest against the measured latencies and against the drift-corrected ones (the data's
+limit without the drift). Writes ``bench/results/hat_csv_drift.json``.
+
+    python bench/hat_csv_drift.py [--data DIR] [--seed 1] [--block 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from predictor_accuracy import LAT_NORM, NAMES, baselines, cpu_model, find_csv  # noqa: E402
+
+from hat.atomic import atomic_write_json  # noqa: E402
+from hat.latency.csvio import load_latency_csv  # noqa: E402
+from hat.latency.drift import COST_MODEL, cross_fitted_predictions, estimate_drift  # noqa: E402
+from hat.latency.predictor import (  # noqa: E402
+    FEATURE_NORM,
+    get_recipe,
+    metrics,
+    split_indices,
+    train_predictor,
+)
+
+
+def block_ratios(x: np.ndarray, y: np.ndarray, block: int) -> list[float]:
+    """Mean measured / cross-fitted prediction over consecutive blocks of rows."""
+    ratio = y / cross_fitted_predictions(x, y, 1.0, recipe=COST_MODEL)
+    return [round(float(ratio[i:i + block].mean()), 3) for i in range(0, len(y), block)]
+
+
+def main() -> int:
+    """Run the analysis and write the JSON report."""
+    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="folder with <name>_all.csv")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--block", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default: recipe's)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "hat_csv_drift.json"))
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    bases = [Path(args.data)] if args.data else [ref]
+    recipe = get_recipe("default", steps=args.steps)
+    results = {}
+    for name in NAMES:
+        csv = find_csv(name, bases)
+        if csv is None:
+            continue
+        x, y, extra = load_latency_csv(csv)
+        est = estimate_drift(x, y, lat_norm=1.0, recipe=COST_MODEL, seed=args.seed)
+        clean = y / est.factors
+        tr, va, te = split_indices(len(y), args.seed)
+        row: dict = {"csv": str(csv), "rows": len(y), "drift": est.summary(),
+                     "block_rows": args.block, "ratio_per_block": block_ratios(x, y, args.block)}
+        for part in ("encoder", "decoder"):
+            row[f"ratio_per_block_{part}"] = block_ratios(
+                x, np.asarray(extra[f"latency_mean_{part}"], float), args.block)
+        ln = LAT_NORM[name.rsplit("_", 1)[1]]
+        for label, target in (("measured", y), ("drift_corrected", clean)):
+            p = train_predictor(x, target, tr, va, recipe, feature_norm=FEATURE_NORM,
+                                lat_norm=ln, seed=args.seed)
+            row[label] = {"ours_default": metrics(p.predict(x[te]), target[te])} | baselines(
+                x, target, tr, te, args.seed)
+        results[name] = row
+        print(name, json.dumps({k: row[k] for k in ("drift", "measured", "drift_corrected")}))
+        print("  ratio per block:", " ".join(f"{r:.2f}" for r in row["ratio_per_block"]))
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "torch": torch.__version__,
+        "python": platform.python_version(), "seed": args.seed,
+        "metrics": "test split only; 'drift_corrected': trained and scored on the measured "
+                   "latencies divided by the neighbour drift factors",
+        "results": results,
+    }
+    atomic_write_json(args.out, report, indent=1)
+    print("wrote", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
