@@ -8,7 +8,9 @@ Training recipes (:data:`RECIPES`): ``hat`` (HAT's: Adam lr 1e-5, batch 128, 500
 weights; seeded here), ``mlp`` (ours: the network started as the least-squares linear fit, then
 warm-up + cosine Adam at lr 1e-3 on standardised inputs/targets, keeping the checkpoint with the
 lowest validation error) and ``default`` (``mlp`` on top of a least-squares linear model of the
-analytic cost terms, :mod:`hat.latency.costterms`). Standardisation is folded into the first/last
+analytic cost terms, :mod:`hat.latency.costterms`, both fitted to the training latencies with the
+device's drift over the measurement order divided out, :mod:`hat.latency.drift`, then scaled by
+least squares to the measured latencies). Standardisation is folded into the first/last
 layer on export, so every member is a plain HAT state dict; cost-term coefficients, if any, are
 stored beside it. Inference runs in numpy/torch (float32), batched.
 """
