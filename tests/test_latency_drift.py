@@ -109,3 +109,5 @@ def test_drift_fit_follows_the_given_measurement_order() -> None:
     few = train_predictor(x[:50], measured[:50], np.arange(40), np.arange(40, 45), quick,
                           lat_norm=100, seed=0)
     assert "drift" not in few.meta  # too few rows to estimate drift: fitted as measured
+    with pytest.raises(ValueError, match="permutation"):
+        train_predictor(xs, ms, tr, va, quick, lat_norm=100, order=np.zeros(len(ms), int))

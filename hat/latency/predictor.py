@@ -656,9 +656,14 @@ def _drift_corrected(features: np.ndarray, latency_ms: np.ndarray, train_idx: np
     rows = np.concatenate([train_idx, val_idx]).astype(int)
     if len(rows) < 4 * DRIFT_WINDOW:
         return latency_ms, None
-    rank = np.arange(len(latency_ms))
+    n = len(latency_ms)
+    rank = np.arange(n)
     if order is not None:
-        rank[np.asarray(order)] = np.arange(len(latency_ms))
+        order = np.asarray(order)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), rank):
+            raise ValueError(f"order must be a permutation of the {n} row indices "
+                             f"(the measurement order), got shape {order.shape}")
+        rank[order] = np.arange(n)
     local = np.argsort(rank[rows], kind="stable")
     est = estimate_drift(features[rows], latency_ms[rows], local, lat_norm=1.0,
                          window=DRIFT_WINDOW, seed=seed, recipe=COST_MODEL)
