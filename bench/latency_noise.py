@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.drift import cross_fitted_predictions  # noqa: E402
+from hat.latency.drift import cross_fitted_predictions, measurement_order  # noqa: E402
 from hat.latency.predictor import get_recipe, metrics, split_indices, train_predictor  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main() -> int:
     versions = {}
     for label, target in (("drift_corrected", y), ("raw", raw)):
         p = train_predictor(x, target, tr, va, get_recipe("default"), lat_norm=args.lat_norm,
-                            seed=args.seed)
+                            seed=args.seed, order=measurement_order(extra, len(y)))
         versions[label] = metrics(p.predict(x[te]), target[te])
         print(label, json.dumps(versions[label]))
     pred = cross_fitted_predictions(x, raw, args.lat_norm, seed=args.seed)
