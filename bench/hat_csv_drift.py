@@ -17,22 +17,18 @@ limit without the drift). Writes ``bench/results/hat_csv_drift.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, baselines, cpu_model, find_csv  # noqa: E402
+from predictor_accuracy import LAT_NORM, NAMES, baselines, data_bases, find_csv, run_info  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
@@ -54,7 +50,6 @@ def block_ratios(x: np.ndarray, y: np.ndarray, block: int) -> list[float]:
 
 def main() -> int:
     """Run the analysis and write the JSON report."""
-    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="folder with <name>_all.csv")
     ap.add_argument("--seed", type=int, default=1)
@@ -63,7 +58,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "hat_csv_drift.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    bases = [Path(args.data)] if args.data else [ref]
+    bases = data_bases(args.data, ours=False)
     recipe = get_recipe("default", steps=args.steps)
     results = {}
     for name in NAMES:
@@ -89,9 +84,7 @@ def main() -> int:
         print(name, json.dumps({k: row[k] for k in ("drift", "measured", "drift_corrected")}))
         print("  ratio per block:", " ".join(f"{r:.2f}" for r in row["ratio_per_block"]))
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "torch": torch.__version__,
-        "python": platform.python_version(), "seed": args.seed,
+        **run_info(), "seed": args.seed,
         "metrics": "test split only; 'drift_corrected': trained and scored on the measured "
                    "latencies divided by the neighbour drift factors",
         "results": results,

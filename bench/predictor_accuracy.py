@@ -76,6 +76,26 @@ def find_csv(name: str, bases: list[Path]) -> Path | None:
     return path
 
 
+def reference_dir() -> Path:
+    """HAT's reference data: ``$HAT_REFERENCE_DIR`` or ``../shared/hat-reference``."""
+    return Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
+
+
+def data_bases(data: str | None, ours: bool = True) -> list[Path]:
+    """Folders to look for CSVs in: ``--data`` alone if given, else the reference data (and,
+    with ``ours``, this repository's ``latency_dataset/``)."""
+    if data:
+        return [Path(data)]
+    return [reference_dir(), ROOT / "latency_dataset"] if ours else [reference_dir()]
+
+
+def run_info() -> dict:
+    """Date (UTC), CPU, torch and Python versions for a report's header."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
 def cpu_model() -> str:
     """CPU model name from /proc/cpuinfo (or platform)."""
     try:
@@ -131,7 +151,6 @@ def scatter_grid(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -
 
 def main() -> int:
     """Run the benchmark and write the JSON report."""
-    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None,
                     help="folder with <name>_all.csv (default: hat-reference, latency_dataset)")
@@ -146,7 +165,7 @@ def main() -> int:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     warnings.filterwarnings("ignore", category=UserWarning)
 
-    bases = [Path(args.data)] if args.data else [ref, ROOT / "latency_dataset"]
+    bases = data_bases(args.data)
     steps = {"steps": 200} if args.quick else {}
     r_def, r_hat = get_recipe("default", **steps), get_recipe("hat", **steps)
     r_mlp = get_recipe("mlp", **steps)
@@ -247,10 +266,8 @@ def main() -> int:
     import sklearn
 
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
-        "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
-        "python": platform.python_version(), "seed": args.seed, "quick": args.quick,
+        **run_info(), "numpy": np.__version__, "sklearn": sklearn.__version__,
+        "seed": args.seed, "quick": args.quick,
         "split": "seeded shuffle (numpy default_rng(seed).permutation), 80/10/10 train/val/test",
         "metrics": "test split only: RMSE (ms), MAPE (%), share of rows within +-10% (%)",
         "recipes": {"ours_default": asdict(r_def), "hat_recipe": asdict(r_hat),

@@ -16,7 +16,6 @@ median tells how close a predictor is on typical rows. Writes
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, cpu_model, find_csv  # noqa: E402
+from predictor_accuracy import LAT_NORM, NAMES, data_bases, find_csv, run_info  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
@@ -68,7 +67,6 @@ def paired_bootstrap_rmse(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarr
 
 def main() -> int:
     """Train both recipes per CSV and write the residual report."""
-    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="folder with <name>_all.csv")
     ap.add_argument("--seed", type=int, default=1)
@@ -78,7 +76,7 @@ def main() -> int:
     if args.top < 0:
         ap.error(f"--top must be >= 0, got {args.top}")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    bases = [Path(args.data)] if args.data else [ref, ROOT / "latency_dataset"]
+    bases = data_bases(args.data)
     results = {}
     for name in NAMES:
         csv_path = find_csv(name, bases)
@@ -104,9 +102,7 @@ def main() -> int:
         results[name] = row
         print(name, json.dumps(row))
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "torch": torch.__version__,
-        "seed": args.seed, "top": args.top,
+        **run_info(), "seed": args.seed, "top": args.top,
         "split": "as bench/predictor_accuracy.py (seeded 80/10/10), test rows only",
         "results": results,
     }

@@ -15,23 +15,19 @@ training seed. Runs on 2 worker processes (one torch thread each). Writes
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import warnings
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, cpu_model, find_csv  # noqa: E402
+from predictor_accuracy import LAT_NORM, NAMES, data_bases, find_csv, run_info  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
@@ -80,7 +76,6 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 
 def main() -> int:
     """Run the benchmark and write the JSON report."""
-    ref = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="folder with <name>_all.csv")
     ap.add_argument("--split-seed", type=int, default=1)
@@ -89,7 +84,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" /
                                          "predictor_train_seeds.json"))
     args = ap.parse_args()
-    bases = [Path(args.data)] if args.data else [ref, ROOT / "latency_dataset"]
+    bases = data_bases(args.data)
     csvs = {n: find_csv(n, bases) for n in NAMES}
     csvs = {n: str(p) for n, p in csvs.items() if p is not None}
     if not csvs:
@@ -108,9 +103,7 @@ def main() -> int:
               " ".join(f"{rec}: RMSE {r[rec]['rmse_ms']['mean']:.2f}+-{r[rec]['rmse_ms']['sd']:.2f}"
                        for rec in RECIPES))
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "torch": torch.__version__,
-        "python": platform.python_version(), "split_seed": args.split_seed,
+        **run_info(), "split_seed": args.split_seed,
         "train_seeds": list(range(1, args.train_seeds + 1)),
         "recipes": {"default": "ours (default)", "hat": "HAT's recipe, seeded"},
         "metrics": "test split only: RMSE (ms), MAPE (%), share of rows within +-10% (%)",
