@@ -76,6 +76,20 @@ def neighbour_factors(log_ratio: np.ndarray, order: np.ndarray, window: int) -> 
     return factors
 
 
+def min_rows(window: int) -> int:
+    """Fewest rows a drift estimate with ``window`` neighbours on each side accepts."""
+    return 4 * window
+
+
+def check_order(order: np.ndarray, n: int) -> np.ndarray:
+    """``order`` as an array, if it is a permutation of ``range(n)`` (else ValueError)."""
+    order = np.asarray(order)
+    if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"order must be a permutation of the {n} row indices "
+                         f"(the measurement order), got shape {order.shape}")
+    return order
+
+
 def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarray | None = None,
                    *, lat_norm: float, window: int = 15, passes: int = 2, folds: int = 5,
                    seed: int = 1, recipe: Recipe | str | None = None) -> DriftEstimate:
@@ -86,11 +100,9 @@ def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarr
     """
     x = np.asarray(features, np.float64)
     y = np.asarray(latency_ms, np.float64)
-    if len(y) < 4 * window:
-        raise ValueError(f"drift correction needs at least {4 * window} rows, got {len(y)}")
-    order = np.arange(len(y)) if order is None else np.asarray(order)
-    if sorted(order.tolist()) != list(range(len(y))):
-        raise ValueError("order must be a permutation of the row indices")
+    if len(y) < min_rows(window):
+        raise ValueError(f"drift correction needs at least {min_rows(window)} rows, got {len(y)}")
+    order = np.arange(len(y)) if order is None else check_order(order, len(y))
     recipe = recipe or get_recipe("mlp", steps=1500)
     factors = np.ones(len(y))
     for p in range(passes):

@@ -651,19 +651,20 @@ def _drift_corrected(features: np.ndarray, latency_ms: np.ndarray, train_idx: np
                      ) -> tuple[np.ndarray, dict[str, Any] | None]:
     """Latencies with the drift divided out on the train+validation rows (neighbour factors
     estimated from those rows alone, in measurement order); too few rows: unchanged."""
-    from hat.latency.drift import COST_MODEL, estimate_drift  # drift imports this module
+    from hat.latency.drift import (  # drift imports this module
+        COST_MODEL,
+        check_order,
+        estimate_drift,
+        min_rows,
+    )
 
     rows = np.concatenate([train_idx, val_idx]).astype(int)
-    if len(rows) < 4 * DRIFT_WINDOW:
+    if len(rows) < min_rows(DRIFT_WINDOW):
         return latency_ms, None
     n = len(latency_ms)
     rank = np.arange(n)
     if order is not None:
-        order = np.asarray(order)
-        if order.shape != (n,) or not np.array_equal(np.sort(order), rank):
-            raise ValueError(f"order must be a permutation of the {n} row indices "
-                             f"(the measurement order), got shape {order.shape}")
-        rank[order] = np.arange(n)
+        rank[check_order(order, n)] = np.arange(n)
     local = np.argsort(rank[rows], kind="stable")
     est = estimate_drift(features[rows], latency_ms[rows], local, lat_norm=1.0,
                          window=DRIFT_WINDOW, seed=seed, recipe=COST_MODEL)
