@@ -40,6 +40,7 @@ from hat.latency.fewshot import (  # noqa: E402
     component_predictors,
     fit_fewshot,
 )
+from hat.latency.measure import cpu_model  # noqa: E402
 from hat.latency.predictor import (  # noqa: E402
     FEATURE_NORM,
     LatencyPredictor,
@@ -94,17 +95,6 @@ def run_info() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
             "torch": torch.__version__, "python": platform.python_version()}
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or platform)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def baselines(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, seed: int) -> dict:

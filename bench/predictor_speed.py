@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
+from hat.latency.measure import cpu_model  # noqa: E402
 from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor  # noqa: E402
 
 BATCHES = (1, 125, 1000, 10_000, 100_000)
@@ -101,11 +101,10 @@ def main() -> int:
     with torch.inference_mode():
         s = _time(lambda: net(xt))  # torch's own thread setting
     results["torch_forward_batch_10000_queries_per_s"] = 10_000 / s
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.machine())
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu} ({os.cpu_count()} cores), torch threads {torch.get_num_threads()}",
+        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores), "
+                  f"torch threads {torch.get_num_threads()}",
         "torch": torch.__version__, "numpy": np.__version__,
         "predictor": ckpt or "random init (same shape)", "n_members": len(pred.members),
         "load_average_1min": os.getloadavg()[0],

@@ -1,15 +1,16 @@
 #!/usr/bin/env python
-"""Our default recipe vs HAT's recipe over several training seeds on the same split.
+"""Our default recipe vs HAT's recipe over several training seeds (and split seeds).
 
 A recipe's result on one split still depends on its training seed (initial weights, batch
 order). ``bench/predictor_accuracy.py`` compares one training seed per split; this trains both
 recipes with training seeds 1..N on split seed 1 of each of HAT's CSVs and reports, per CSV and
 recipe, the test RMSE / MAPE / share within +-10 % of every seed, their mean, standard deviation,
 minimum and maximum, and how often ours is at least as good as HAT's recipe at the same
-training seed. Runs on 2 worker processes (one torch thread each). Writes
-``bench/results/predictor_train_seeds.json``.
+training seed. With ``--split-seeds 1,...,10`` every (split seed, training seed) pair is one
+paired run: a different test split of the same device, a stand-in for further datasets. Runs on
+2 worker processes (one torch thread each). Writes ``bench/results/predictor_train_seeds.json``.
 
-    python bench/predictor_train_seeds.py [--data DIR] [--split-seed 1] [--train-seeds 5]
+    python bench/predictor_train_seeds.py [--data DIR] [--split-seeds 1] [--train-seeds 5]
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ RECIPES = ("default", "hat")
 KEYS = ("rmse_ms", "mape_pct", "within10_pct")
 
 
-def _train(job: tuple[str, str, int, str, int]) -> tuple[str, str, int, dict]:
+def _train(job: tuple[str, str, int, str, int]) -> tuple[str, str, int, int, dict]:
     name, csv, split_seed, recipe, train_seed = job
     warnings.filterwarnings("ignore")
     x, y, _ = load_latency_csv(csv)
     tr, va, te = split_indices(len(y), split_seed)
     p = train_predictor(x, y, tr, va, get_recipe(recipe), feature_norm=FEATURE_NORM,
                         lat_norm=LAT_NORM[name.rsplit("_", 1)[1]], seed=train_seed)
-    return name, recipe, train_seed, metrics(p.predict(x[te]), y[te])
+    return name, recipe, split_seed, train_seed, metrics(p.predict(x[te]), y[te]) | {
+        "split_seed": split_seed, "train_seed": train_seed}
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
@@ -67,6 +69,11 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         out["hat"]["rmse_ms"]["mean"]
     out["ours_mean_within10_ge_hat_mean"] = out["default"]["within10_pct"]["mean"] >= \
         out["hat"]["within10_pct"]["mean"]
+    out["runs_ours_rmse_gt_hat"] = [f"split {a['split_seed']} train {a['train_seed']}"
+                                    for a, b in zip(o, h) if a["rmse_ms"] > b["rmse_ms"]]
+    out["runs_ours_within10_lt_hat"] = [f"split {a['split_seed']} train {a['train_seed']}"
+                                        for a, b in zip(o, h)
+                                        if a["within10_pct"] < b["within10_pct"]]
     out["seeds_ours_rmse_le_hat"] = f"{sum(a['rmse_ms'] <= b['rmse_ms'] for a, b in zip(o, h))}" \
         f"/{len(o)}"
     out["seeds_ours_within10_ge_hat"] = \
@@ -78,7 +85,7 @@ def main() -> int:
     """Run the benchmark and write the JSON report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="folder with <name>_all.csv")
-    ap.add_argument("--split-seed", type=int, default=1)
+    ap.add_argument("--split-seeds", default="1", help="comma-separated split seeds")
     ap.add_argument("--train-seeds", type=int, default=5, help="training seeds 1..N")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" /
@@ -90,12 +97,13 @@ def main() -> int:
     if not csvs:
         print(f"no latency CSVs found under {[str(b) for b in bases]}", file=sys.stderr)
         return 1
-    jobs = [(n, c, args.split_seed, r, s) for n, c in csvs.items() for r in RECIPES
+    splits = [int(v) for v in args.split_seeds.split(",")]
+    jobs = [(n, c, sp, r, s) for n, c in csvs.items() for r in RECIPES for sp in splits
             for s in range(1, args.train_seeds + 1)]
     with Pool(args.workers) as pool:
         done = pool.map(_train, jobs, chunksize=1)
     runs: dict[str, dict[str, list[dict]]] = {n: {r: [] for r in RECIPES} for n in csvs}
-    for name, recipe, _, m in sorted(done, key=lambda d: (d[0], d[1], d[2])):
+    for name, recipe, _, _, m in sorted(done, key=lambda d: d[:4]):
         runs[name][recipe].append(m)
     results = {n: {"csv": csvs[n]} | summarize(runs[n]) for n in csvs}
     for n, r in results.items():
@@ -103,7 +111,7 @@ def main() -> int:
               " ".join(f"{rec}: RMSE {r[rec]['rmse_ms']['mean']:.2f}+-{r[rec]['rmse_ms']['sd']:.2f}"
                        for rec in RECIPES))
     report = {
-        **run_info(), "split_seed": args.split_seed,
+        **run_info(), "split_seeds": splits,
         "train_seeds": list(range(1, args.train_seeds + 1)),
         "recipes": {"default": "ours (default)", "hat": "HAT's recipe, seeded"},
         "metrics": "test split only: RMSE (ms), MAPE (%), share of rows within +-10% (%)",

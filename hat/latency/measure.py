@@ -437,18 +437,21 @@ def reference_config(space: SearchSpace) -> SubConfig:
     return space.largest(arbitrary=max(space.decoder_arbitrary_ende_attn_choice))
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """CPU model (from /proc/cpuinfo), core count, GPU name, torch/python versions."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (else what ``platform`` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU model (from /proc/cpuinfo), core count, GPU name, torch/python versions."""
     info: dict[str, Any] = {
-        "hostname": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "hostname": platform.node(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
     }
@@ -982,7 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "DatasetResult", "LatencyMeter", "Measurement", "NoiseControl", "Protocol", "QuickFit",
-    "Row", "Timer", "add_args", "build_model", "cost_proxies", "machine_info", "main",
-    "measure_dataset", "noise_from_args", "parse_args", "protocol_from_args",
+    "Row", "Timer", "add_args", "build_model", "cost_proxies", "cpu_model", "machine_info",
+    "main", "measure_dataset", "noise_from_args", "parse_args", "protocol_from_args",
     "reference_config", "relative_agreement", "resolve_device", "sample_row", "trimmed_stats",
 ]
