@@ -62,3 +62,20 @@ def test_paired_bootstrap_rmse_orders_a_clearly_better_predictor() -> None:
     assert r["rmse_diff_ms"] < 0 and r["ci95_ms"][1] < 0 and r["share_a_le_b"] == 1.0
     same = boot(good, good, true, n=50)
     assert same["rmse_diff_ms"] == 0 and same["ci95_ms"] == [0.0, 0.0]
+
+
+def test_seed_summary_pairs_runs_and_names_the_losses() -> None:
+    summarize = load_script("bench/predictor_train_seeds.py").summarize
+
+    def run(split: int, rmse: float, w10: float) -> dict:
+        return {"rmse_ms": rmse, "mape_pct": 1.0, "within10_pct": w10, "split_seed": split,
+                "train_seed": 1}
+
+    ours = [run(1, 10.0, 90.0), run(2, 12.0, 80.0), run(3, 9.0, 85.0)]
+    hat = [run(1, 11.0, 90.5), run(2, 11.5, 80.0), run(3, 9.0, 84.0)]
+    s = summarize({"default": ours, "hat": hat})
+    assert s["seeds_ours_rmse_le_hat"] == "2/3" and s["seeds_ours_within10_ge_hat"] == "2/3"
+    assert s["runs_ours_rmse_gt_hat"] == ["split 2 train 1"]
+    assert s["runs_ours_within10_lt_hat"] == ["split 1 train 1"]
+    assert abs(s["default"]["rmse_ms"]["mean"] - 31 / 3) < 1e-12
+    assert s["ours_mean_rmse_le_hat_mean"] and s["ours_mean_within10_ge_hat_mean"]
