@@ -28,18 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, baselines, data_bases, find_csv, run_info  # noqa: E402
+from predictor_accuracy import NAMES, baselines, data_bases, find_csv, run_info, train_on  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
 from hat.latency.drift import COST_MODEL, cross_fitted_predictions, estimate_drift  # noqa: E402
-from hat.latency.predictor import (  # noqa: E402
-    FEATURE_NORM,
-    get_recipe,
-    metrics,
-    split_indices,
-    train_predictor,
-)
+from hat.latency.predictor import get_recipe, metrics, split_indices  # noqa: E402
 
 
 def block_ratios(x: np.ndarray, y: np.ndarray, block: int) -> list[float]:
@@ -74,10 +68,8 @@ def main() -> int:
         for part in ("encoder", "decoder"):
             row[f"ratio_per_block_{part}"] = block_ratios(
                 x, np.asarray(extra[f"latency_mean_{part}"], float), args.block)
-        ln = LAT_NORM[name.rsplit("_", 1)[1]]
         for label, target in (("measured", y), ("drift_corrected", clean)):
-            p = train_predictor(x, target, tr, va, recipe, feature_norm=FEATURE_NORM,
-                                lat_norm=ln, seed=args.seed)
+            p = train_on(name, x, target, tr, va, recipe, args.seed)
             row[label] = {"ours_default": metrics(p.predict(x[te]), target[te])} | baselines(
                 x, target, tr, te, args.seed)
         results[name] = row

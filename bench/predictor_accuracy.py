@@ -44,6 +44,7 @@ from hat.latency.measure import cpu_model  # noqa: E402
 from hat.latency.predictor import (  # noqa: E402
     FEATURE_NORM,
     LatencyPredictor,
+    Recipe,
     get_recipe,
     metrics,
     split_indices,
@@ -95,6 +96,18 @@ def run_info() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
             "torch": torch.__version__, "python": platform.python_version()}
+
+
+def lat_norm_of(name: str) -> float:
+    """HAT's lat-norm for the hardware a CSV name ends with (``..._raspberrypi`` -> 5000)."""
+    return LAT_NORM[name.rsplit("_", 1)[1]]
+
+
+def train_on(name: str, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
+             recipe: Recipe | str, seed: int) -> LatencyPredictor:
+    """``train_predictor`` with HAT's feature-norm and the lat-norm of CSV ``name``."""
+    return train_predictor(x, y, tr, va, recipe, feature_norm=FEATURE_NORM,
+                           lat_norm=lat_norm_of(name), seed=seed)
 
 
 def baselines(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, seed: int) -> dict:
@@ -168,7 +181,7 @@ def main() -> int:
         csv_path = find_csv(name, bases)
         if csv_path is None:
             continue
-        ln = LAT_NORM[name.rsplit("_", 1)[1]]
+        ln = lat_norm_of(name)
         x, y, extra = load_latency_csv(csv_path)
         tr, va, te = split_indices(len(y), args.seed)
         data[name] = (x, y, tr, va, te, ln)
@@ -176,8 +189,7 @@ def main() -> int:
         row: dict = {"csv": str(csv_path), "n_train": len(tr), "n_val": len(va), "n_test": len(te)}
         recipes = (("ours_default", r_def), ("hat_recipe", r_hat), ("ours_mlp", r_mlp))
         for label, recipe in recipes[:1] if args.fewshot_only else recipes:
-            p = train_predictor(x, y, tr, va, recipe, feature_norm=FEATURE_NORM, lat_norm=ln,
-                                seed=args.seed)
+            p = train_on(name, x, y, tr, va, recipe, args.seed)
             row[label] = metrics(p.predict(x[te]), y[te]) | {
                 "train_seconds": round(p.meta["train_seconds"], 1),
                 "val_within10_pct": metrics(p.predict(x[va]), y[va])["within10_pct"]}
@@ -203,8 +215,7 @@ def main() -> int:
             tr2, va2, te2 = split_indices(len(y), s2)
             cmp = {}
             for label, recipe in (("ours_default", r_def), ("hat_recipe", r_hat)):
-                p2 = train_predictor(x, y, tr2, va2, recipe, feature_norm=FEATURE_NORM,
-                                     lat_norm=ln, seed=s2)
+                p2 = train_on(name, x, y, tr2, va2, recipe, s2)
                 cmp[label] = metrics(p2.predict(x[te2]), y[te2])
             cmp["rmse_le_hat_recipe"] = (cmp["ours_default"]["rmse_ms"]
                                          <= cmp["hat_recipe"]["rmse_ms"])

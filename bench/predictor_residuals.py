@@ -28,16 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, data_bases, find_csv, run_info  # noqa: E402
+from predictor_accuracy import NAMES, data_bases, find_csv, run_info, train_on  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.predictor import (  # noqa: E402
-    FEATURE_NORM,
-    get_recipe,
-    split_indices,
-    train_predictor,
-)
+from hat.latency.predictor import split_indices  # noqa: E402
 
 
 def residual_stats(pred: np.ndarray, true: np.ndarray, top: int) -> dict:
@@ -84,12 +79,10 @@ def main() -> int:
             continue
         x, y, _ = load_latency_csv(csv_path)
         tr, va, te = split_indices(len(y), args.seed)
-        ln = LAT_NORM[name.rsplit("_", 1)[1]]
         row: dict = {"n_test": len(te)}
         preds = {}
         for label, recipe in (("ours_default", "default"), ("hat_recipe", "hat")):
-            p = train_predictor(x, y, tr, va, get_recipe(recipe), feature_norm=FEATURE_NORM,
-                                lat_norm=ln, seed=args.seed)
+            p = train_on(name, x, y, tr, va, recipe, args.seed)
             preds[label] = p.predict(x[te])
             row[label] = residual_stats(preds[label], y[te], args.top)
         row["ours_minus_hat_bootstrap"] = paired_bootstrap_rmse(

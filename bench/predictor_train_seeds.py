@@ -28,17 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from predictor_accuracy import LAT_NORM, NAMES, data_bases, find_csv, run_info  # noqa: E402
+from predictor_accuracy import NAMES, data_bases, find_csv, run_info, train_on  # noqa: E402
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.predictor import (  # noqa: E402
-    FEATURE_NORM,
-    get_recipe,
-    metrics,
-    split_indices,
-    train_predictor,
-)
+from hat.latency.predictor import metrics, split_indices  # noqa: E402
 
 RECIPES = ("default", "hat")
 KEYS = ("rmse_ms", "mape_pct", "within10_pct")
@@ -49,8 +43,7 @@ def _train(job: tuple[str, str, int, str, int]) -> tuple[str, str, int, int, dic
     warnings.filterwarnings("ignore")
     x, y, _ = load_latency_csv(csv)
     tr, va, te = split_indices(len(y), split_seed)
-    p = train_predictor(x, y, tr, va, get_recipe(recipe), feature_norm=FEATURE_NORM,
-                        lat_norm=LAT_NORM[name.rsplit("_", 1)[1]], seed=train_seed)
+    p = train_on(name, x, y, tr, va, recipe, train_seed)
     return name, recipe, split_seed, train_seed, metrics(p.predict(x[te]), y[te]) | {
         "split_seed": split_seed, "train_seed": train_seed}
 
