@@ -114,6 +114,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from hat.errors import HatConfigError
     from hat.latency.csvio import load_latency_csv
+    from hat.latency.drift import estimate_drift, measurement_order
     from hat.latency.fewshot import component_predictors, fit_fewshot
     from hat.latency.predictor import (
         LatencyPredictor,
@@ -129,19 +130,18 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise HatConfigError(f"feature-dim must be 10 (HAT's features), got {args.feature_dim}")
     fn, ln = check_norms(args.feature_norm, args.lat_norm, args.configs)
     x, y, extra = load_latency_csv(args.lat_dataset_path)
+    order = measurement_order(extra, len(y))
     tr, va, te = split_indices(len(y), args.seed)
     ckpt = Path(args.ckpt_path)
     summary: dict[str, Any] = {"seed": args.seed, "n_val": int(len(va)),
                                "drift_correct": args.drift_correct}
     y_measured = y
     if args.drift_correct == "neighbours":
-        from hat.latency.drift import estimate_drift, measurement_order
-
         log.info("estimating drift from neighbouring rows (window %d)", args.drift_window)
         try:
             quick = None if args.max_steps is None else get_recipe(
                 "mlp", steps=min(1500, args.max_steps))
-            est = estimate_drift(x, y, measurement_order(extra, len(y)), lat_norm=ln,
+            est = estimate_drift(x, y, order, lat_norm=ln,
                                  window=args.drift_window, seed=args.seed, recipe=quick)
         except ValueError as e:
             raise HatConfigError(f"{args.lat_dataset_path}: --drift-correct: {e}") from None
@@ -199,12 +199,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if step % 1000 == 0 or step == recipe.steps:
                 log.info("step %d/%d  train loss %.5f", step, recipe.steps, loss)
 
-        from hat.latency.drift import measurement_order
-
         pred = train_predictor(
             x, y, tr, va, recipe, feature_norm=fn, lat_norm=ln, seed=args.seed,
             hidden_dim=args.hidden_dim, hidden_layer_num=args.hidden_layer_num,
-            progress=progress, order=measurement_order(extra, len(y)),
+            progress=progress, order=order,
         )
         if "drift" in pred.meta:
             d = pred.meta["drift"]
