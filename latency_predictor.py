@@ -177,6 +177,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                method=args.fewshot_method, components=parts)
         except ValueError as e:
             raise HatConfigError(f"--fewshot: {e}") from None
+        pred.meta["dataset"] = dataset_record(args.lat_dataset_path)
         pred.save(ckpt)
         summary.update(mode="fewshot", n_train=int(len(shots)), method=pred.meta.get("method"))
     else:
@@ -209,6 +210,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             log.info("drift in the training rows: factors %.3f-%.3f, %d rows changed by > 2%%; "
                      "scale to measured latencies %.4f", d["factor_min"], d["factor_max"],
                      d["rows_changed_over_2pct"], d["scale"])
+        pred.meta["dataset"] = dataset_record(args.lat_dataset_path)
         pred.save(ckpt)
         log.info("saved %s (+ %s)", ckpt, ckpt.name + ".json")
         summary.update(mode="train", recipe=recipe.name, members=recipe.members,
@@ -244,6 +246,23 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     return summary
+
+
+def dataset_record(csv_path: str) -> dict[str, Any]:
+    """What the predictor was trained on: the CSV's name and, from its sidecar, how and where
+    it was measured (protocol, machine, model, sampling space), so that a search can measure
+    its winners the same way and see when it runs on another machine."""
+    rec: dict[str, Any] = {"csv": Path(csv_path).name}
+    side = Path(str(csv_path) + ".meta.json")
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError:
+            return rec
+        for key in ("machine", "protocol", "model", "space", "noise"):
+            if key in meta:
+                rec[key] = meta[key]
+    return rec
 
 
 def main() -> int:

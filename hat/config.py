@@ -1,9 +1,10 @@
 """YAML configs in, fairseq args out: the one place where command lines are parsed.
 
-HAT's YAML files use fairseq's option names as keys (``max-tokens: 4096``). ``--configs`` and
-``--sub-configs`` name such files; their keys become command-line options (sub-configs after
-configs, the real command line last, so it overrides both). Keys fairseq does not know, a bad
-arch, a missing file or a value of the wrong type are reported with the file and key.
+HAT's YAML files use fairseq's option names as keys (``max-tokens: 4096``). ``--configs``,
+``--sub-configs`` and ``--evo-configs`` name such files; their keys become command-line options
+(in that order, the real command line last, so it overrides all of them). Keys fairseq does
+not know, a bad arch, a missing file or a value of the wrong type are reported with the file
+and key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 from hat.errors import HatConfigError
 from hat.space import load_yaml
 
-CONFIG_OPTIONS = ("--configs", "--sub-configs")
+CONFIG_OPTIONS = ("--configs", "--sub-configs", "--evo-configs")
+CONFIG_FILE_KEYS = ("configs", "sub_configs", "evo_configs")
 
 
 def add_config_file_args(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +28,8 @@ def add_config_file_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", metavar="YAML", help="YAML config (HAT keys)")
     parser.add_argument("--sub-configs", metavar="YAML",
                         help="second YAML config, applied after --configs")
+    parser.add_argument("--evo-configs", metavar="YAML",
+                        help="search YAML config (evo_search.py), applied after the others")
 
 
 def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
@@ -59,7 +63,7 @@ def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
 def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """Replace ``--configs``/``--sub-configs`` by their keys.
 
-    Returns (tokens, {option: file it came from}, {'configs': path, 'sub_configs': path}).
+    Returns (tokens, {option: file it came from}, {'configs': path, ...}).
     """
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_config_file_args(pre)
@@ -68,7 +72,7 @@ def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dic
     tokens: list[str] = []
     origin: dict[str, str] = {}
     given = {}
-    for name in ("configs", "sub_configs"):
+    for name in CONFIG_FILE_KEYS:
         path = getattr(files, name)
         if path:
             given[name] = path
@@ -106,11 +110,13 @@ def parse_fairseq_args(
     argv: list[str] | None = None,
     parser_factory: Callable[[], argparse.ArgumentParser] | None = None,
     add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> argparse.Namespace:
     """Parse a command line with YAML configs into fairseq args, with clear errors.
 
     ``parser_factory`` defaults to fairseq's training parser; ``add_extra`` registers
-    script-level options (e.g. ``--profile``).
+    script-level options (e.g. ``--profile``); ``origins``, when given, is filled with
+    {option: YAML file it came from}.
     """
     from fairseq import options
 
@@ -135,6 +141,8 @@ def parse_fairseq_args(
                              + _did_you_mean(bad, known))
     for name, path in given.items():
         setattr(args, name, path)
+    if origins is not None:
+        origins.update(origin)
     return args
 
 

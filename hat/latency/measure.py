@@ -47,6 +47,7 @@ import torch
 from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
 from hat.latency import csvio
+from hat.runstate import check_resume
 from hat.space import SearchSpace, SubConfig
 
 EOS, DUMMY_TOKEN = 2, 7
@@ -530,12 +531,8 @@ def _check_resume(meta_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         old = json.loads(meta_path.read_text())
     except ValueError as e:
         raise HatConfigError(f"{meta_path}: unreadable sidecar ({e})") from None
-    bad = [k for k in _RESUME_KEYS if k in old and old[k] != settings[k]]
-    if bad:
-        diff = "; ".join(f"{k}: file {old[k]} vs now {settings[k]}" for k in bad)
-        raise HatConfigError(
-            f"{meta_path}: cannot resume: the existing rows were measured with other settings "
-            f"({diff}); use another lat-dataset-path or the same settings")
+    check_resume(meta_path, old, settings, _RESUME_KEYS, "latency dataset",
+                 "use another lat-dataset-path or the same settings")
     return old
 
 

@@ -1,0 +1,20 @@
+"""Resumable runs: a run's saved settings must match the new run's before it continues."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hat.errors import HatConfigError
+
+
+def check_resume(path: Path, saved: dict[str, Any], settings: dict[str, Any],
+                 keys: Sequence[str], what: str, hint: str) -> None:
+    """Raise a clear error when ``saved`` (read from ``path``) disagrees with ``settings`` on
+    one of ``keys``; keys missing from ``saved`` are not compared."""
+    bad = [k for k in keys if k in saved and saved[k] != settings.get(k)]
+    if bad:
+        diff = "; ".join(f"{k}: file {saved[k]} vs now {settings.get(k)}" for k in bad)
+        raise HatConfigError(f"{path}: cannot resume: the {what} was started with other "
+                             f"settings ({diff}); {hint}")

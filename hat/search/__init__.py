@@ -1,0 +1,14 @@
+"""HAT's evolutionary search: the algorithm, its latency model, outputs and command line."""
+
+from hat.search.evolution import (
+    Candidate,
+    Evolution,
+    EvoSettings,
+    InfeasibleError,
+    Limits,
+    SearchState,
+    config_key,
+)
+
+__all__ = ["Candidate", "EvoSettings", "Evolution", "InfeasibleError", "Limits", "SearchState",
+           "config_key"]
