@@ -1,0 +1,377 @@
+#!/usr/bin/env python
+"""Speed of the evolutionary search on one GPU: HAT's procedure vs this project's settings.
+
+Setup: the WMT space0 SuperTransformer (640/3072/6+6, 32k joined vocabulary) trained briefly on a
+synthetic task (target = source mapped through a fixed permutation, reversed), a synthetic valid
+set of newstest2013's size (3000 pairs, lognormal lengths, mean ~25 tokens), a committed latency
+predictor with a limit at the median predicted latency of the space (about half feasible), the
+standard 30 x 125 search, seed 1. Rows:
+
+- ``naive``: HAT's procedure: every generation re-scored (parents too), no cache, the batch
+  iterator rebuilt for each candidate, max-tokens 4096, fp16, a host sync per batch;
+- ``default``: this project's defaults (cache, batches kept on the GPU, bf16, 32k-token batches);
+- ``fastest``: the fastest setting recommended (``default`` with 128k-token batches).
+
+A row that would not finish within ``--row-seconds`` stops at the end of a generation and is
+extrapolated per generation (``extrapolated: true``, the generations measured). Also: the same
+winner with and without the cache (a short search), the Spearman correlation of ``fastest`` and
+``naive`` losses on fixed random SubTransformers, and a profile of one fitness evaluation.
+
+    python bench/search_bench.py --out bench/results/search_bench.json        # GPU
+    python bench/search_bench.py --tiny --out /tmp/sb.json                    # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hat.atomic import atomic_write_json  # noqa: E402
+from hat.evaluate import ValidLoss, _to  # noqa: E402
+from hat.latency.measure import cpu_model  # noqa: E402
+from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState  # noqa: E402
+from hat.search.latency import LatencyModel, load_predictor  # noqa: E402
+from hat.search.report import config_hash  # noqa: E402
+from hat.space import SubConfig  # noqa: E402
+
+SPACE0 = ROOT / "configs" / "wmt14.en-de" / "supertransformer" / "space0.yml"
+PREDICTOR = ROOT / "latency_dataset" / "predictors" / "wmt14ende_gpu_h100.pt"
+
+
+# ----------------------------------------------------------------------------- data
+def write_split(prefix: Path, seqs: list[np.ndarray], vocab: int) -> None:
+    from fairseq.data import indexed_dataset
+
+    b = indexed_dataset.make_builder(str(prefix) + ".bin", impl="mmap", vocab_size=vocab)
+    for s in seqs:
+        b.add_item(torch.from_numpy(s.astype(np.int64)))
+    b.finalize(str(prefix) + ".idx")
+
+
+def make_data(out: Path, n_valid: int, n_train: int, vocab: int, seed: int = 0) -> Path:
+    """Binarized synthetic en->de data: lognormal lengths (mean ~25), target = a fixed
+    permutation of the source tokens, reversed (learnable, so SubTransformers differ)."""
+    from hat.checkpoint import dummy_dictionary
+
+    if (out / "valid.en-de.de.idx").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    d = dummy_dictionary(vocab)
+    d.save(str(out / "dict.en.txt"))
+    d.save(str(out / "dict.de.txt"))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(vocab - 4) + 4
+    for split, n in (("valid", n_valid), ("train", n_train)):
+        lens = np.clip(rng.lognormal(3.1, 0.45, n).astype(int), 3, 150)
+        src, tgt = [], []
+        for n_tok in lens:
+            s = rng.integers(4, vocab, n_tok)
+            src.append(np.r_[s, 2])
+            tgt.append(np.r_[perm[s[::-1] - 4], 2])
+        write_split(out / f"{split}.en-de.en", src, vocab)
+        write_split(out / f"{split}.en-de.de", tgt, vocab)
+    return out
+
+
+def train_briefly(data: Path, save: Path, updates: int, log: Path) -> Path:
+    """space0 SuperTransformer, ``updates`` updates of train.py (fairseq's loop)."""
+    ckpt = save / "checkpoint_last.pt"
+    if ckpt.is_file():
+        return ckpt
+    import yaml
+
+    cfg = yaml.safe_load(SPACE0.read_text())
+    for key in ("lr-period-updates", "t-mult", "lr-shrink", "min-lr"):  # cosine-only keys
+        cfg.pop(key, None)
+    cfg["lr-scheduler"] = "inverse_sqrt"
+    if not torch.cuda.is_available():
+        cfg.pop("fp16", None)
+        cfg["cpu"] = True
+    conf = save.parent / "space0_bench.yml"
+    conf.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, str(ROOT / "train.py"), str(data), f"--configs={conf}",
+           "--save-dir", str(save), "--max-update", str(updates), "--max-tokens", "16384",
+           "--update-freq", "1", "--lr", "0.001",
+           "--warmup-updates", str(max(10, updates // 5)), "--disable-validation",
+           "--no-epoch-checkpoints", "--save-interval-updates", "0", "--log-interval", "25",
+           "--num-workers", "0"]
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- fitness
+class NaiveLoss(ValidLoss):
+    """HAT's evaluation loop: a fresh batch iterator per candidate, batches copied to the
+    device one by one, the loss read back (a host sync) after every batch."""
+
+    def __init__(self, task: Any, model: Any, max_tokens: int, device: str,
+                 precision: str) -> None:
+        self.task, self.max_tokens = task, max_tokens
+        super().__init__(task, model, max_tokens=max_tokens, device=device, precision=precision)
+        self.batches = []  # rebuilt per call
+
+    @torch.inference_mode()
+    def __call__(self, cfg: SubConfig | None = None) -> float:
+        if cfg is not None:
+            self.model.set_sample_config(cfg)
+        itr = self.task.get_batch_iterator(
+            dataset=self.task.dataset("valid"), max_tokens=self.max_tokens,
+            max_positions=self.model.max_positions(), ignore_invalid_inputs=True, seed=1,
+            disable_iterator_cache=True).next_epoch_itr(shuffle=False)
+        total, size = 0.0, 0
+        with self._autocast():
+            for sample in itr:
+                loss, sample_size, _ = self.criterion(self.model, _to(sample, self.device))
+                total += float(loss)
+                size += int(sample_size)
+        return total / max(size, 1) / math.log(2)
+
+
+def load_model(ckpt: Path, data: Path, device: str) -> tuple[Any, Any]:
+    from fairseq import tasks
+
+    from hat.checkpoint import build_from_checkpoint, checkpoint_args, read_checkpoint
+
+    state = read_checkpoint(ckpt)
+    args = checkpoint_args(state, ckpt)
+    args.data = str(data)
+    args.task = "hat_translation"
+    for k, v in (("subnet_seed", 0), ("subnet_log", "")):
+        setattr(args, k, getattr(args, k, v))
+    task = tasks.setup_task(args)
+    task.load_dataset("valid")
+    model = build_from_checkpoint(state, ckpt, task=task).to(device).eval()
+    return task, model
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def peak_reset(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_search(space: Any, fitness: Any, latency: LatencyModel, limit: float, cache: bool,
+               settings: EvoSettings, row_seconds: float, params: Any) -> dict[str, Any]:
+    """One search; stops at a generation boundary after ``row_seconds`` (then extrapolated)."""
+    t0 = time.perf_counter()
+    holder: dict[str, SearchState] = {}
+
+    def on_state(st: SearchState, boundary: bool) -> None:
+        holder["st"] = st
+        if boundary and time.perf_counter() - t0 > row_seconds and not st.done:
+            raise _Stop
+
+    evo = Evolution(space, settings, [Limits(limit)], fitness, latency, params, cache=cache,
+                    log=lambda m: print("  " + m, flush=True), on_state=on_state,
+                    save_every_s=1e9)
+    try:
+        st = evo.run()
+        stopped = False
+    except _Stop:
+        st, stopped = holder["st"], True
+    wall = time.perf_counter() - t0
+    gens = len(st.history)
+    best = min(st.history[-1]["best"], key=lambda b: b["loss"]) if gens else None
+    row = {"wall_s": wall, "evaluations": st.evaluations, "unique_evaluations": len(st.scores),
+           "cache_hits": st.cache_hits, "generations_measured": gens,
+           "extrapolated": stopped, "best_loss": best["loss"] if best else None,
+           "best_config_hash": config_hash(best["key"]) if best else None,
+           "best_predicted_latency_ms": best["latency_ms"] if best else None}
+    if stopped:
+        per_gen = [h["seconds"] for h in st.history]
+        init = wall - sum(per_gen)
+        row["measured_wall_s"] = wall
+        row["measured_evaluations"] = st.evaluations
+        row["wall_s"] = init + float(np.mean(per_gen)) * settings.evo_iter
+        row["evaluations"] = int(round(st.evaluations / gens * settings.evo_iter))
+        row["unique_evaluations"] = None
+        row["best_loss"] = None  # not the result of a full search
+        row["best_config_hash"] = None
+    row["evaluations_per_s"] = (row["measured_evaluations"] if stopped else st.evaluations) / (
+        row.get("measured_wall_s", wall))
+    return row
+
+
+def profile_one(fitness: Any, cfg: SubConfig, device: str, path: Path) -> list[dict]:
+    """Top CUDA kernels (by self time) of one fitness evaluation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    fitness(cfg)
+    with profile(activities=acts) as prof:
+        fitness(cfg)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=25)
+    path.write_text(table)
+    out = []
+    for e in sorted(prof.key_averages(), key=lambda e: -getattr(e, key, 0))[:15]:
+        out.append({"name": e.key[:80], "self_ms": getattr(e, key) / 1000, "calls": e.count})
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "search_bench.json"))
+    ap.add_argument("--work", default="/tmp/search_bench")
+    ap.add_argument("--phases", default="probe,naive,identical,default,fastest",
+                    help="comma list of: probe (speed, Spearman, profile), naive, identical, "
+                         "default, fastest")
+    ap.add_argument("--row-seconds", type=float, default=240.0)
+    ap.add_argument("--train-updates", type=int, default=300)
+    ap.add_argument("--spearman-n", type=int, default=200)
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke test at toy sizes")
+    ap.add_argument("--merge", help="JSON of an earlier call whose rows are kept")
+    a = ap.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    t_start = time.perf_counter()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    n_valid, n_train, vocab = (60, 200, 300) if a.tiny else (3000, 40000, 32768)
+    data = make_data(work / "data-bin", n_valid, n_train, vocab)
+    updates = 3 if a.tiny else a.train_updates
+    t0 = time.perf_counter()
+    ckpt = train_briefly(data, work / "ckpt", updates, work / "train.log")
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    task, model = load_model(ckpt, data, device)
+    load_s = time.perf_counter() - t0
+    space = model.space
+    predictor = load_predictor(str(PREDICTOR), None, None, "bench")
+    latency = LatencyModel(predictor)
+    rng = random.Random(0)
+    sample = latency([space.sample(rng) for _ in range(4000)])
+    limit = float(np.median(sample))
+
+    def params(cfg: SubConfig) -> float:
+        from hat.profile import count_params
+
+        return count_params(cfg, space.qkv_dim) / 1e6
+
+    settings = EvoSettings(seed=1) if not a.tiny else EvoSettings(evo_iter=3, population_size=10,
+                                                                   parent_size=4, mutation_size=3,
+                                                                   crossover_size=3, seed=1)
+    lowp = "bf16" if device == "cuda" else "fp32"
+    half = "fp16" if device == "cuda" else "fp32"
+    setups = {
+        "naive": lambda: NaiveLoss(task, model, 4096, device, half),
+        "default": lambda: ValidLoss(task, model, max_tokens=32768 if not a.tiny else 2048,
+                                     device=device, precision=lowp),
+        "fastest": lambda: ValidLoss(task, model, max_tokens=131072 if not a.tiny else 8192,
+                                     device=device, precision=lowp),
+    }
+    result: dict[str, Any] = {}
+    if a.merge and Path(a.merge).is_file():
+        import json
+
+        result = json.loads(Path(a.merge).read_text())
+    result.update({
+        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
+        "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+        "setup": {"space": "space0 (640/3072, 6+6 layers, 40 genes)", "vocab": vocab,
+                  "valid_pairs": n_valid, "valid_target_tokens": int(sum(
+                      len(task.dataset("valid").tgt[i]) for i in range(n_valid))),
+                  "train_updates": updates, "train_seconds": round(train_s, 1),
+                  "load_s": round(load_s, 2),
+                  "predictor": PREDICTOR.name, "latency_limit_ms": limit,
+                  "feasible_share": float(np.mean(sample <= limit)),
+                  "settings": dataclasses.asdict(settings),
+                  "row_settings": {
+                      "naive": "no cache (parents re-scored), iterator rebuilt per candidate, "
+                               "max-tokens 4096, fp16 autocast, host sync per batch",
+                      "default": "cache, batches on the GPU, bf16, max-tokens 32768",
+                      "fastest": "cache, batches on the GPU, bf16, max-tokens 131072"}},
+    })
+    rows = {r["name"]: r for r in result.get("rows", [])}
+    phases = a.phases.split(",")
+    fixed = [space.sample(random.Random(1000 + i)) for i in range(a.spearman_n if not a.tiny
+                                                                   else 12)]
+    if "probe" in phases:
+        probe = {}
+        losses = {}
+        for name in ("naive", "default", "fastest"):
+            t0 = time.perf_counter()
+            fit = setups[name]()
+            build = time.perf_counter() - t0
+            fit(fixed[0])
+            n = len(fixed) if name in ("naive", "fastest") else min(40, len(fixed))
+            peak_reset(device)
+            t0 = time.perf_counter()
+            losses[name] = [fit(c) for c in fixed[:n]]
+            dt = time.perf_counter() - t0
+            probe[name] = {"candidates_per_s": n / dt, "n": n, "build_s": build,
+                           "peak_gib": peak_gib(device)}
+            print(f"probe {name}: {n / dt:.2f} candidates/s", flush=True)
+            if name == "default":
+                result["profile_default"] = profile_one(fit, fixed[0], device,
+                                                        Path(a.out).with_suffix(".profile.txt"))
+        result["probe"] = probe
+        result["spearman_fastest_vs_naive"] = spearman(losses["fastest"], losses["naive"])
+        result["spearman_n"] = len(fixed)
+        result["max_abs_loss_diff_fastest_vs_naive"] = float(np.max(np.abs(
+            np.array(losses["fastest"]) - np.array(losses["naive"]))))
+    if "identical" in phases:
+        short = dataclasses.replace(settings, evo_iter=min(3, settings.evo_iter))
+        fit = setups["default"]()
+        r_on = run_search(space, fit, latency, limit, True, short, 1e9, params)
+        r_off = run_search(space, fit, latency, limit, False, short, 1e9, params)
+        result["identical_result"] = (r_on["best_config_hash"] == r_off["best_config_hash"]
+                                      and r_on["best_loss"] == r_off["best_loss"])
+        result["identical_check"] = {"evo_iter": short.evo_iter, "cache": r_on,
+                                     "no_cache": r_off}
+    for name in ("naive", "default", "fastest"):
+        if name not in phases:
+            continue
+        t0 = time.perf_counter()
+        fit = setups[name]()
+        build = time.perf_counter() - t0
+        peak_reset(device)
+        row = run_search(space, fit, latency, limit, name != "naive", settings, a.row_seconds,
+                         params)
+        row.update(name=name, fitness_build_s=build, peak_gib=peak_gib(device),
+                   end_to_end_s=row["wall_s"] + build + result["setup"].get("load_s", 0.0))
+        rows[name] = row
+        print(f"row {name}: {row}", flush=True)
+    result["rows"] = [rows[k] for k in ("naive", "default", "fastest") if k in rows]
+    if "naive" in rows and "fastest" in rows:
+        result["speedup_vs_naive"] = rows["naive"]["end_to_end_s"] / rows["fastest"][
+            "end_to_end_s"]
+    result["bench_wall_s"] = time.perf_counter() - t_start
+    atomic_write_json(a.out, result, indent=1)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
