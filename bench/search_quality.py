@@ -8,7 +8,9 @@ budget random search gets: that many distinct SubTransformers drawn uniformly
 (``space.sample``) and rejection-sampled against the same limit, best loss wins. Fitness is the
 validation loss (base 2, label-smoothed) of the SubTransformer with inherited weights, fp32 on
 the CPU, built once and memoised across all runs (it is deterministic, so the memo only saves
-time; the script re-scores a few memoised SubTransformers at the end to check that).
+time; the script re-scores a few memoised SubTransformers at the end to check that). After
+the search every winner is also scored on a held-out split (default: test), which the search
+never saw: a lead on the searched split that is only selection noise would not carry over.
 
 Writes bench/results/search_quality.json and bench/results/search_quality.png and prints a
 Markdown table.
@@ -72,8 +74,10 @@ class MemoFitness:
         return loss
 
 
-def build(args: argparse.Namespace) -> tuple[Any, SearchSpace, LatencyModel, Any, dict]:
-    """Search args (toy configs), space, latency model, memoised fitness, checkpoint info."""
+def build(args: argparse.Namespace
+          ) -> tuple[Any, SearchSpace, LatencyModel, MemoFitness, Any, dict]:
+    """Search args (toy configs), space, latency model, memoised fitness, the held-out loss
+    (same model, another split; None without one), checkpoint info."""
     from hat.config import parse_fairseq_args
     from hat.models.args import space_from_args
     from hat.search.cli import Sources, add_search_args, build_fitness, check_checkpoint
@@ -92,7 +96,18 @@ def build(args: argparse.Namespace) -> tuple[Any, SearchSpace, LatencyModel, Any
             "epoch": (state.get("extra_state") or {}).get("train_iterator", {}).get("epoch")}
     fitness, info = build_fitness(sargs, state, "cpu", "fp32")
     ckpt["valid"] = {"subset": sargs.valid_subset, **info}
-    return sargs, space, LatencyModel(predictor), MemoFitness(fitness), ckpt
+    heldout = None
+    if args.heldout_subset:
+        from fairseq import tasks
+
+        from hat.evaluate import ValidLoss
+
+        heldout = ValidLoss(tasks.setup_task(sargs), fitness.model, subset=args.heldout_subset,
+                            max_tokens=sargs.valid_max_tokens or sargs.max_tokens or 4096,
+                            device="cpu", precision="fp32")
+        ckpt["heldout"] = {"subset": args.heldout_subset, "batches": len(heldout.batches),
+                           "tokens": heldout.tokens}
+    return sargs, space, LatencyModel(predictor), MemoFitness(fitness), heldout, ckpt
 
 
 def params_fn(space: SearchSpace) -> Any:
@@ -147,9 +162,9 @@ def stats(values: list[float]) -> dict[str, float]:
 def plot(path: Path, report: dict[str, Any]) -> None:
     import logging
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging: DEBUG
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging: DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -189,6 +204,9 @@ def main() -> int:
     ap.add_argument("--restore-file",
                     default="checkpoints/toy/supertransformer_bench/checkpoint_last.pt")
     ap.add_argument("--data", default="data/toy/data-bin")
+    ap.add_argument("--heldout-subset", default="test",
+                    help="split the winners are re-scored on after the search, to see whether "
+                         "a lead on the searched split holds elsewhere ('' = skip)")
     ap.add_argument("--limits", type=float, nargs="+", default=[4.0, 5.3, 7.0], metavar="MS")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--evo-iter", type=int)
@@ -207,7 +225,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     t_start = time.monotonic()
 
-    sargs, space, latency, fitness, ckpt = build(args)
+    sargs, space, latency, fitness, heldout, ckpt = build(args)
     evo_sizes = {k: getattr(args, k) if getattr(args, k) is not None else getattr(sargs, k)
                  for k in ("evo_iter", "population_size", "parent_size", "mutation_size",
                            "crossover_size")}
@@ -297,6 +315,32 @@ def main() -> int:
                 float(100 * np.mean(np.asarray(rand_all) < statistics.fmean(evo_l))),
         }
 
+    # the winners on the held-out split (the search saw only the valid split)
+    if heldout is not None:
+        memo_h: dict[str, float] = {}
+
+        def h_loss(key: str) -> float:
+            if key not in memo_h:
+                memo_h[key] = float(heldout(fitness.cfgs[key]))
+            return memo_h[key]
+
+        by_hash = {config_hash(k): k for k in fitness.memo}
+        for r in rows:
+            r["heldout_loss"] = h_loss(by_hash[r["config_hash"]])
+        for lim_ms in args.limits:
+            s = summary[f"{lim_ms:g}"]
+            ev = [r["heldout_loss"] for r in rows if r["limit_ms"] == lim_ms
+                  and r["method"] == "evolution"]
+            rn = [r["heldout_loss"] for r in rows if r["limit_ms"] == lim_ms
+                  and r["method"] == "random"]
+            d = [e - x for e, x in zip(ev, rn)]
+            s["heldout"] = {"subset": args.heldout_subset, "evolution": stats(ev),
+                            "random": stats(rn), "evolution_minus_random": stats(d),
+                            "evolution_wins": sum(x < -TIE_TOL for x in d),
+                            "ties": sum(abs(x) <= TIE_TOL for x in d),
+                            "evolution_losses": sum(x > TIE_TOL for x in d),
+                            "best_known": h_loss(by_hash[s["best_known"]["config_hash"]])}
+
     # determinism check of the shared memo: re-score a few memoised SubTransformers
     check_keys = [k for k in list(fitness.memo)[:: max(1, len(fitness.memo) // 8)]][:8]
     redo = [float(fitness.fn(fitness.cfgs[k])) for k in check_keys]
@@ -324,6 +368,7 @@ def main() -> int:
                     "limits); the fitness is deterministic (fixed batches, eval mode, fp32), "
                     "so the memo only saves time and does not change any result",
             "tie_tolerance": TIE_TOL, "seeds": args.seeds,
+            "heldout_subset": args.heldout_subset or None,
         },
         "limits": args.limits,
         "predicted_latency_percentiles_ms": lat_pct,
@@ -343,6 +388,9 @@ def main() -> int:
     plot(png, report)
     print(f"wrote {png}", file=sys.stderr)
     print(markdown(report))
+    if heldout is not None:
+        print()
+        print(markdown_heldout(report))
     return 0
 
 
@@ -362,6 +410,22 @@ def markdown(report: dict[str, Any]) -> str:
             f"{mmm(s['random'])} | {s['evolution_wins']}/{s['ties']}/{s['evolution_losses']} | "
             f"{s['best_known']['loss']:.4f} | {sp['min']:.3f} / {sp['median']:.3f} / "
             f"{sp['max']:.3f} (min/median/max, std {sp['std']:.3f}, n={sp['n']}) |")
+    return "\n".join(lines)
+
+
+def markdown_heldout(report: dict[str, Any]) -> str:
+    """The same winners on the held-out split."""
+    lines = ["| limit | held-out: evolution mean (min-max) | random mean (min-max) | "
+             "evolution wins/ties/losses | best known (valid) on held-out |",
+             "|---|---|---|---|---|"]
+    for name, s in report["summary"].items():
+        h = s["heldout"]
+        lines.append(
+            f"| {name} ms ({h['subset']}) | {h['evolution']['mean']:.4f} "
+            f"({h['evolution']['min']:.4f}-{h['evolution']['max']:.4f}) | "
+            f"{h['random']['mean']:.4f} ({h['random']['min']:.4f}-{h['random']['max']:.4f}) | "
+            f"{h['evolution_wins']}/{h['ties']}/{h['evolution_losses']} | "
+            f"{h['best_known']:.4f} |")
     return "\n".join(lines)
 
 

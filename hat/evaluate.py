@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -55,32 +54,50 @@ def _batches(task: Any, model: Any, subset: str, max_tokens: int, max_batches: i
     return batches
 
 
+def label_smoothed_loss_sum(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                            pad: int, chunk_rows: int = 4096) -> torch.Tensor:
+    """fairseq's label-smoothed NLL (natural log) summed over the non-pad targets, in fp32
+    from logits of any dtype, ``chunk_rows`` rows at a time: the fp32 log-probabilities of the
+    whole batch (tokens x vocabulary) are never materialised. Returns a float64 scalar."""
+    vocab = logits.size(-1)
+    x, t = logits.reshape(-1, vocab), target.reshape(-1)
+    eps_i = epsilon / (vocab - 1)
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)
+    for s in range(0, x.size(0), chunk_rows):
+        xc, tc = x[s:s + chunk_rows].float(), t[s:s + chunk_rows]
+        lse = torch.logsumexp(xc, dim=-1)
+        nll = lse - xc.gather(1, tc[:, None]).squeeze(1)
+        smooth = vocab * lse - xc.sum(dim=-1)
+        loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+        total += torch.where(tc != pad, loss, 0.0).sum(dtype=torch.float64)
+    return total
+
+
 class ValidLoss:
     """Label-smoothed validation loss (base 2) over a fixed, unshuffled list of batches.
 
     The batches are built once and moved to ``device`` once; a call runs forward passes only
-    (``torch.inference_mode``), under fp16/bf16 autocast when ``precision`` asks for it (the
-    log-softmax and the loss stay in fp32), and synchronises with the device once.
+    (``torch.inference_mode``) and synchronises with the device once. ``precision`` bf16/fp16
+    casts the model's weights to that dtype (as fairseq's fp16 models); the loss is always
+    computed in fp32 from the logits (:func:`label_smoothed_loss_sum`; ``fused=False`` uses
+    fairseq's criterion instead, the same number up to rounding).
     """
 
     def __init__(self, task: Any, model: Any, subset: str = "valid", max_tokens: int = 4096,
                  max_batches: int | None = None, label_smoothing: float = 0.1,
-                 device: str = "cpu", precision: str = "fp32") -> None:
+                 device: str = "cpu", precision: str = "fp32", fused: bool = True) -> None:
         if precision not in PRECISIONS:
             raise HatConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        self.model, self.device, self.precision = model, torch.device(device), precision
+        self.device, self.precision, self.fused = torch.device(device), precision, fused
+        self.model = model.to(device=self.device, dtype=_DTYPES.get(precision, torch.float32))
         self.batches = [_to(b, self.device) for b in
                         valid_batches(task, model, subset, max_tokens, max_batches)]
         if not self.batches:
             raise HatConfigError(f"split '{subset}' gave no batches (empty, or every sentence "
                                  f"longer than the model's max positions)")
         self.criterion = LabelSmoothedCrossEntropyCriterion(task, False, label_smoothing)
+        self.eps, self.pad = label_smoothing, task.target_dictionary.pad()
         self.tokens = sum(int(b["ntokens"]) for b in self.batches)
-
-    def _autocast(self) -> Any:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
     @torch.inference_mode()
     def __call__(self, cfg: SubConfig | None = None) -> float:
@@ -88,13 +105,14 @@ class ValidLoss:
         if cfg is not None:
             self.model.set_sample_config(cfg)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        size = 0
-        with self._autocast():
-            for sample in self.batches:
-                loss, sample_size, _ = self.criterion(self.model, sample)
+        for sample in self.batches:
+            if self.fused:
+                logits = self.model(**sample["net_input"])[0]
+                total += label_smoothed_loss_sum(logits, sample["target"], self.eps, self.pad)
+            else:
+                loss, _, _ = self.criterion(self.model, sample)
                 total += loss.detach().double()
-                size += int(sample_size)
-        return float(total) / max(size, 1) / math.log(2)
+        return float(total) / max(self.tokens, 1) / math.log(2)
 
 
 def _to(sample: Any, device: torch.device) -> Any:
