@@ -370,3 +370,22 @@ def test_hat_evo_configs_parse() -> None:
             assert (s.evo_iter, s.population_size, s.parent_size, s.mutation_size,
                     s.crossover_size, s.mutation_prob) == (30, 125, 25, 50, 50, 0.3)
         assert origins["--latency-constraint"] == str(f)
+
+
+def test_fast_fitness_equals_fairseq_criterion(trained) -> None:
+    """The fused fp32 loss is fairseq's label-smoothed criterion; a bf16 model ranks alike."""
+    import random
+
+    task, model = load_for_eval(str(trained["ckpt"]), str(trained["data"]))
+    cfgs = [model.space.sample(random.Random(i)) for i in range(6)]
+    fused = ValidLoss(task, model, max_tokens=512)
+    plain = ValidLoss(task, model, max_tokens=4096, fused=False)
+    a, b = [fused(c) for c in cfgs], [plain(c) for c in cfgs]
+    assert len(fused.batches) > len(plain.batches)  # batching does not change the loss
+    assert np.allclose(a, b, rtol=1e-6, atol=0)
+    low = ValidLoss(task, model, precision="bf16")
+    c = [low(x) for x in cfgs]
+    assert np.max(np.abs(np.array(c) - np.array(a))) < 0.02
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(HatConfigError, match="precision must be one of"):
+        ValidLoss(task, model, precision="int8")
