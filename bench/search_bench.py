@@ -12,7 +12,8 @@ predicted latency of the space (about half feasible), the standard 30 x 125 sear
   host sync per batch;
 - ``default``: this project's defaults (cache, batches kept on the GPU, a bf16 model, the fused
   fp32 loss, 32k-token batches);
-- ``fastest``: the fastest setting recommended (``default`` with 128k-token batches).
+- ``fastest``: the fastest setting recommended: ``default`` with the batch size (max-tokens)
+  that the probe found quickest.
 
 A row that would not finish within ``--row-seconds`` stops at the end of a generation and is
 extrapolated per generation (``extrapolated: true``, the generations measured). Also: the same
@@ -260,6 +261,8 @@ def main() -> int:
                     help="stop a row after the generation that passes this (then extrapolate)")
     ap.add_argument("--naive-seconds", type=float, default=60.0)
     ap.add_argument("--fastest-seconds", type=float, default=1e9)
+    ap.add_argument("--fastest-tokens", default="16384,65536",
+                    help="batch sizes tried besides the default's; 'fastest' uses the quickest")
     ap.add_argument("--identical-iters", type=int, default=2)
     ap.add_argument("--train-updates", type=int, default=500)
     ap.add_argument("--spearman-n", type=int, default=200)
@@ -304,12 +307,16 @@ def main() -> int:
         model.float().load_state_dict(master)
         return model
 
+    default_tokens = 32768 if not a.tiny else 2048
+    tries = [int(v) for v in a.fastest_tokens.split(",")] if not a.tiny else [1024, 8192]
+    chosen = {"fastest": default_tokens}
+
     setups = {
         "naive": lambda: NaiveLoss(task, fresh(), 4096, device, half),
-        "default": lambda: ValidLoss(task, fresh(), max_tokens=32768 if not a.tiny else 2048,
-                                     device=device, precision=lowp),
-        "fastest": lambda: ValidLoss(task, fresh(), max_tokens=131072 if not a.tiny else 8192,
-                                     device=device, precision=lowp),
+        "default": lambda: ValidLoss(task, fresh(), max_tokens=default_tokens, device=device,
+                                     precision=lowp),
+        "fastest": lambda: ValidLoss(task, fresh(), max_tokens=chosen["fastest"], device=device,
+                                     precision=lowp),
     }
     result: dict[str, Any] = {}
     if a.merge and Path(a.merge).is_file():
@@ -333,31 +340,39 @@ def main() -> int:
                                "per batch",
                       "default": "cache, batches kept on the GPU, bf16 model, fused fp32 loss, "
                                  "max-tokens 32768",
-                      "fastest": "as default with max-tokens 131072"}},
+                      "fastest": "as default, with the max-tokens the probe found quickest"}},
     })
     rows = {r["name"]: r for r in result.get("rows", [])}
     phases = a.phases.split(",")
     fixed = [space.sample(random.Random(1000 + i)) for i in range(a.spearman_n if not a.tiny
                                                                    else 12)]
     if "probe" in phases:
-        probe = {}
-        losses = {}
-        for name in ("naive", "default", "fastest"):
-            t0 = time.perf_counter()
-            fit = setups[name]()
-            build = time.perf_counter() - t0
+        probe, losses = {}, {}
+
+        def timed(name: str, fit: Any, n: int) -> list[float]:
             fit(fixed[0])
-            n = len(fixed) if name in ("naive", "fastest") else min(40, len(fixed))
             peak_reset(device)
             t0 = time.perf_counter()
-            losses[name] = [fit(c) for c in fixed[:n]]
+            out = [fit(c) for c in fixed[:n]]
             dt = time.perf_counter() - t0
-            probe[name] = {"candidates_per_s": n / dt, "n": n, "build_s": build,
-                           "peak_gib": peak_gib(device)}
+            probe[name] = {"candidates_per_s": n / dt, "n": n, "peak_gib": peak_gib(device)}
             print(f"probe {name}: {n / dt:.2f} candidates/s", flush=True)
-            if name == "default":
-                result["profile_default"] = profile_one(fit, fixed[0], device,
-                                                        Path(a.out).with_suffix(".profile.txt"))
+            return out
+
+        n_speed = min(40, len(fixed))
+        fit = setups["default"]()
+        timed("default", fit, n_speed)
+        result["profile_default"] = profile_one(fit, fixed[0], device,
+                                                Path(a.out).with_suffix(".profile.txt"))
+        for tokens in tries:
+            timed(f"max_tokens_{tokens}", ValidLoss(task, fresh(), max_tokens=tokens,
+                                                    device=device, precision=lowp), n_speed)
+        rates = {default_tokens: probe["default"]["candidates_per_s"],
+                 **{t: probe[f"max_tokens_{t}"]["candidates_per_s"] for t in tries}}
+        chosen["fastest"] = max(rates, key=rates.get)
+        result["fastest_max_tokens"] = chosen["fastest"]
+        losses["fastest"] = timed("fastest", setups["fastest"](), len(fixed))
+        losses["naive"] = timed("naive", setups["naive"](), len(fixed))
         result["probe"] = probe
         result["spearman_fastest_vs_naive"] = spearman(losses["fastest"], losses["naive"])
         result["spearman_n"] = len(fixed)
@@ -390,6 +405,8 @@ def main() -> int:
         fit = setups[name]()
         build = time.perf_counter() - t0
         peak_reset(device)
+        if name == "fastest":
+            result["setup"]["row_settings"]["fastest"] += f" ({chosen['fastest']})"
         row = run_search(space, fit, latency, limit, name != "naive", settings, budgets[name],
                          params)
         row.update(name=name, fitness_build_s=build, peak_gib=peak_gib(device),

@@ -55,20 +55,19 @@ def _batches(task: Any, model: Any, subset: str, max_tokens: int, max_batches: i
 
 
 def label_smoothed_loss_sum(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
-                            pad: int, chunk_rows: int = 4096) -> torch.Tensor:
-    """fairseq's label-smoothed NLL (natural log) summed over the non-pad targets, in fp32
-    from logits of any dtype, ``chunk_rows`` rows at a time: the fp32 log-probabilities of the
-    whole batch (tokens x vocabulary) are never materialised. Returns a float64 scalar."""
+                            pad: int, chunk_rows: int = 8192) -> torch.Tensor:
+    """fairseq's label-smoothed NLL (natural log) summed over the non-pad targets, from logits
+    of any dtype: fp32 log-softmax (one kernel per chunk), ``chunk_rows`` rows at a time, so
+    the fp32 log-probabilities of a whole batch are never held at once. A float64 scalar."""
     vocab = logits.size(-1)
     x, t = logits.reshape(-1, vocab), target.reshape(-1)
     eps_i = epsilon / (vocab - 1)
     total = torch.zeros((), dtype=torch.float64, device=logits.device)
     for s in range(0, x.size(0), chunk_rows):
-        xc, tc = x[s:s + chunk_rows].float(), t[s:s + chunk_rows]
-        lse = torch.logsumexp(xc, dim=-1)
-        nll = lse - xc.gather(1, tc[:, None]).squeeze(1)
-        smooth = vocab * lse - xc.sum(dim=-1)
-        loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+        lp = torch.log_softmax(x[s:s + chunk_rows], dim=-1, dtype=torch.float32)
+        tc = t[s:s + chunk_rows]
+        nll = -lp.gather(1, tc[:, None]).squeeze(1)
+        loss = (1.0 - epsilon - eps_i) * nll - eps_i * lp.sum(dim=-1)
         total += torch.where(tc != pad, loss, 0.0).sum(dtype=torch.float64)
     return total
 
@@ -79,8 +78,8 @@ class ValidLoss:
     The batches are built once and moved to ``device`` once; a call runs forward passes only
     (``torch.inference_mode``) and synchronises with the device once. ``precision`` bf16/fp16
     casts the model's weights to that dtype (as fairseq's fp16 models); the loss is always
-    computed in fp32 from the logits (:func:`label_smoothed_loss_sum`; ``fused=False`` uses
-    fairseq's criterion instead, the same number up to rounding).
+    computed in fp32 from the logits, chunk by chunk (:func:`label_smoothed_loss_sum`;
+    ``fused=False`` uses fairseq's criterion instead: the same number up to rounding).
     """
 
     def __init__(self, task: Any, model: Any, subset: str = "valid", max_tokens: int = 4096,
