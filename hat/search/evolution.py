@@ -11,9 +11,9 @@ against the limit. What this module adds:
   re-scored and duplicates are scored once (``cache=False`` re-scores every member of every
   generation, HAT's procedure; the result is the same);
 - rejection sampling is bounded (:class:`InfeasibleError` instead of an endless loop);
-- several limits in one run (Pareto mode): one population per limit, one shared cache, and every
-  limit's parents chosen from its own population plus the other populations' members that also
-  satisfy it;
+- several limits in one run (Pareto mode): one population per limit, one shared cache, initial
+  members shared where they satisfy a tighter limit, and every limit's parents chosen from its
+  own population plus the other populations' members that also satisfy it;
 - the whole state (populations, RNG, scores) is a JSON-able dict, saved after every iteration,
   so a killed search resumes and ends with the same result.
 """
@@ -211,6 +211,28 @@ class Evolution:
 
         return self._first_feasible(draw, limit, "crossover", self.s.max_tries)
 
+    def _initial(self, rng: random.Random) -> list[list[Genes]]:
+        """One initial population per limit, each ``population_size`` SubTransformers drawn
+        uniformly from those within its limit. With several limits, from the loosest to the
+        tightest, a limit first takes the members already drawn for looser limits that
+        satisfy it (free: scored once; still uniform within its limit) and draws the rest."""
+        s = self.s
+        order = sorted(range(len(self.limits)), key=lambda i: -self.limits[i].latency_ms)
+        pops: list[list[Genes]] = [[] for _ in self.limits]
+        drawn: list[Genes] = []
+        for li in order:
+            limit = self.limits[li]
+            pop = [g for g in drawn if self._feasible(g, limit)][: s.population_size]
+            while len(pop) < s.population_size:
+                pop.append(self._random(rng, limit))
+            drawn += [g for g in pop if g not in drawn]
+            pops[li] = pop
+        return pops
+
+    def _feasible(self, genes: Genes, limit: Limits) -> bool:
+        (lat, par), = self._predict([self.space.from_genes(genes)])
+        return limit.ok(lat, par)
+
     # ----- scoring ------------------------------------------------------------------------
     def _score(self, state: SearchState, genes: list[Genes], iteration: int,
                save: Callable[[], None]) -> list[float]:
@@ -261,10 +283,7 @@ class Evolution:
         s = self.s
         rng = random.Random(s.seed)
         if state is None or not state.populations:
-            state = SearchState()
-            for limit in self.limits:
-                state.populations.append([self._random(rng, limit)
-                                          for _ in range(s.population_size)])
+            state = SearchState(populations=self._initial(rng))
             state.rng = rng.getstate()
             self._emit(state, True)
         else:

@@ -64,11 +64,10 @@ def save_search_plot(path: str | os.PathLike, cands: Sequence[Candidate],
                      winners: Sequence[tuple[float, Candidate]], title: str = "") -> Path:
     """Validation loss vs predicted latency of every evaluated SubTransformer, the front
     and each limit's winner (with the limit as a dashed line)."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before its import logs
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
-    matplotlib.set_loglevel("warning")
     import matplotlib.pyplot as plt
 
     path = Path(path)
