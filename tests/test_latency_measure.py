@@ -248,13 +248,16 @@ def test_choice_outside_supernet_is_reported(tmp_path: Path) -> None:
     "configs/*/latency_dataset/*.yml")), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
 def test_shipped_configs_parse(path: Path) -> None:
     args = parse_args(["--configs", str(path)])
-    assert args.lat_dataset_path.startswith("latency_dataset/") and args.lat_dataset_size == 2000
+    toy = path.parent.parent.name == "toy"  # the toy space, measured at toy lengths
+    assert args.lat_dataset_path.startswith("latency_dataset/")
+    assert args.lat_dataset_size == (1000 if toy else 2000)
     assert args.latcpu != args.latgpu
     space = SearchSpace.from_args(args)
-    assert 512 in space.encoder_ffn_embed_dim_choice
+    assert (128 if toy else 512) in space.encoder_ffn_embed_dim_choice
     assert 2 in space.decoder_ende_attention_heads_choice
     if args.latcpu:
-        assert protocol_from_args(args).src_len == (23 if "iwslt" in str(path) else 30)
+        length = 12 if toy else 23 if "iwslt" in str(path) else 30
+        assert protocol_from_args(args).src_len == length
 
 
 def test_hat_reference_csv_loads(hat_reference: Path) -> None:
