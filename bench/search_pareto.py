@@ -21,7 +21,6 @@ Writes bench/results/search_pareto.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import importlib.util
 import os
@@ -31,14 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.measure import cpu_model  # noqa: E402
 from hat.search.evolution import Evolution, EvoSettings, Limits  # noqa: E402
 from hat.search.report import config_hash  # noqa: E402
 
@@ -74,12 +71,7 @@ def _winner(win: Any) -> dict[str, Any]:
 def main() -> int:
     """Run every seed's Pareto and separate searches, write the JSON, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="configs/toy/supertransformer/tiny.yml")
-    ap.add_argument("--evo-configs", default="configs/toy/evo_search/toy_cpu_epyc.yml",
-                    help="predictor, norms and (unless overridden below) the evolution's sizes")
-    ap.add_argument("--restore-file",
-                    default="checkpoints/toy/supertransformer_bench/checkpoint_last.pt")
-    ap.add_argument("--data", default="data/toy/data-bin")
+    _search_quality().add_setup_args(ap)
     ap.add_argument("--limits", type=float, nargs="+", default=[4.0, 5.3, 7.0], metavar="MS")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     for k in SIZES:
@@ -186,17 +178,8 @@ def main() -> int:
     max_dev = max(abs(a - fitness.memo[k]) for a, k in zip(redo, check_keys))
 
     evo_src = ROOT / "hat" / "search" / "evolution.py"
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores), "
-                  f"torch threads {torch.get_num_threads()}",
-        "torch": torch.__version__, "numpy": np.__version__,
-        "command": " ".join(["python", *sys.argv]),
-        "checkpoint": ckpt,
-        "settings": {
-            "configs": args.configs, "evo_configs": args.evo_configs,
-            "predictor": sargs.ckpt_path, "data": args.data,
-            "evolution": {**sizes, "mutation_prob": args.mutation_prob, "score_cache": True},
+    report = sq.report_header(args, sargs, ckpt, sizes)
+    report["settings"].update({
             "seeds": args.seeds,
             "runs": "per seed: one Evolution over all limits (Pareto mode) and one Evolution "
                     "per limit (separate), same settings and seed; each a fresh Evolution with "
@@ -211,7 +194,8 @@ def main() -> int:
                     "so it only saves wall time and changes no result or count",
             "tolerance": TOL, "tie_tolerance": TIE_TOL,
             "evolution_py_sha256": hashlib.sha256(evo_src.read_bytes()).hexdigest(),
-        },
+    })
+    report.update({
         "limits": args.limits,
         "rows": rows,
         "summary": summary,
@@ -221,7 +205,7 @@ def main() -> int:
                                           "max_abs_difference": max_dev}},
         "wall_seconds": round(time.monotonic() - t_start, 1),
         "load_average_1min": os.getloadavg()[0],
-    }
+    })
     print(f"wrote {atomic_write_json(Path(args.out), report)}", file=sys.stderr)
     print(markdown(report))
     return 0

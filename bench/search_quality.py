@@ -198,12 +198,7 @@ def plot(path: Path, report: dict[str, Any]) -> None:
 def main() -> int:
     """Run every (limit, seed, method), write the JSON and the plot, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="configs/toy/supertransformer/tiny.yml")
-    ap.add_argument("--evo-configs", default="configs/toy/evo_search/toy_cpu_epyc.yml",
-                    help="predictor, norms and (unless overridden below) the evolution's sizes")
-    ap.add_argument("--restore-file",
-                    default="checkpoints/toy/supertransformer_bench/checkpoint_last.pt")
-    ap.add_argument("--data", default="data/toy/data-bin")
+    add_setup_args(ap)
     ap.add_argument("--heldout-subset", default="test",
                     help="split the winners are re-scored on after the search, to see whether "
                          "a lead on the searched split holds elsewhere ('' = skip)")
@@ -347,18 +342,8 @@ def main() -> int:
     max_dev = max(abs(a - fitness.memo[k]) for a, k in zip(redo, check_keys))
 
     wall = time.monotonic() - t_start
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores), "
-                  f"torch threads {torch.get_num_threads()}",
-        "torch": torch.__version__, "numpy": np.__version__,
-        "command": " ".join(["python", *sys.argv]),
-        "checkpoint": ckpt,
-        "settings": {
-            "configs": args.configs, "evo_configs": args.evo_configs,
-            "predictor": sargs.ckpt_path, "data": args.data,
-            "evolution": {**evo_sizes, "mutation_prob": args.mutation_prob,
-                          "score_cache": True},
+    report = report_header(args, sargs, ckpt, evo_sizes)
+    report["settings"].update({
             "random": "len(state.scores) of the same seed's evolution: distinct "
                       "(config_key) SubTransformers from space.sample(random.Random(seed)), "
                       "rejection-sampled against the same predicted-latency limit; best loss",
@@ -369,7 +354,8 @@ def main() -> int:
                     "so the memo only saves time and does not change any result",
             "tie_tolerance": TIE_TOL, "seeds": args.seeds,
             "heldout_subset": args.heldout_subset or None,
-        },
+    })
+    report.update({
         "limits": args.limits,
         "predicted_latency_percentiles_ms": lat_pct,
         "rows": rows,
@@ -381,7 +367,7 @@ def main() -> int:
                                           "max_abs_difference": max_dev}},
         "wall_seconds": round(wall, 1),
         "load_average_1min": os.getloadavg()[0],
-    }
+    })
     out = Path(args.out)
     print(f"wrote {atomic_write_json(out, report)}", file=sys.stderr)
     png = Path(args.plot) if args.plot else out.with_suffix(".png")
@@ -392,6 +378,33 @@ def main() -> int:
         print()
         print(markdown_heldout(report))
     return 0
+
+
+def add_setup_args(ap: argparse.ArgumentParser) -> None:
+    """The toy setup's options (shared with bench/search_pareto.py)."""
+    ap.add_argument("--configs", default="configs/toy/supertransformer/tiny.yml")
+    ap.add_argument("--evo-configs", default="configs/toy/evo_search/toy_cpu_epyc.yml",
+                    help="predictor, norms and (unless overridden below) the evolution's sizes")
+    ap.add_argument("--restore-file",
+                    default="checkpoints/toy/supertransformer_bench/checkpoint_last.pt")
+    ap.add_argument("--data", default="data/toy/data-bin")
+
+
+def report_header(args: Any, sargs: Any, ckpt: Any, sizes: dict[str, int]) -> dict[str, Any]:
+    """Date, device, versions, command, checkpoint and the search settings of a report."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores), "
+                  f"torch threads {torch.get_num_threads()}",
+        "torch": torch.__version__, "numpy": np.__version__,
+        "command": " ".join(["python", *sys.argv]),
+        "checkpoint": ckpt,
+        "settings": {
+            "configs": args.configs, "evo_configs": args.evo_configs,
+            "predictor": sargs.ckpt_path, "data": args.data,
+            "evolution": {**sizes, "mutation_prob": args.mutation_prob, "score_cache": True},
+        },
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,19 @@ SUPER_DIM_KEYS = (
     "encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim",
     "encoder_layers", "decoder_layers", "qkv_dim",
 )
+
+
+def check_super_dims(config: Any, ckpt_args: Any, path: Any,
+                     source: Callable[[str], str] | None = None) -> None:
+    """Raise when a config's SuperTransformer dimensions differ from a checkpoint's
+    (``source(key)`` names where the config's value came from)."""
+    for key in SUPER_DIM_KEYS:
+        mine, theirs = getattr(config, key, None), getattr(ckpt_args, key, None)
+        if mine is not None and theirs is not None and mine != theirs:
+            opt = key.replace("_", "-")
+            where = source(opt) if source else "the config"
+            raise HatConfigError(f"{path}: the checkpoint has {opt} = {theirs} but {where} says "
+                                 f"{mine}; the architectures do not match")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from hat.checkpoint import (
-    SUPER_DIM_KEYS,
     build_from_checkpoint,
+    check_super_dims,
     checkpoint_args,
     read_checkpoint,
     save_checkpoint,
@@ -97,12 +97,7 @@ def export(restore_file: str, cfg: SubConfig, out: str, source: str | None = Non
     if ckpt_args.arch == "hat_subtransformer":
         raise HatConfigError(f"{restore_file}: already a standalone SubTransformer")
     if yaml_args is not None:
-        for key in SUPER_DIM_KEYS:
-            mine, theirs = getattr(yaml_args, key, None), getattr(ckpt_args, key, None)
-            if mine is not None and theirs is not None and mine != theirs:
-                raise HatConfigError(
-                    f"{restore_file}: SuperTransformer has {key.replace('_', '-')} = {theirs} "
-                    f"but the config says {mine}")
+        check_super_dims(yaml_args, ckpt_args, restore_file)
     model = build_from_checkpoint(state, restore_file)
     model.space.validate(cfg, source=source)
     compact = build_compact(model, cfg)

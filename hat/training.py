@@ -20,17 +20,10 @@ def check_restore_file(args: argparse.Namespace) -> None:
         return  # fairseq's default: resume from save-dir if there is something to resume
     if not os.path.isfile(path):
         raise HatConfigError(f"--restore-file {path}: file not found")
-    from hat.checkpoint import checkpoint_args, read_checkpoint
+    from hat.checkpoint import check_super_dims, checkpoint_args, read_checkpoint
 
     state = read_checkpoint(path)
-    theirs = checkpoint_args(state, path)
-    for key in ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim",
-                "decoder_ffn_embed_dim", "encoder_layers", "decoder_layers", "qkv_dim"):
-        mine, other = getattr(args, key, None), getattr(theirs, key, None)
-        if mine is not None and other is not None and mine != other:
-            raise HatConfigError(
-                f"--restore-file {path}: checkpoint has {key.replace('_', '-')} = {other}, "
-                f"the config asks for {mine}; the architectures do not match")
+    check_super_dims(args, checkpoint_args(state, path), f"--restore-file {path}")
 
 
 def prepare_args(args: argparse.Namespace) -> argparse.Namespace:

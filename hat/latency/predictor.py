@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import time
@@ -685,14 +684,9 @@ def check_predictor_file(path: str | os.PathLike) -> None:
 def save_scatter(pred_ms: np.ndarray, true_ms: np.ndarray, path: str | os.PathLike,
                  title: str = "") -> Path:
     """Write a small predicted-vs-measured scatter PNG (matplotlib, Agg backend)."""
-    import matplotlib
+    from hat.plots import pyplot, save_png
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-search debug spam
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     m = metrics(pred_ms, true_ms)
     fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=80)
     lo = float(min(np.min(pred_ms), np.min(true_ms)))
@@ -705,9 +699,4 @@ def save_scatter(pred_ms: np.ndarray, true_ms: np.ndarray, path: str | os.PathLi
     ax.set_title(f"{title}\nRMSE {m['rmse_ms']:.4g} ms, within ±10%: {m['within10_pct']:.1f}%",
                  fontsize=8)
     ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)

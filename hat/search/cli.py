@@ -140,7 +140,7 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
                      ) -> dict[str, Any]:
     """The SuperTransformer checkpoint: readable, a SuperTransformer, the same dims as
     ``--configs``, and a search space inside the one it was trained with."""
-    from hat.checkpoint import SUPER_DIM_KEYS, checkpoint_args, read_checkpoint
+    from hat.checkpoint import check_super_dims, checkpoint_args, read_checkpoint
     from hat.models.args import space_from_args
 
     if not path or path == "checkpoint_last.pt":
@@ -151,12 +151,7 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
         raise HatConfigError(f"restore-file {path}: arch '{theirs.arch}' is not a "
                              "SuperTransformer (transformersuper*); the search needs the weights "
                              "every SubTransformer inherits")
-    for key in SUPER_DIM_KEYS:
-        mine, other = getattr(args, key, None), getattr(theirs, key, None)
-        if mine is not None and other is not None and mine != other:
-            raise HatConfigError(
-                f"restore-file {path}: the checkpoint has {key.replace('_', '-')} = {other} but "
-                f"{src(key.replace('_', '-'))} says {mine}; the SuperTransformers differ")
+    check_super_dims(args, theirs, f"restore-file {path}", src)
     try:
         trained = space_from_args(theirs)
     except HatConfigError:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from hat.atomic import atomic_write_text
+from hat.plots import pyplot, save_png
 from hat.search.evolution import Candidate
 from hat.space import FEATURE_NAMES, SearchSpace, SubConfig
 
@@ -64,14 +64,7 @@ def save_search_plot(path: str | os.PathLike, cands: Sequence[Candidate],
                      winners: Sequence[tuple[float, Candidate]], title: str = "") -> Path:
     """Validation loss vs predicted latency of every evaluated SubTransformer, the front
     and each limit's winner (with the limit as a dashed line)."""
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before its import logs
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=100)
     ax.scatter([c.latency_ms for c in cands], [c.loss for c in cands], s=6, alpha=0.35,
                color="tab:blue", label=f"evaluated ({len(cands)})")
@@ -88,9 +81,4 @@ def save_search_plot(path: str | os.PathLike, cands: Sequence[Candidate],
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)
