@@ -302,6 +302,9 @@ def test_kill_and_resume_gives_the_identical_result(trained, tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming from" in res.stderr
     assert out.read_bytes() == ref.read_bytes()
+    other = run_cli(search_argv(trained, out, *extra, "--mutation-prob", "0.5"))
+    assert other.returncode == 2 and "cannot resume" in other.stderr
+    assert "mutation_prob" in other.stderr and "Traceback" not in other.stderr
 
 
 def test_calibration_and_measured_winners(trained, tmp_path) -> None:

@@ -240,7 +240,7 @@ def resume_settings(args: Any, settings: EvoSettings, limits: list[Limits],
     """What a resumed search must share with the run that wrote the state."""
     import dataclasses
 
-    return {
+    return json.loads(json.dumps({  # as the state file holds them (lists, not tuples)
         "version": STATE_VERSION,
         "evo": dataclasses.asdict(settings),
         "limits": [dataclasses.asdict(lim) for lim in limits],
@@ -251,7 +251,7 @@ def resume_settings(args: Any, settings: EvoSettings, limits: list[Limits],
         "valid_max_tokens": valid_max_tokens(args, device),
         "precision": precision, "cache": not args.no_score_cache,
         "calibrate_latency": args.calibrate_latency,
-    }
+    }))
 
 
 def load_state(path: Path, settings: dict[str, Any]) -> tuple[SearchState | None, dict]:
