@@ -16,6 +16,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

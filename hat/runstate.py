@@ -15,6 +15,14 @@ def check_resume(path: Path, saved: dict[str, Any], settings: dict[str, Any],
     one of ``keys``; keys missing from ``saved`` are not compared."""
     bad = [k for k in keys if k in saved and saved[k] != settings.get(k)]
     if bad:
-        diff = "; ".join(f"{k}: file {saved[k]} vs now {settings.get(k)}" for k in bad)
+        diff = "; ".join(_difference(k, saved[k], settings.get(k)) for k in bad)
         raise HatConfigError(f"{path}: cannot resume: the {what} was started with other "
                              f"settings ({diff}); {hint}")
+
+
+def _difference(key: str, old: Any, new: Any) -> str:
+    """``key: file X vs now Y``, for mappings only the entries that differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        sub = [k for k in sorted(set(old) | set(new), key=str) if old.get(k) != new.get(k)]
+        return "; ".join(f"{key}.{k}: file {old.get(k)} vs now {new.get(k)}" for k in sub)
+    return f"{key}: file {old} vs now {new}"

@@ -177,12 +177,12 @@ def output_paths(write_config_path: str, limits: list[Limits]) -> dict[str, Any]
     out = Path(write_config_path)
     if out.suffix not in (".yml", ".yaml"):
         raise HatConfigError(f"write-config-path {out} must end in .yml")
-    base = out.with_suffix("")
     if len(limits) == 1:
-        yamls = [out]
-    else:
+        yamls, base = [out], out.with_suffix("")
+    else:  # Pareto mode: one YAML per limit, the side files under the name without '@...'
         stem = out.stem.split("@")[0]
         yamls = [out.with_name(f"{stem}@{lim.latency_ms:g}ms{out.suffix}") for lim in limits]
+        base = out.with_name(stem)
     return {"yamls": yamls, "state": Path(f"{base}.state.json"),
             "evaluations": Path(f"{base}.evaluations.csv"), "front": Path(f"{base}.front.csv"),
             "plot": Path(f"{base}.png"), "summary": Path(f"{base}.summary.json")}
@@ -299,6 +299,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     evo = Evolution(space, settings, limits, fitness=lambda c: 0.0, latency=latency,
                     params=params, cache=not args.no_score_cache, log=_log)
+    if not args.calibrate_latency:
+        evo.check_feasible()  # a limit nothing meets: seconds, before anything else
     run_settings = resume_settings(args, settings, limits, space, device, precision)
     state, calibration = load_state(paths["state"], run_settings)
     if args.calibrate_latency and not calibration:
