@@ -303,11 +303,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         evo.check_feasible()  # a limit nothing meets: seconds, before anything else
     run_settings = resume_settings(args, settings, limits, space, device, precision)
     state, calibration = load_state(paths["state"], run_settings)
-    if args.calibrate_latency and not calibration:
-        calibration = run_calibration(args, latency, predictor, space)
-    if calibration:
+    if args.calibrate_latency:
+        if not calibration:  # a resumed search keeps its calibration
+            calibration = run_calibration(args, latency, predictor, space)
         latency.scale = calibration["scale"]
-    evo.check_feasible()  # before data and model are loaded: seconds, not minutes
+        evo.check_feasible()  # with the calibrated predictor, before data and model load
     _log(f"search space: {space.num_genes} genes; limits: "
          + ", ".join(f"{lim.latency_ms:g} ms" for lim in limits)
          + (f", #params <= {args.params_constraint:g}M" if args.params_constraint else "")
