@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; 2 on bad input."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(levelname)s:%(name)s:%(message)s")
     logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
     for name in ("fairseq", "hat"):
         logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)

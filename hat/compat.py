@@ -10,6 +10,7 @@ in ``distributed.utils``; exactly these two modules get a ``torch`` whose ``load
 from __future__ import annotations
 
 import functools
+import sys
 import types
 from typing import Any
 
@@ -56,6 +57,43 @@ def gpu_bf16(args: Any) -> Any:
     return args
 
 
+# Warnings a user cannot act on (fairseq's own use of Hydra, torch APIs fairseq still calls).
+_NOISE = (
+    r"(?s).*is validated against ConfigStore schema with the same name",
+    r"(?s).*is no longer experimental",
+    r"(?s).*version_base parameter is not specified",
+    r"(?s).*deprecated keyword in package header",
+    r"(?s).*strict flag in the compose API is deprecated",
+    r"(?s).*torch\.cuda\.amp\.autocast.*is deprecated",
+    r"(?s).*'pin_memory' argument is set as true but no accelerator is found",
+)
+
+
+def _import_fairseq_quietly() -> None:
+    """Import fairseq without its import-time logging side effects: its speech modules call
+    ``logging.basicConfig`` (one at DEBUG level, which turns on every library's debug lines)
+    and log a tensorboardX notice. The root logger is left as it was, so a CLI's own
+    ``basicConfig`` (fairseq_cli.train's included) still takes effect."""
+    import logging
+    import warnings
+
+    if "fairseq" in sys.modules:
+        return
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    speech = logging.getLogger("fairseq.tasks.text_to_speech")
+    speech.setLevel(logging.WARNING)  # "Please install tensorboardX"
+    import fairseq  # noqa: F401
+
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+    speech.setLevel(logging.NOTSET)
+
+
 def patch_fairseq() -> None:
     """Adapt fairseq to recent torch and to bf16 on GPUs (idempotent).
 
@@ -63,8 +101,7 @@ def patch_fairseq() -> None:
     - ``convert_namespace_to_omegaconf`` (every fairseq entry point goes through it after
       parsing) applies :func:`gpu_bf16`.
     """
-    import sys
-
+    _import_fairseq_quietly()
     import fairseq.checkpoint_utils as cu
     import fairseq.dataclass.utils as du
     import fairseq.distributed.utils as dist_utils

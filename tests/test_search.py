@@ -250,6 +250,8 @@ def test_evo_search_cli_is_deterministic_and_writes_its_outputs(trained, tmp_pat
     assert pred([cfg])[0] == pytest.approx(w["predicted_latency_ms"], rel=1e-6)
     assert a.with_name(a.stem + ".png").stat().st_size > 1000
     assert "iteration 3/3" in res.stderr and "candidates/s" in res.stderr
+    for noise in ("tensorboardX", "DEBUG", "Warning", "INFO"):  # only lines a user can act on
+        assert noise not in res.stderr, noise
     # the winner's loss is what ValidLoss computes for it
     task, model = load_for_eval(str(trained["ckpt"]), str(trained["data"]))
     assert ValidLoss(task, model)(cfg) == pytest.approx(w["valid_loss"], rel=1e-6)
@@ -403,3 +405,11 @@ def test_fast_fitness_equals_fairseq_criterion(trained) -> None:
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(HatConfigError, match="precision must be one of"):
         ValidLoss(task, model, precision="int8")
+
+
+def test_importing_hat_leaves_logging_alone() -> None:
+    """fairseq's speech modules call logging.basicConfig(level=DEBUG) at import; hat undoes it."""
+    code = ("import logging, sys; import hat; r = logging.getLogger(); "
+            "sys.exit(0 if (r.level, r.handlers) == (logging.WARNING, []) else 1)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0 and "tensorboardX" not in res.stderr, res.stderr[-2000:]
