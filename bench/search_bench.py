@@ -47,7 +47,7 @@ from hat.atomic import atomic_write_json  # noqa: E402
 from hat.evaluate import ValidLoss, _to  # noqa: E402
 from hat.latency.measure import cpu_model  # noqa: E402
 from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState  # noqa: E402
-from hat.search.latency import LatencyModel, load_predictor  # noqa: E402
+from hat.search.latency import LatencyModel, load_predictor, spearman  # noqa: E402
 from hat.search.report import config_hash  # noqa: E402
 from hat.space import SubConfig  # noqa: E402
 
@@ -164,11 +164,6 @@ def load_model(ckpt: Path, data: Path, device: str) -> tuple[Any, Any]:
     task.load_dataset("valid")
     model = build_from_checkpoint(state, ckpt, task=task).to(device).eval()
     return task, model
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def peak_reset(device: str) -> None:

@@ -61,7 +61,7 @@ def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
 
 
 def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Replace ``--configs``/``--sub-configs`` by their keys.
+    """Replace ``--configs``/``--sub-configs``/``--evo-configs`` by their keys.
 
     Returns (tokens, {option: file it came from}, {'configs': path, ...}).
     """

@@ -141,7 +141,7 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
     """The SuperTransformer checkpoint: readable, a SuperTransformer, the same dims as
     ``--configs``, and a search space inside the one it was trained with."""
     from hat.checkpoint import check_super_dims, checkpoint_args, read_checkpoint
-    from hat.models.args import space_from_args
+    from hat.models.args import CHOICE_KEYS, space_from_args
 
     if not path or path == "checkpoint_last.pt":
         raise HatConfigError("restore-file (the SuperTransformer checkpoint) is not set")
@@ -156,11 +156,7 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
         trained = space_from_args(theirs)
     except HatConfigError:
         return state
-    for f in ("encoder_embed_choice", "decoder_embed_choice", "encoder_layer_num_choice",
-              "decoder_layer_num_choice", "encoder_ffn_embed_dim_choice",
-              "decoder_ffn_embed_dim_choice", "encoder_self_attention_heads_choice",
-              "decoder_self_attention_heads_choice", "decoder_ende_attention_heads_choice",
-              "decoder_arbitrary_ende_attn_choice"):
+    for f in CHOICE_KEYS:
         extra = [v for v in getattr(space, f) if v not in getattr(trained, f)]
         if extra:
             key = f.replace("_", "-")
@@ -191,9 +187,7 @@ def output_paths(write_config_path: str, limits: list[Limits]) -> dict[str, Any]
 def write_winner_yaml(path: Path, cfg: SubConfig, cand: Candidate, limit: Limits,
                       seed: int) -> None:
     """HAT's SubTransformer YAML, with what the search found as a comment."""
-    lim = f"latency <= {limit.latency_ms:g} ms" + (
-        f", #params <= {limit.params_m:g}M" if limit.params_m is not None else "")
-    header = (f"found by evo_search.py (seed {seed}) under {lim}\n"
+    header = (f"found by evo_search.py (seed {seed}) under {limit.describe()}\n"
               f"validation loss {cand.loss:.4f} (inherited weights), predicted latency "
               f"{cand.latency_ms:.4g} ms, #params {cand.params_m:.2f}M")
     write_subtransformer_yaml(cfg, path, header=header)
@@ -395,13 +389,12 @@ def finish(args: Any, evo: Evolution, state: SearchState, limits: list[Limits],
                      "config": cfg.to_dict()})
         _log(f"limit {lim.latency_ms:g} ms: loss {w.loss:.4f}, predicted {w.latency_ms:.4g} ms, "
              f"{w.params_m:.2f}M params -> {path}")
-    write_evaluations_csv(paths["evaluations"], space, cands)
     write_front_csv(paths["front"], space, pareto_front(cands))
     save_search_plot(paths["plot"], cands, [(lim.latency_ms, w) for lim, w in
                                             zip(limits, winners)],
                      title=f"{Path(args.write_config_path).stem}: {len(cands)} SubTransformers")
     if args.measure_latency:
-        measure_winners(args, predictor, latency, rows, space)
+        measure_winners(args, predictor, rows)
     total_evals = state.evaluations
     summary = {
         "winners": rows, "evaluations": total_evals, "unique_evaluations": len(cands),
@@ -420,8 +413,7 @@ def finish(args: Any, evo: Evolution, state: SearchState, limits: list[Limits],
     return summary
 
 
-def measure_winners(args: Any, predictor: Any, latency: LatencyModel, rows: list[dict],
-                    space: SearchSpace) -> None:
+def measure_winners(args: Any, predictor: Any, rows: list[dict]) -> None:
     """Measure every winner with the predictor's protocol; warn when one exceeds its limit."""
     from hat.search.latency import Measurer, measure_setup
 

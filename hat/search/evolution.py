@@ -103,6 +103,10 @@ class Limits:
     def ok(self, latency: float, params: float) -> bool:
         return latency <= self.latency_ms and (self.params_m is None or params <= self.params_m)
 
+    def describe(self) -> str:
+        t = f"latency <= {self.latency_ms:g} ms"
+        return t + (f", #params <= {self.params_m:g}M" if self.params_m is not None else "")
+
 
 @dataclass
 class SearchState:
@@ -184,7 +188,7 @@ class Evolution:
                 if limit.ok(lat, par):
                     return g
         raise InfeasibleError(
-            f"{what}: no SubTransformer within the limit ({_limit_text(limit)}) in {tries} "
+            f"{what}: no SubTransformer within the limit ({limit.describe()}) in {tries} "
             f"draws; loosen the limit or raise max-tries")
 
     # ----- operators (HAT's) --------------------------------------------------------------
@@ -270,8 +274,7 @@ class Evolution:
                     continue
                 for loss, g in zip(losses[lj], state.populations[lj]):
                     k = config_key(self.space.from_genes(g))
-                    (lat, par), = self._predict([self.space.from_genes(g)])
-                    if k not in seen and self.limits[li].ok(lat, par):
+                    if k not in seen and self._feasible(g, self.limits[li]):
                         seen.add(k)
                         pool.append((loss, g))
             pool.sort(key=lambda t: t[0])  # stable: own members first among equal losses
@@ -365,11 +368,6 @@ class Evolution:
                 raise InfeasibleError(
                     f"params-constraint {limit.params_m:g}M cannot be met: the smallest "
                     f"SubTransformer has {smallest_params:.4g}M parameters")
-
-
-def _limit_text(limit: Limits) -> str:
-    t = f"latency <= {limit.latency_ms:g} ms"
-    return t + (f", #params <= {limit.params_m:g}M" if limit.params_m is not None else "")
 
 
 def _progress_text(line: dict[str, Any], total: int) -> str:

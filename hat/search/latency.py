@@ -14,7 +14,7 @@ import numpy as np
 
 from hat.errors import HatConfigError
 from hat.latency.predictor import LatencyPredictor, PredictorError
-from hat.space import SearchSpace, SubConfig
+from hat.space import SearchSpace, SubConfig, attended_layers
 
 
 class LatencyModel:
@@ -140,15 +140,12 @@ def machine_differences(predictor: LatencyPredictor, now: dict[str, Any],
 def calibration_configs(space: SearchSpace, n: int, seed: int) -> list[SubConfig]:
     """The smallest and the largest SubTransformer, then random ones (seeded), ``n`` in all."""
     arbs = space.decoder_arbitrary_ende_attn_choice
-    cfgs = [space.smallest(min(arbs, key=_attended)), space.largest(max(arbs, key=_attended))]
+    cfgs = [space.smallest(min(arbs, key=attended_layers)),
+            space.largest(max(arbs, key=attended_layers))]
     rng = random.Random(seed)
     while len(cfgs) < n:
         cfgs.append(space.sample(rng))
     return cfgs[:n]
-
-
-def _attended(a: int) -> int:
-    return 1 if a == -1 else a + 1
 
 
 def fit_scale(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
@@ -165,12 +162,13 @@ def fit_scale(predicted: Sequence[float], measured: Sequence[float]) -> dict[str
         return {"mape_pct": float(100 * rel.mean()), "max_err_pct": float(100 * rel.max()),
                 "within10_pct": float(100 * np.mean(rel <= 0.10))}
 
-    rank = _spearman(p, m) if len(p) > 2 else float("nan")
+    rank = spearman(p, m) if len(p) > 2 else float("nan")
     return {"scale": s, "n": int(len(p)), "before": err(p), "after": err(s * p),
             "spearman": rank, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (no ties expected: latencies and losses are continuous)."""
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
 
