@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train (or evaluate) a latency predictor from a latency-dataset CSV.
 
-    python latency_predictor.py --configs=configs/wmt14.en-de/latency_predictor/titanxp.yml
+    python latency_predictor.py --configs=configs/wmt14.en-de/latency_predictor/gpu_titanxp.yml
     python latency_predictor.py --configs=... --eval-only --ckpt-path hat.pt --json
     python latency_predictor.py --configs=... --fewshot 50 --source-ckpt other_device.pt
     python latency_predictor.py --configs=... --fewshot 50 --source-dataset other_device_all.csv
