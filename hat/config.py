@@ -14,6 +14,7 @@ import difflib
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hat.errors import HatConfigError
@@ -90,9 +91,15 @@ def _known_options(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def check_arch(tokens: list[str], origin: dict[str, str]) -> None:
-    """Reject an unknown ``--arch`` before fairseq does so from deep inside argparse."""
+    """Reject a missing or unknown ``--arch`` before fairseq does so from deep inside argparse."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
+    if not any(t == "--arch" or t.startswith("--arch=") or t == "-a" for t in tokens):
+        raise HatConfigError(
+            "no model architecture given: pass a config with --configs (for example "
+            "--configs=configs/wmt14.en-de/supertransformer/space0.yml for a SuperTransformer, or "
+            "--configs=<SubTransformer>.yml --sub-configs=configs/<task>/subtransformer/common.yml "
+            "for a SubTransformer), or --arch on the command line")
     for i, tok in enumerate(tokens):
         if tok.startswith("--arch"):
             value = tok.split("=", 1)[1] if "=" in tok else (tokens[i + 1] if i + 1 < len(tokens)
@@ -123,8 +130,14 @@ def parse_fairseq_args(
     import hat  # noqa: F401  (registers models and task)
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(short_help(add_extra))
+        raise SystemExit(0)
+    if "--help-all" in argv:  # fairseq's full option list
+        argv = [("--help" if a == "--help-all" else a) for a in argv]
     tokens, origin, given = expand_config_files(argv)
-    check_arch(tokens, origin)
+    if "--help" not in argv:
+        check_arch(tokens, origin)
     parser = (parser_factory or options.get_training_parser)()
     add_config_file_args(parser)
     if add_extra is not None:
@@ -144,6 +157,32 @@ def parse_fairseq_args(
     if origins is not None:
         origins.update(origin)
     return args
+
+
+def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None) -> str:
+    """``--help``: this script's and HAT's options; fairseq's long list stays behind --help-all."""
+    from hat.models.supertransformer import TransformerSuperModel
+
+    script = Path(sys.argv[0] if sys.argv and sys.argv[0] else "hat")
+    prog = (f"python -m hat.{script.stem}" if script.parent.name == "hat" else script.name)
+    parser = argparse.ArgumentParser(
+        prog=prog, add_help=False, usage="%(prog)s --configs=YAML [--sub-configs=YAML] [options]",
+        description="Options of this command (keys of --configs/--sub-configs/--evo-configs YAML "
+                    "files or command-line options; the command line wins). fairseq's own "
+                    "options (training, data, distributed, ...) are accepted too: --help-all lists "
+                    "them.")
+    parser._optionals.title = f"{prog} options"  # noqa: SLF001 - argparse has no public API
+    g = parser.add_argument_group("config files")
+    for opt, text in (("--configs", "YAML config (HAT keys)"),
+                      ("--sub-configs", "second YAML config, applied after --configs"),
+                      ("--evo-configs", "search YAML config, applied after the others")):
+        g.add_argument(opt, metavar="YAML", help=text)
+    g.add_argument("--help-all", action="store_true", help="also list fairseq's options")
+    if add_extra is not None:
+        add_extra(parser)
+    TransformerSuperModel.add_args(parser.add_argument_group(
+        "SuperTransformer and search space (HAT's keys; arch transformersuper*)"))
+    return parser.format_help()
 
 
 def _did_you_mean(opt: str, known: set[str]) -> str:

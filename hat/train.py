@@ -1,15 +1,29 @@
-"""``train.py``: train a SuperTransformer, retrain a SubTransformer, or profile one."""
+"""``train.py``: train a SuperTransformer, retrain a SubTransformer, or profile one.
+
+HAT's profiling flags: ``--profile-flops`` (#Params and FLOPs), ``--latcpu`` / ``--latgpu``
+(latency with HAT's protocol on this machine). Training prints the model size first.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+import torch
 
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
-from hat.models.args import space_from_args, sub_config_from_args
+from hat.models.args import (
+    space_from_args,
+    sub_config_from_args,
+    sub_config_source,
+    warn_if_not_member,
+)
 from hat.profile import TASK_LENGTHS, profile
+from hat.space import SearchSpace, SubConfig
+from hat.threads import use_cpu_threads
 
 
 def add_train_script_args(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +36,27 @@ def add_train_script_args(parser: argparse.ArgumentParser) -> None:
                         help="print #Params and GFLOPs of the SubTransformer and exit")
     parser.add_argument("--json", action="store_true", help="with --profile: print one JSON line")
     parser.add_argument("--profile-length", type=int, default=None,
-                        help="source/target length for FLOPs (default: 30 WMT, 23 IWSLT)")
+                        help="source/target length for FLOPs and latency (default: 30 WMT, "
+                             "23 IWSLT)")
+    parser.add_argument("--profile-flops", action="store_true",
+                        help="HAT's flag: print #Params and FLOPs and exit (same as --profile)")
+    parser.add_argument("--latcpu", action="store_true",
+                        help="HAT's flag: measure the SubTransformer's latency on this CPU "
+                             "(HAT's protocol: encoder pass + beam-5 incremental decode) and exit")
+    parser.add_argument("--latgpu", action="store_true",
+                        help="HAT's flag: the same on the GPU (CUDA events) and exit")
+    parser.add_argument("--latiter", type=int, default=300, metavar="N",
+                        help="with --latcpu/--latgpu: timed runs (HAT: 300), trimmed 10-90%%")
+    parser.add_argument("--latwarmup", type=int, default=5, metavar="N",
+                        help="with --latcpu/--latgpu: untimed warm-up runs (HAT: 5)")
+    parser.add_argument("--latsilent", action="store_true",
+                        help="with --latcpu/--latgpu: print only the result")
+    parser.add_argument("--lat-src-vocab-size", type=int, metavar="N",
+                        help="with --latcpu/--latgpu: source dictionary size (default: the "
+                             "data's dict file, else 32768 as HAT's WMT dictionaries)")
+    parser.add_argument("--lat-tgt-vocab-size", type=int, metavar="N",
+                        help="with --latcpu/--latgpu: target dictionary size (default: as the "
+                             "source)")
 
 
 def profile_length(args: argparse.Namespace) -> int:
@@ -32,13 +66,24 @@ def profile_length(args: argparse.Namespace) -> int:
     return TASK_LENGTHS["iwslt14.de-en"] if "iwslt" in args.arch else TASK_LENGTHS["wmt14.en-de"]
 
 
-def run_profile(args: argparse.Namespace) -> dict:
-    """Profile the SubTransformer given by the args (largest of the space if none)."""
+def profiled_config(args: argparse.Namespace) -> tuple[SearchSpace, SubConfig, bool]:
+    """(space, SubTransformer of the args or the space's largest, whether one was given); warns
+    when the SubTransformer is not a member of the search space."""
     space = space_from_args(args)
     cfg = sub_config_from_args(args)
+    given = cfg is not None
     if cfg is None:
         cfg = space.largest()
-    space.validate(cfg, source=getattr(args, "configs", None))
+    source = sub_config_source(args)
+    space.validate(cfg, source=source)
+    if given:
+        warn_if_not_member(space, cfg, source)
+    return space, cfg, given
+
+
+def run_profile(args: argparse.Namespace) -> dict:
+    """Profile the SubTransformer given by the args (largest of the space if none)."""
+    space, cfg, _ = profiled_config(args)
     n = profile_length(args)
     p = profile(cfg, qkv_dim=space.qkv_dim, length=n)
     return {"params_m": p.params_m, "flops_g": p.flops_g, "params": p.params, "macs": p.macs,
@@ -49,24 +94,113 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of train.py."""
     try:
         args = parse_fairseq_args(argv, add_extra=add_train_script_args)
-        if args.hat_profile:
+        if args.latcpu and args.latgpu:
+            raise HatConfigError("--latcpu and --latgpu are both given; choose one")
+        if args.latcpu or args.latgpu:
+            result = run_profile(args)
+            if not args.json:
+                print_profile(result, flops=False)
+            result["latency"] = run_latency(args)
+            if args.json:
+                print(json.dumps(result))
+            else:
+                print_latency(result["latency"])
+            return 0
+        if args.hat_profile or args.profile_flops:
             result = run_profile(args)
             if args.json:
                 print(json.dumps(result))
             else:
-                print(f"| SubTransformer: {sub_summary(result)}")
-                print(f"| #Params: {result['params_m']:.2f}M (excluding embeddings and the "
-                      "output projection)")
-                print(f"| GFLOPs: {result['flops_g']:.2f} (one pass, batch 1, length "
-                      f"{result['length']}; excluding the output projection)")
+                print_profile(result)
             return 0
         from hat.training import train
 
+        if is_hat_arch(args):
+            print_profile(run_profile(args), flops=False)
+        check_data_dir(args)
+        if args.cpu or not torch.cuda.is_available():
+            use_cpu_threads()
         train(args)
         return 0
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def check_data_dir(args: argparse.Namespace) -> None:
+    """Training needs the data directory: say how to get it before fairseq starts."""
+    from hat.data.missing import how_to_get
+
+    data = str(getattr(args, "data", "") or "")
+    for path in filter(None, data.split(":")):
+        if not os.path.isdir(path):
+            raise HatConfigError(f"data directory {path} does not exist (key 'data' of "
+                                 f"{args.configs or 'the command line'}); {how_to_get(path)}")
+
+
+def is_hat_arch(args: argparse.Namespace) -> bool:
+    """Whether args describe one of HAT's elastic architectures (profilable)."""
+    from hat.training import HAT_ARCH_PREFIXES
+
+    return str(args.arch).startswith(HAT_ARCH_PREFIXES)
+
+
+def print_profile(result: dict, flops: bool = True) -> None:
+    """HAT-style model size (and FLOPs) lines."""
+    print(f"| SubTransformer: {sub_summary(result)}")
+    print(f"| #Params: {result['params_m']:.2f}M (excluding embeddings and the output projection)")
+    if flops:
+        print(f"| GFLOPs: {result['flops_g']:.2f} (one pass, batch 1, length {result['length']}; "
+              "excluding the output projection)")
+
+
+def run_latency(args: argparse.Namespace) -> dict:
+    """Time the SubTransformer of the args with HAT's protocol (random weights: only shapes
+    matter): one encoder pass of a length-n dummy source, an n-step beam-5 incremental decode."""
+    from hat.latency.measure import (
+        LatencyMeter,
+        Protocol,
+        build_model,
+        resolve_device,
+        vocab_sizes,
+    )
+    from hat.threads import available_cores
+
+    space, cfg, _ = profiled_config(args)
+    if args.latiter < 1 or args.latwarmup < 0:
+        raise HatConfigError(f"--latiter must be >= 1 and --latwarmup >= 0, got {args.latiter} "
+                             f"and {args.latwarmup}")
+    device = str(resolve_device(f"cuda:{args.device_id or 0}")) if args.latgpu else "cpu"
+    threads = available_cores() if device == "cpu" else None
+    n = profile_length(args)
+    src_vocab, tgt_vocab = vocab_sizes(args)
+    model, _, _ = build_model(args, seed=1)
+    say = (lambda *_: None) if args.latsilent else (lambda m: print(m, flush=True))
+    probe = LatencyMeter(model, Protocol(src_len=n, iters=1, warmup=1, device=device,
+                                         threads=threads)).measure(cfg)
+    runs = args.latiter + args.latwarmup
+    say(f"| measuring on {device} ({f'{threads} threads, ' if threads else ''}eval mode, "
+        f"inference_mode): source length {n}, beam 5, {n} decode steps, vocabulary "
+        f"{src_vocab}/{tgt_vocab} (--lat-src-vocab-size); one run ~{probe.total:.0f} ms, "
+        f"{runs} runs ~{runs * probe.total / 1000:.0f} s (--latiter N for fewer)")
+    protocol = Protocol(src_len=n, iters=args.latiter, warmup=args.latwarmup, device=device,
+                        threads=threads)
+    m = LatencyMeter(model, protocol).measure(cfg)
+    return {"device": device, "threads": threads, "encoder_ms": m.enc_mean,
+            "decoder_ms": m.dec_mean, "encoder_std_ms": m.enc_std,
+            "decoder_std_ms": m.dec_std, "total_ms": m.total, "latiter": args.latiter,
+            "length": n, "beam": 5, "src_vocab": src_vocab, "tgt_vocab": tgt_vocab}
+
+
+def print_latency(lat: dict) -> None:
+    """HAT-style latency lines."""
+    where = "GPU" if lat["device"].startswith("cuda") else "CPU"
+    print(f"| Encoder latency on {where}: {lat['encoder_ms']:.2f} ms "
+          f"(std {lat['encoder_std_ms']:.2f})")
+    print(f"| Decoder latency on {where}: {lat['decoder_ms']:.2f} ms "
+          f"(std {lat['decoder_std_ms']:.2f}; {lat['length']} steps, beam {lat['beam']})")
+    print(f"| Latency (encoder + decoder): {lat['total_ms']:.2f} ms, mean of the 10-90% trimmed "
+          f"runs of {lat['latiter']}")
 
 
 def sub_summary(result: dict) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from hat.errors import HatConfigError
 from hat.modules.attention import ATTENTION_IMPLS
 from hat.space import SUB_YAML_KEYS, SearchSpace, SubConfig
 
@@ -138,8 +140,39 @@ def sub_config_from_args(args: Any) -> SubConfig | None:
     values = {f: getattr(args, a, None) for f, a in SUB_ARG_OF.items()}
     if all(v is None for v in values.values()):
         return None
-    source = getattr(args, "sub_configs", None) or getattr(args, "configs", None) or "arguments"
-    return SubConfig.from_dict(values, source=str(source))
+    return SubConfig.from_dict(values, source=sub_config_source(args))
+
+
+def sub_config_source(args: Any) -> str:
+    """Where the SubTransformer keys came from: the last config file given (--configs,
+    --sub-configs, --evo-configs, in the order they apply) that holds any ``*-subtransformer``
+    key, else the command line."""
+    from hat.space import load_yaml
+
+    holder = None
+    for name in ("configs", "sub_configs", "evo_configs"):
+        path = getattr(args, name, None)
+        if not path:
+            continue
+        try:
+            keys = load_yaml(path)
+        except HatConfigError:
+            continue
+        if any(str(k).replace("_", "-") in SUB_YAML_KEYS.values() for k in keys):
+            holder = str(path)
+    return holder or "command line"
+
+
+def warn_if_not_member(space: SearchSpace, cfg: SubConfig, source: str | None = None) -> bool:
+    """Warn (stderr) when ``cfg`` fits the SuperTransformer but is not a member of the search
+    space (a value outside the choices, e.g. embed 112 in {640, 512}); True if it is a member."""
+    try:
+        space.validate(cfg, source=source, strict=True)
+    except HatConfigError as e:
+        print(f"warning: {e}; it fits the SuperTransformer's shapes, but the SuperTransformer was "
+              "never trained on it and a latency predictor never saw it", file=sys.stderr)
+        return False
+    return True
 
 
 def set_sub_config_args(args: Any, cfg: SubConfig) -> None:

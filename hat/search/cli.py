@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,14 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
 
     if not path or path == "checkpoint_last.pt":
         raise HatConfigError("restore-file (the SuperTransformer checkpoint) is not set")
+    if not os.path.isfile(path):
+        name = Path(path).stem
+        fetch = (f" or download HAT's with `python download_model.py --model-name={name} "
+                 f"--save-path {Path(path).parent}`" if name.startswith("HAT_") else "")
+        raise HatConfigError(
+            f"restore-file {path} ({src('restore-file')}): SuperTransformer checkpoint not "
+            f"found; train one with `python train.py --configs={args.configs}` (then pass "
+            f"--restore-file <its save-dir>/checkpoint_best.pt){fetch}")
     state = read_checkpoint(path)
     theirs = checkpoint_args(state, path)
     if not str(theirs.arch).startswith("transformersuper"):
@@ -286,6 +295,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     latency = LatencyModel(predictor)
     ckpt_state = check_checkpoint(args.restore_file, args, space, src)
     device = _device(args)
+    if device == "cpu":
+        from hat.threads import use_cpu_threads
+
+        use_cpu_threads()
     precision = _precision(args, device)
 
     def params(cfg: SubConfig) -> float:

@@ -8,6 +8,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,10 +38,37 @@ def load_predictor(path: str | None, feature_norm: Sequence[float] | None,
     """The predictor at ``path`` with HAT's norms checked against its stored ones."""
     if not path:
         raise HatConfigError(f"{where}: ckpt-path (the latency predictor) is not set")
+    if not Path(path).is_file():
+        raise HatConfigError(f"ckpt-path {path} ({where}): latency predictor not found; "
+                             f"{how_to_make_predictor(path)}")
     try:
         return LatencyPredictor.load(path, feature_norm=feature_norm, lat_norm=lat_norm)
     except PredictorError as e:
         raise HatConfigError(f"ckpt-path {path} ({where}): {e}") from None
+
+
+def how_to_make_predictor(path: str | Path, configs: str | Path = "configs") -> str:
+    """The command that writes the predictor ``path``: the predictor config whose ckpt-path it
+    is (and, for HAT's hardware, how to fetch HAT's dataset first)."""
+    from hat.space import load_yaml
+
+    makers = []
+    for cfg in sorted(Path(configs).glob("*/latency_predictor/*.yml")):
+        try:
+            keys = load_yaml(cfg)
+        except HatConfigError:
+            continue
+        if Path(str(keys.get("ckpt-path", ""))) == Path(path):
+            makers.append((cfg, str(keys.get("lat-dataset-path", ""))))
+    if not makers:
+        return ("train one with latency_predictor.py (configs/<task>/latency_predictor/*.yml) "
+                "and point ckpt-path at it")
+    cfg, data = makers[0]
+    fetch = ""
+    if data and not Path(data).is_file():
+        fetch = (f" after getting its dataset {data} (HAT's published data: python "
+                 "scripts/fetch_hat_latency.py; your own: latency_dataset.py)")
+    return f"train it with: python latency_predictor.py --configs={cfg}{fetch}"
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -24,6 +24,7 @@ from fairseq import metrics, utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from hat.data.missing import how_to_get
 from hat.errors import HatConfigError
 from hat.space import SubConfig
 
@@ -80,7 +81,7 @@ class HatTranslationTask(TranslationTask):
         for p in paths:
             if not os.path.isdir(p):
                 raise HatConfigError(f"data directory {p} does not exist (key 'data'); "
-                                     f"binarize with scripts/prepare_data.py first")
+                                     f"{how_to_get(p)}")
         for lang in (cfg.source_lang, cfg.target_lang):
             if lang is not None and not os.path.isfile(os.path.join(paths[0], f"dict.{lang}.txt")):
                 have = sorted(f for f in os.listdir(paths[0]) if f.startswith("dict."))
