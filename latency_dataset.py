@@ -3,16 +3,25 @@
 
 python latency_dataset.py --configs=configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
 Options: --lat-dataset-path, --lat-dataset-size, --latcpu/--latgpu, --latiter, --seed, ...
-(see hat/latency/measure.py). A killed run resumes where it stopped when started again.
+(see hat/latency/measure.py). The shipped configs write under latency_dataset/measured/ (never
+over the committed or fetched datasets). A killed run resumes where it stopped when started again.
 """
 
 import sys
+from collections.abc import Sequence
 
 from hat.errors import HatConfigError
-from hat.latency.measure import main
+from hat.latency.measure import main as measure_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure; a configuration or input problem prints ``error: ...`` and returns 2."""
+    try:
+        return measure_main(argv)
+    except HatConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HatConfigError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(main())

@@ -26,6 +26,7 @@ import yaml
 from hat.latency.fewshot import DATA_METHODS, METHODS
 
 log = logging.getLogger("latency_predictor")
+MIN_ROWS = 20  # fewer rows leave the validation and test splits (10% each) one row or none
 
 
 def build_parser() -> configargparse.ArgParser:
@@ -112,9 +113,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
+    from hat.atomic import check_writable
     from hat.errors import HatConfigError
-    from hat.latency.csvio import load_latency_csv
     from hat.latency.drift import estimate_drift, measurement_order
+    from hat.latency.fewshot import MIN_ROWS as FEWSHOT_MIN_ROWS
     from hat.latency.fewshot import component_predictors, fit_fewshot
     from hat.latency.predictor import (
         LatencyPredictor,
@@ -129,10 +131,30 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.feature_dim != 10:
         raise HatConfigError(f"feature-dim must be 10 (HAT's features), got {args.feature_dim}")
     fn, ln = check_norms(args.feature_norm, args.lat_norm, args.configs)
-    x, y, extra = load_latency_csv(args.lat_dataset_path)
+    if args.fewshot is not None and args.fewshot < FEWSHOT_MIN_ROWS:
+        raise HatConfigError(f"--fewshot must be at least {FEWSHOT_MIN_ROWS} (training rows to "
+                             f"fit on), got {args.fewshot}")
+    ckpt = Path(args.ckpt_path)
+    plot = None if args.no_plot else Path(args.plot_path or ckpt.with_name(
+        ckpt.stem + "_scatter.png"))
+    if not args.eval_only:  # fail before training, not after it
+        check_writable(ckpt, "ckpt-path")
+    if plot is not None:
+        check_writable(plot, "plot-path" if args.plot_path else
+                       "scatter plot (next to ckpt-path unless --plot-path or --no-plot)")
+    x, y, extra = load_checked(args.lat_dataset_path)
     order = measurement_order(extra, len(y))
     tr, va, te = split_indices(len(y), args.seed)
-    ckpt = Path(args.ckpt_path)
+    if len(y) < MIN_ROWS or not (len(va) and len(te)):
+        raise HatConfigError(
+            f"{args.lat_dataset_path}: {len(y)} rows are too few to train and test a predictor "
+            f"(the 80/10/10 split gives {len(tr)} train, {len(va)} validation, {len(te)} test "
+            f"rows); at least {MIN_ROWS} rows are needed (HAT used 2000)")
+    if args.fewshot is not None and args.fewshot > len(tr):
+        raise HatConfigError(
+            f"--fewshot {args.fewshot}: {args.lat_dataset_path} has only {len(tr)} training "
+            f"rows (80% of its {len(y)} rows; the rest are kept for validation and test); use "
+            f"--fewshot {len(tr)} or less, or a larger dataset")
     summary: dict[str, Any] = {"seed": args.seed, "n_val": int(len(va)),
                                "drift_correct": args.drift_correct}
     y_measured = y
@@ -162,7 +184,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             src = LatencyPredictor.load(args.source_ckpt, lat_norm=args.source_lat_norm)
         if args.source_dataset:
             log.info("training encoder and decoder predictors on %s", args.source_dataset)
-            sx, _, sextra = load_latency_csv(args.source_dataset)
+            sx, _, sextra = load_checked(args.source_dataset)
             r = get_recipe("default")
             if args.max_steps is not None:
                 r = get_recipe("default", steps=min(r.steps, args.max_steps))
@@ -229,10 +251,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         m_raw = metrics(p_te, y_measured[te])
         summary.update(test_rmse_ms_uncorrected=m_raw["rmse_ms"],
                        test_within10_pct_uncorrected=m_raw["within10_pct"])
-    if not args.no_plot:
-        plot = ckpt.with_name(ckpt.stem + "_scatter.png")
-        if args.plot_path:
-            plot = Path(args.plot_path)
+    if plot is not None:
         try:
             save_scatter(p_te, y[te], plot, title=f"{Path(args.lat_dataset_path).stem} (test)")
             summary["plot_path"] = str(plot)
@@ -246,6 +265,37 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     return summary
+
+
+def load_checked(path: str) -> tuple[Any, Any, dict[str, Any]]:
+    """``(features, latency_ms, extra)`` of a latency CSV whose latencies are plausible (an
+    error for rows 100x off the median, a logged warning for rows 10x off)."""
+    from hat.errors import HatConfigError
+    from hat.latency.csvio import check_latency_spread, latency_arrays, read_latency_table
+
+    if not Path(path).is_file():
+        raise HatConfigError(f"{path}: latency CSV not found; {how_to_get_dataset(path)}")
+    table = read_latency_table(path)
+    warning = check_latency_spread(table, path)
+    if warning:
+        log.warning("%s", warning)
+    return latency_arrays(table)
+
+
+HAT_DATASETS = ("wmt14ende_cpu_raspberrypi", "wmt14ende_cpu_xeon", "wmt14ende_gpu_titanxp",
+                "iwslt14deen_gpu_titanxp")  # published by HAT (scripts/fetch_hat_latency.py)
+
+
+def how_to_get_dataset(path: str) -> str:
+    """The command that creates the latency CSV ``path``."""
+    name = Path(path).name.removesuffix("_all.csv")
+    if name in HAT_DATASETS:
+        return (f"it is HAT's published dataset: fetch it with `python scripts/"
+                f"fetch_hat_latency.py --names {name}` (--mirror DIR to copy it from a local "
+                "folder), or measure your own with latency_dataset.py")
+    return ("measure it with `python latency_dataset.py --configs=configs/<task>/latency_dataset/"
+            "<hardware>.yml` (it writes latency_dataset/measured/) and pass that file with "
+            "--lat-dataset-path")
 
 
 def dataset_record(csv_path: str) -> dict[str, Any]:
@@ -265,12 +315,12 @@ def dataset_record(csv_path: str) -> dict[str, Any]:
     return rec
 
 
-def main() -> int:
-    """Entry point: clean one-line errors for bad configs/data."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: clean one-line errors (``error: ...``, exit status 2) for bad configs/data."""
     from hat.errors import HatConfigError
 
     try:
-        run()
+        run(argv)
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -96,3 +96,18 @@ def test_latcpu_json(capsys) -> None:
 ])
 def test_cpu_threads(cores: int, load: float, env: dict, want: int) -> None:
     assert choose_cpu_threads(cores, load, env)[0] == want
+
+
+def test_nothing_imports_torchaudio() -> None:
+    """ve-fairseq pulls in a torchaudio built for another torch (it cannot load with torch
+    2.13); nothing this project runs may import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hat, hat.train, hat.training, hat.bleu, hat.export, hat.search.cli, "
+            "hat.latency.measure, fairseq_cli.train, fairseq_cli.generate, fairseq_cli.preprocess;"
+            "from fairseq import checkpoint_utils, options, tasks;"
+            "tasks.import_tasks; print('torchaudio' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -244,12 +246,42 @@ def test_choice_outside_supernet_is_reported(tmp_path: Path) -> None:
         main(["--configs", str(path)])
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob(
-    "configs/*/latency_dataset/*.yml")), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _git_tracked() -> frozenset[str] | None:
+    """Paths git tracks in this checkout (None without git or a repository)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True, timeout=60).stdout.decode()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return frozenset(out.split("\0")) - {""}
+
+
+def _predictor_datasets() -> set[str]:
+    """The CSVs the latency_predictor configs read (committed, or fetched from HAT's repo)."""
+    return {yaml.safe_load(p.read_text())["lat-dataset-path"]
+            for p in ROOT.glob("configs/*/latency_predictor/*.yml")}
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("configs/*/latency_dataset/*.yml")),
+                         ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
 def test_shipped_configs_parse(path: Path) -> None:
     args = parse_args(["--configs", str(path)])
     toy = path.parent.parent.name == "toy"  # the toy space, measured at toy lengths
-    assert args.lat_dataset_path.startswith("latency_dataset/")
+    # a measuring config writes a user-output file: never a committed dataset, nor where a
+    # predictor config reads one (HAT's fetched CSVs), and git ignores it
+    out = args.lat_dataset_path
+    assert out.startswith("latency_dataset/measured/") and out.endswith("_all.csv")
+    assert out not in _predictor_datasets()
+    tracked = _git_tracked()
+    if tracked is not None:
+        assert out not in tracked and out + ".meta.json" not in tracked
+        ignored = subprocess.run(["git", "check-ignore", "-q", out], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, f"{out} is not git-ignored"
+    assert "latency_predictor.py" in path.read_text()  # says how to train on the measurement
     assert args.lat_dataset_size == (1000 if toy else 2000)
     assert args.latcpu != args.latgpu
     space = SearchSpace.from_args(args)

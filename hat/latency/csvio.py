@@ -46,13 +46,15 @@ class LatencyTable:
     """Parsed contents of one latency CSV.
 
     ``features`` is [N, 10] (HAT's feature order), ``latency`` is [N, 4] (mean enc, mean dec,
-    std enc, std dec; ms), ``extra`` maps each extra column name to its N string values.
+    std enc, std dec; ms), ``extra`` maps each extra column name to its N string values,
+    ``lines`` holds each row's 1-based line number in the file (when read from one).
     """
 
     features: np.ndarray
     latency: np.ndarray
     extra: dict[str, list[str]] = field(default_factory=dict)
     dropped_tail: bool = False
+    lines: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -130,6 +132,7 @@ def read_latency_table(path: str | os.PathLike, allow_truncated_tail: bool = Fal
     ncol = len(header_cells)
     feats: list[list[float]] = []
     lats: list[list[float]] = []
+    rows_at: list[int] = []
     extra_vals: dict[str, list[str]] = {n: [] for n in extras}
     for lineno, raw in enumerate(lines[1:], start=2):
         if not raw.strip():
@@ -153,6 +156,7 @@ def read_latency_table(path: str | os.PathLike, allow_truncated_tail: bool = Fal
                 raise _err(path, lineno, f"column {name!r}: feature must be > 0, got {v!r}")
         feats.append(vals[:N_FEATURES])
         lats.append(vals[N_FEATURES:])
+        rows_at.append(lineno)
         for n, i in zip(extras, extra_idx):
             extra_vals[n].append(cells[i])
     if not feats:
@@ -162,6 +166,7 @@ def read_latency_table(path: str | os.PathLike, allow_truncated_tail: bool = Fal
         latency=np.asarray(lats, dtype=np.float64),
         extra=extra_vals,
         dropped_tail=dropped,
+        lines=rows_at,
     )
 
 
@@ -177,12 +182,54 @@ def load_latency_csv(
 
     ``extra`` holds the four latency columns as arrays plus any extra columns (string lists).
     """
-    t = read_latency_table(path)
+    return latency_arrays(read_latency_table(path))
+
+
+def latency_arrays(
+    t: LatencyTable,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | list[str]]]:
+    """:func:`load_latency_csv`'s ``(features, latency_ms, extra)`` of a parsed table."""
     extra: dict[str, np.ndarray | list[str]] = {
         n: t.latency[:, k].copy() for k, n in enumerate(LATENCY_NAMES)
     }
     extra.update(t.extra)
     return t.features, t.latency_ms, extra
+
+
+IMPLAUSIBLE_RATIO = 100.0  # a row this far from the median (either way) is refused
+SUSPICIOUS_RATIO = 10.0  # ...this far, warned about (real datasets stay within ~4x of it)
+
+
+def check_latency_spread(table: LatencyTable, source: str | os.PathLike) -> str | None:
+    """Refuse rows whose total latency is >= 100x the dataset's median or <= 1/100 of it (one
+    search space's SubTransformers span a few x: HAT's and our datasets stay within 4x of their
+    median), so that a unit error or a corrupt row cannot train and score a predictor; return a
+    warning naming the rows 10x-100x off (None when there are none)."""
+    y = table.latency_ms
+    if len(y) == 0:
+        return None
+    med = float(np.median(y))
+    ratio = np.maximum(y / med, med / y)
+    lines = table.lines or list(range(2, len(y) + 2))
+
+    def listing(mask: np.ndarray) -> str:
+        idx = np.flatnonzero(mask)
+        shown = ", ".join(f"line {lines[i]} ({y[i]:.6g} ms)" for i in idx[:5])
+        return shown + (f" and {len(idx) - 5} more" if len(idx) > 5 else "")
+
+    bad = ratio >= IMPLAUSIBLE_RATIO
+    if bad.any():
+        raise LatencyDataError(
+            f"{source}: implausible latency in {int(bad.sum())} row(s): {listing(bad)}; the "
+            f"median is {med:.6g} ms and rows {IMPLAUSIBLE_RATIO:g}x or more away from it "
+            "cannot be one search space's SubTransformers (a unit error or a corrupt row): "
+            "fix, re-measure or delete these rows")
+    odd = ratio >= SUSPICIOUS_RATIO
+    if odd.any():
+        return (f"{source}: {int(odd.sum())} suspicious row(s) more than "
+                f"{SUSPICIOUS_RATIO:g}x away from the median {med:.6g} ms: {listing(odd)}; "
+                "check that they were measured the same way")
+    return None
 
 
 def _fmt(v: float) -> str:

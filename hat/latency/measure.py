@@ -35,6 +35,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hat.atomic import atomic_write_text
+from hat.atomic import atomic_write_text, check_writable
 from hat.errors import HatConfigError
 from hat.latency import csvio
 from hat.runstate import check_resume
@@ -524,8 +525,34 @@ def _read_existing(path: Path) -> tuple[int, list[tuple[SubConfig, Measurement]]
     return len(table), done, last_round
 
 
-def _check_resume(meta_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def count_rows(path: str | os.PathLike) -> int:
+    """Complete data rows in a latency CSV (0 when it is absent, empty or only a header; an
+    unterminated final line, left by a killed writer, does not count)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text[: text.rfind("\n") + 1].count("\n") <= 1:  # nothing after the header line
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the truncated tail: the resumed run says it cuts it
+        return len(csvio.read_rows(path))
+
+
+def _require_sidecar(path: Path, rows: int) -> None:
+    """A CSV with rows is resumed only with its sidecar (how the rows were measured)."""
+    meta_path = _meta_path(path)
+    if rows and not meta_path.is_file():
+        raise HatConfigError(
+            f"{path}: cannot resume: it has {rows} rows but no sidecar {meta_path.name} "
+            "recording how they were measured (protocol, machine, seed), so new rows could "
+            "silently mix with rows measured another way; delete the CSV to measure from "
+            "scratch, or pass another --lat-dataset-path")
+
+
+def _check_resume(path: Path, meta_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not meta_path.is_file():
+        _require_sidecar(path, count_rows(path))
         return {}
     try:
         old = json.loads(meta_path.read_text())
@@ -603,7 +630,7 @@ def _measure_dataset(meter: LatencyMeter, space: SearchSpace, path: Path, size: 
         "hardware": _hardware(meter.device),
     }
     meta_path = _meta_path(path)
-    old_meta = _check_resume(meta_path, settings) if path.exists() else {}
+    old_meta = _check_resume(path, meta_path, settings) if path.exists() else {}
     n_done, done, last_round = _read_existing(path)
     result = DatasetResult(path, existing=n_done, total=n_done)
     fit = QuickFit(space.qkv_dim)
@@ -951,8 +978,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.lat_dataset_path:
         raise HatConfigError("lat-dataset-path is not set (key in the YAML or "
                              "--lat-dataset-path on the command line)")
+    if args.lat_dataset_size < 1:
+        raise HatConfigError(f"lat-dataset-size must be >= 1, got {args.lat_dataset_size}")
     protocol = protocol_from_args(args)
     noise = noise_from_args(args)
+    path = check_writable(args.lat_dataset_path, "lat-dataset-path", append=True)
+    done = count_rows(path)
+    if done >= args.lat_dataset_size:
+        print(f"| {path} is already complete: {done} rows (lat-dataset-size "
+              f"{args.lat_dataset_size}); nothing to measure. To measure again: delete it (and "
+              f"{_meta_path(path).name}), pass another --lat-dataset-path, or raise "
+              "--lat-dataset-size to add rows with the same settings", file=sys.stderr)
+        return 0
+    _require_sidecar(path, done)
     model, space, info = build_model(args, args.seed)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID`: record the session, then stop
     meter = LatencyMeter(model, protocol)
@@ -962,16 +1000,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{protocol.device} (threads {protocol.threads}), length {protocol.src_len}, beam "
               f"{protocol.beam}, warmup {protocol.warmup}, latiter {protocol.iters}, "
               f"{'CUDA-graph replays, ' if protocol.cuda_graph else ''}"
-              f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}",
-              file=sys.stderr)
+              f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}"
+              f"{f'; resuming after its {done} rows' if done else ''}", file=sys.stderr)
     try:
         res = measure_dataset(meter, space, args.lat_dataset_path, args.lat_dataset_size,
                               seed=args.seed, noise=noise, command=cmd, model_info=info,
                               progress=not args.latsilent, max_new_rows=args.lat_max_new_rows)
     except KeyboardInterrupt as e:  # Ctrl-C or `kill`: rows on disk are kept
-        path = Path(args.lat_dataset_path)
-        rows = len(csvio.read_rows(path).latency_ms) if path.exists() else 0
-        print(f"| interrupted ({str(e) or 'Ctrl-C'}): {rows} rows kept in {args.lat_dataset_path}; "
+        print(f"| interrupted ({str(e) or 'Ctrl-C'}): {count_rows(path)} rows kept in {path}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
     per_row = res.seconds / max(1, len(res.rows))
@@ -982,7 +1018,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "DatasetResult", "LatencyMeter", "Measurement", "NoiseControl", "Protocol", "QuickFit",
-    "Row", "Timer", "add_args", "build_model", "cost_proxies", "cpu_model", "machine_info",
-    "main", "measure_dataset", "noise_from_args", "parse_args", "protocol_from_args",
-    "reference_config", "relative_agreement", "resolve_device", "sample_row", "trimmed_stats",
+    "Row", "Timer", "add_args", "build_model", "cost_proxies", "count_rows", "cpu_model",
+    "machine_info", "main", "measure_dataset", "noise_from_args", "parse_args",
+    "protocol_from_args", "reference_config", "relative_agreement", "resolve_device",
+    "sample_row", "trimmed_stats",
 ]
