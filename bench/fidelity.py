@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Research checks of the one-command pipeline's run (``python -m hat.pipeline --out DIR``).
+
+(a) HAT's premise: the SuperTransformer ranks SubTransformers as training them would. N random
+    SubTransformers of the pipeline's space (seeded draws) are scored by their validation loss
+    with inherited weights (the search's fitness, hat.evaluate.ValidLoss), then each is trained
+    from scratch with the pipeline's retraining recipe and budget (``train.py`` with
+    DIR/configs/retrain.yml) and scored again the same way; reported: Spearman and Kendall rank
+    correlation of the two losses.
+(b) Predicted vs measured latency of the found models (from DIR/results.json).
+(c) Found models vs the uniformly scaled-down Transformer baseline at similar measured latency:
+    BLEU (from DIR/results.json).
+
+Writes bench/results/fidelity_<preset>_<device>.json and a scatter plot PNG beside it.
+
+    python -m hat.pipeline --out runs/quickstart
+    python bench/fidelity.py --run runs/quickstart [--samples 20 --jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hat.pipeline.stages import Context, _rel, run_parallel, script  # noqa: E402
+from hat.search.latency import spearman  # noqa: E402
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-a."""
+    n, s = len(a), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += ((a[i] > a[j]) - (a[i] < a[j])) * ((b[i] > b[j]) - (b[i] < b[j]))
+    return 2 * s / (n * (n - 1))
+
+
+class Scorer:
+    """Validation loss (base 2, label-smoothed) of SubTransformers of one checkpoint."""
+
+    def __init__(self, run: Path, checkpoint: Path, device: str) -> None:
+        from fairseq import tasks
+
+        from hat.checkpoint import build_from_checkpoint, read_checkpoint
+        from hat.config import parse_fairseq_args
+        from hat.evaluate import ValidLoss
+        from hat.training import prepare_args
+
+        args = prepare_args(parse_fairseq_args(
+            [f"--configs={run / 'configs/supertransformer.yml'}"]))
+        task = tasks.setup_task(args)
+        model = build_from_checkpoint(read_checkpoint(checkpoint), checkpoint, task=task)
+        self.loss = ValidLoss(task, model.eval(), subset="valid", max_tokens=4096, device=device)
+
+    def __call__(self, cfg: Any) -> float:
+        return float(self.loss(cfg))
+
+
+def check_a(run: Path, n: int, seed: int, jobs: int, device: str) -> dict[str, Any]:
+    from hat.models.args import space_from_args
+    from hat.space import write_subtransformer_yaml
+
+    state = json.loads((run / "pipeline.json").read_text())
+    updates = state["settings"]["retrain_updates"]
+    inherited = Scorer(run, run / "checkpoints/supertransformer/checkpoint_last.pt", device)
+    space = space_from_args(_super_args(run))
+    rng = random.Random(seed)
+    cfgs, seen = [], set()
+    while len(cfgs) < n:
+        c = space.sample(rng)
+        if c not in seen:
+            seen.add(c)
+            cfgs.append(c)
+    out = run / "fidelity"
+    jobs_list = []
+    for i, c in enumerate(cfgs):
+        yml = out / f"sub{i:02d}.yml"
+        yml.parent.mkdir(parents=True, exist_ok=True)
+        write_subtransformer_yaml(c, yml, header=f"fidelity check: random SubTransformer {i}")
+        save = out / f"sub{i:02d}"
+        if (save / "checkpoint_last.pt").is_file() and _updates(save) >= updates:
+            continue  # finished earlier (the check resumes)
+        jobs_list.append((f"sub{i:02d}", [sys.executable, script("train.py"),
+                                          f"--configs={_rel(yml)}",
+                                          f"--sub-configs={_rel(run / 'configs/retrain.yml')}",
+                                          "--save-dir", _rel(save)], out / f"sub{i:02d}.log"))
+    ctx = Context(out=out, preset=None, say=lambda m: print(m, flush=True))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
+    run_parallel(ctx, jobs_list, jobs, env)
+    train_s = time.monotonic() - t0
+    rows = []
+    for i, c in enumerate(cfgs):
+        scratch = Scorer(run, out / f"sub{i:02d}" / "checkpoint_last.pt", device)
+        rows.append({"config": c.to_dict(), "inherited_loss": inherited(c),
+                     "scratch_loss": scratch(c)})
+    a = [r["inherited_loss"] for r in rows]
+    b = [r["scratch_loss"] for r in rows]
+    return {"samples": rows, "spearman": spearman(a, b), "kendall": kendall(a, b),
+            "retrain_updates": updates, "train_seconds": train_s, "jobs": jobs}
+
+
+def _updates(save: Path) -> int:
+    from hat.compat import trusted_load
+
+    try:
+        return int(trusted_load(save / "checkpoint_last.pt")["optimizer_history"][-1]
+                   ["num_updates"])
+    except Exception:  # noqa: BLE001 - unreadable: train again
+        return -1
+
+
+def _super_args(run: Path) -> Any:
+    from hat.config import parse_fairseq_args
+
+    return parse_fairseq_args([f"--configs={run / 'configs/supertransformer.yml'}"])
+
+
+def checks_bc(run: Path) -> dict[str, Any]:
+    res = json.loads((run / "results.json").read_text())
+    found = [m for m in res["models"] if m["latency_limit_ms"] is not None]
+    base = next(m for m in res["models"] if m["latency_limit_ms"] is None)
+    b = [{"name": m["name"], "predicted_ms": m["predicted_latency_ms"],
+          "measured_ms": m["measured_latency_ms"],
+          "error_pct": 100 * (m["predicted_latency_ms"] / m["measured_latency_ms"] - 1),
+          "within_limit": m["measured_latency_ms"] <= m["latency_limit_ms"]} for m in found]
+    near = min(found, key=lambda m: abs(m["measured_latency_ms"] - base["measured_latency_ms"]))
+    c = {"baseline": {k: base[k] for k in ("name", "measured_latency_ms", "bleu", "params_m")},
+         "found_at_similar_latency": {k: near[k] for k in ("name", "measured_latency_ms", "bleu",
+                                                            "params_m")},
+         "bleu_difference": near["bleu"] - base["bleu"],
+         "all_found": [{k: m[k] for k in ("name", "measured_latency_ms", "bleu")} for m in found]}
+    return {"b_latency": b, "c_bleu": c, "pipeline": {k: res[k] for k in
+                                                      ("preset", "device", "machine", "date",
+                                                       "latency_protocol", "total_seconds")}}
+
+
+def plot(rows: list[dict[str, Any]], rho: float, path: Path) -> None:
+    from hat.plots import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([r["inherited_loss"] for r in rows], [r["scratch_loss"] for r in rows])
+    ax.set_xlabel("validation loss, inherited weights")
+    ax.set_ylabel("validation loss, trained from scratch")
+    ax.set_title(f"{len(rows)} random SubTransformers: Spearman {rho:.2f}")
+    ax.grid(alpha=0.3)
+    save_png(fig, path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="a finished hat.pipeline --out DIR")
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--jobs", type=int, default=2, help="trainings at once (CPU: 1 thread each)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where the losses are computed")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path")
+    args = ap.parse_args()
+    if not (args.run / "results.json").is_file():
+        print(f"error: {args.run}/results.json not found: run python -m hat.pipeline --out "
+              f"{args.run} first", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    bc = checks_bc(args.run)
+    a = check_a(args.run, args.samples, args.seed, args.jobs, args.device)
+    import torch
+
+    from hat.latency.measure import cpu_model
+
+    name = f"fidelity_{bc['pipeline']['preset']}_{bc['pipeline']['device']}"
+    out = args.out or ROOT / "bench" / "results" / f"{name}.json"
+    record = {"what": "HAT's premise and the pipeline's results checked (bench/fidelity.py)",
+              "date": datetime.date.today().isoformat(), "run": str(args.run),
+              "machine": f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores",
+              "torch": torch.__version__, "a_ranking": a, **bc,
+              "seconds": time.monotonic() - t0}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    plot(a["samples"], a["spearman"], out.with_suffix(".png"))
+    print(f"(a) {args.samples} random SubTransformers, inherited vs from-scratch "
+          f"({a['retrain_updates']} updates) validation loss: Spearman {a['spearman']:.3f}, "
+          f"Kendall {a['kendall']:.3f}")
+    for r in bc["b_latency"]:
+        print(f"(b) {r['name']}: predicted {r['predicted_ms']:.2f} ms, measured "
+              f"{r['measured_ms']:.2f} ms ({r['error_pct']:+.1f}%), within its limit: "
+              f"{r['within_limit']}")
+    c = bc["c_bleu"]
+    print(f"(c) {c['found_at_similar_latency']['name']} "
+          f"({c['found_at_similar_latency']['measured_latency_ms']:.2f} ms) BLEU "
+          f"{c['found_at_similar_latency']['bleu']:.2f} vs {c['baseline']['name']} "
+          f"({c['baseline']['measured_latency_ms']:.2f} ms) BLEU {c['baseline']['bleu']:.2f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""HAT's whole pipeline in one command, on the synthetic toy corpus:
+
+corpus -> SuperTransformer -> latency dataset (this machine) -> latency predictor -> Pareto
+search under 2-3 latency limits -> uniform Transformer baseline -> retrain every model from
+scratch -> beam-search BLEU -> predicted and measured latency -> results table and plot.
+
+``python -m hat.pipeline --out runs/quickstart``. Every stage runs its own CLI on a YAML config
+written into ``DIR/configs/`` (the commands are in ``DIR/commands.sh``), so a user can take over
+at any stage. ``DIR/pipeline.json`` records finished stages: the same command continues a killed
+run (a stage cut short resumes through its CLI's own resume).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hat.atomic import atomic_write_json
+from hat.errors import HatConfigError
+from hat.pipeline.presets import PRESETS, Preset, preset
+from hat.pipeline.stages import Context
+
+STATE = "pipeline.json"
+STATE_VERSION = 1
+
+
+def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    from hat.runstate import check_resume
+
+    if not path.is_file():
+        return {"version": STATE_VERSION, "settings": settings, "stages": {}}
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as e:
+        raise HatConfigError(f"{path}: unreadable pipeline state ({e}); delete it to start "
+                             "over") from None
+    check_resume(path, state.get("settings", {}), settings, list(settings), "pipeline",
+                 "use another --out, or the same preset, device and seed")
+    return state
+
+
+def run_pipeline(out: str | Path, preset_name: str = "default", device: str | None = None,
+                 seed: int = 1, workers: int = 2, say: Callable[[str], None] = print
+                 ) -> dict[str, Any]:
+    """Run (or continue) the pipeline into ``out``; returns the results record."""
+    from hat.pipeline import report, stages
+
+    if preset_name not in PRESETS:
+        raise HatConfigError(f"--preset {preset_name!r}: allowed {', '.join(PRESETS)}")
+    p: Preset = preset(preset_name, device)
+    if p.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HatConfigError("--device cuda: torch sees no CUDA device here; run without it "
+                                 "(the CPU preset)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from hat.atomic import check_writable
+
+    check_writable(out / STATE, "pipeline output folder")
+    ctx = Context(out=out, preset=p, say=say, seed=seed)
+    settings = {**p.settings(), "seed": seed}
+    state_path = out / STATE
+    state = _load_state(state_path, settings)
+    done: dict[str, Any] = state["stages"]
+    plan = dict(p.plan_s)
+    t_run = time.monotonic()
+
+    def stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if name in done:
+            say(f"[{list(plan).index(name) + 1}/{len(plan)}] {name}: done earlier "
+                f"({done[name]['seconds']:.0f} s)")
+            return done[name]["outputs"]
+        spent = sum(v["seconds"] for v in done.values())
+        planned_done = sum(plan[k] for k in done if k in plan)
+        speed = (spent + 60) / (planned_done + 60)  # observed pace, with a 60 s prior
+        left = speed * sum(v for k, v in plan.items() if k not in done)
+        say(f"[{list(plan).index(name) + 1}/{len(plan)}] {name} (elapsed "
+            f"{_mmss(time.monotonic() - t_run)}, about {_mmss(left)} left)")
+        t0 = time.monotonic()
+        outputs = fn()
+        done[name] = {"seconds": round(time.monotonic() - t0, 1), "outputs": outputs}
+        atomic_write_json(state_path, state, indent=1)
+        return outputs
+
+    stage("corpus", lambda: stages.stage_corpus(ctx))
+    stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
+    stage("latency_dataset", lambda: stages.stage_latency_dataset(ctx))
+    pred = stage("latency_predictor", lambda: stages.stage_latency_predictor(ctx))
+    base = stage("baseline", lambda: stages.stage_baseline(ctx))
+    search = stage("search", lambda: stages.stage_search(ctx, pred["lat_norm"],
+                                                         base["predicted_latency_ms"]))
+    models = [dict(m) for m in search["found"]] + [
+        {"name": base["name"], "yaml": base["yaml"], "latency_limit_ms": None}]
+    retrain = stage("retrain", lambda: stages.stage_retrain(ctx, [dict(m) for m in models],
+                                                              workers))
+    for m in models:
+        m["checkpoint"] = retrain["checkpoints"][m["name"]]
+    bleu = stage("bleu", lambda: stages.stage_bleu(ctx, models, workers))
+    lat = stage("latency", lambda: stages.stage_latency(ctx, models))
+
+    def finish() -> dict[str, Any]:
+        return {"results": report.write(_results(ctx, models, bleu, lat, done), out)}
+
+    stage("report", finish)
+    res = _results(ctx, models, bleu, lat, done)
+    report.write(res, out)  # stage times including the report's own
+    say(report.markdown(res))
+    say(f"results: {out / 'results.json'}, {out / 'results.md'}, "
+        f"{out / 'bleu_vs_latency.png'}; commands: {out / 'commands.sh'}")
+    return res
+
+
+def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
+             lat: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from hat.latency.measure import cpu_model
+    from hat.pipeline import report
+    from hat.profile import count_params
+    from hat.space import read_subtransformer_yaml
+
+    rows = []
+    for m in models:
+        cfg = read_subtransformer_yaml(m["yaml"])
+        rows.append({**m, "bleu": bleu["scores"][m["name"]]["bleu"],
+                     "params_m": count_params(cfg, qkv_dim=_qkv(ctx)) / 1e6,
+                     **lat["latency"][m["name"]]})
+    machine = (torch.cuda.get_device_name(0) if ctx.preset.device == "cuda"
+               else f"{cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores")
+    meta = {"preset": ctx.preset.name, "device": ctx.preset.device, "machine": machine,
+            "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+            "latency_protocol": lat["protocol"], "seed": ctx.seed,
+            "settings": ctx.preset.settings()}
+    return report.results(rows, {k: v["seconds"] for k, v in done.items()}, meta)
+
+
+def _qkv(ctx: Context) -> int:
+    from hat.space import load_yaml
+
+    return int(load_yaml(ctx.super_yaml).get("qkv-dim", 512))
+
+
+def _mmss(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+__all__ = ["PRESETS", "Preset", "run_pipeline"]

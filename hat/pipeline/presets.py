@@ -1,0 +1,66 @@
+"""Sizes of the one-command pipeline: ``default`` (a 2-core CPU in about 10 minutes), ``tiny``
+(the test, well under 3 minutes) and ``cuda`` (one GPU, a larger corpus and longer training)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every size the pipeline uses (all stages run for real; only their length changes)."""
+
+    name: str
+    n_train: int = 6000  # synthetic corpus: training pairs
+    n_valid: int = 300
+    n_test: int = 300
+    super_updates: int = 800  # SuperTransformer training updates
+    lat_rows: int = 120  # latency dataset rows (SubTransformers measured)
+    latiter: int = 10  # timed runs per row
+    predictor_steps: int = 2000
+    evo_iter: int = 8
+    population: int = 30
+    parents: int = 8
+    mutation: int = 11
+    crossover: int = 11
+    retrain_updates: int = 400  # per found SubTransformer and the baseline, from scratch
+    limit_quantiles: tuple[float, ...] = (0.15, 0.4)  # of the measured latencies
+    device: str = "cpu"
+    # planned seconds per stage on a 2-core CPU (progress ETA only; scaled by what is observed)
+    plan_s: tuple[tuple[str, float], ...] = (
+        ("corpus", 15), ("supertransformer", 150), ("latency_dataset", 45),
+        ("latency_predictor", 25), ("baseline", 5), ("search", 45), ("retrain", 170),
+        ("bleu", 45), ("latency", 20), ("report", 5))
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the first one."""
+        d = asdict(self)
+        d.pop("plan_s")
+        d["limit_quantiles"] = list(self.limit_quantiles)
+        return d
+
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset("default"),
+    "tiny": Preset(
+        "tiny", n_train=1500, n_valid=60, n_test=60, super_updates=60, lat_rows=40, latiter=3,
+        predictor_steps=300, evo_iter=3, population=12, parents=4, mutation=4, crossover=4,
+        retrain_updates=30,
+        plan_s=(("corpus", 8), ("supertransformer", 20), ("latency_dataset", 15),
+                ("latency_predictor", 10), ("baseline", 3), ("search", 15), ("retrain", 25),
+                ("bleu", 20), ("latency", 8), ("report", 3))),
+    "cuda": Preset(
+        "cuda", n_train=60000, n_valid=1000, n_test=1000, super_updates=4000, lat_rows=300,
+        latiter=20, predictor_steps=5000, evo_iter=20, population=60, parents=15, mutation=25,
+        crossover=20, retrain_updates=2000, device="cuda",
+        plan_s=(("corpus", 60), ("supertransformer", 400), ("latency_dataset", 120),
+                ("latency_predictor", 30), ("baseline", 5), ("search", 60), ("retrain", 600),
+                ("bleu", 60), ("latency", 20), ("report", 5))),
+}
+
+
+def preset(name: str, device: str | None = None) -> Preset:
+    """A preset by name (``--device`` overrides its device)."""
+    p = PRESETS[name]
+    return replace(p, device=device) if device else p

@@ -1,0 +1,67 @@
+"""The pipeline's results: ``results.json``, ``results.md`` and a BLEU vs latency plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hat.atomic import atomic_write_json, atomic_write_text
+
+
+def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[str, Any]
+            ) -> dict[str, Any]:
+    """The results record: one entry per model, wall seconds per stage, how it was run."""
+    keys = ("name", "latency_limit_ms", "predicted_latency_ms", "measured_latency_ms", "bleu",
+            "params_m", "yaml", "checkpoint", "inherited_valid_loss")
+    return {"models": [{k: m.get(k) for k in keys} for m in models],
+            "stages": stages, "total_seconds": sum(stages.values()), **meta}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """A Markdown table of the models and the stage times."""
+    lines = [
+        f"Pipeline results ({res['preset']} preset, {res['device']}: {res['machine']}, "
+        f"{res['date']}); latency with {res['latency_protocol']}", "",
+        "| model | limit (ms) | predicted (ms) | measured (ms) | BLEU | #params (M) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for m in res["models"]:
+        lim = "-" if m["latency_limit_ms"] is None else f"{m['latency_limit_ms']:g}"
+        lines.append(f"| {m['name']} | {lim} | {m['predicted_latency_ms']:.2f} | "
+                     f"{m['measured_latency_ms']:.2f} | {m['bleu']:.2f} | {m['params_m']:.3f} |")
+    lines += ["", "| stage | wall (s) |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in res["stages"].items()]
+    lines.append(f"| total | {res['total_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], path: Path) -> Path:
+    """BLEU vs measured latency: found SubTransformers and the baseline."""
+    from hat.plots import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    found = [m for m in res["models"] if m["latency_limit_ms"] is not None]
+    base = [m for m in res["models"] if m["latency_limit_ms"] is None]
+    ax.plot([m["measured_latency_ms"] for m in found], [m["bleu"] for m in found], "o-",
+            label="HAT SubTransformers (found, retrained)")
+    for m in found:
+        ax.annotate(f"limit {m['latency_limit_ms']:g}", (m["measured_latency_ms"], m["bleu"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.plot([m["measured_latency_ms"] for m in base], [m["bleu"] for m in base], "s",
+            color="tab:red", label="Transformer (uniformly scaled down)")
+    ax.set_xlabel(f"measured latency (ms, {res['device']})")
+    ax.set_ylabel("BLEU (test)")
+    ax.set_title(f"toy task, {res['preset']} preset")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_png(fig, path)
+
+
+def write(res: dict[str, Any], out: Path) -> dict[str, str]:
+    """Write results.json, results.md and bleu_vs_latency.png into ``out``."""
+    paths = {"json": out / "results.json", "markdown": out / "results.md",
+             "plot": out / "bleu_vs_latency.png"}
+    atomic_write_json(paths["json"], res, indent=1)
+    atomic_write_text(paths["markdown"], markdown(res))
+    plot(res, paths["plot"])
+    return {k: str(v) for k, v in paths.items()}

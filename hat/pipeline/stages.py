@@ -1,0 +1,419 @@
+"""The pipeline's stages. Each writes the YAML config that stage's own CLI reads and runs that
+CLI (``train.py``, ``latency_dataset.py``, ``latency_predictor.py``, ``evo_search.py``,
+``python -m hat.bleu``) as a child process, so every output is a file the CLI can take over
+from; the commands are collected in ``DIR/commands.sh``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hat.errors import HatConfigError
+from hat.pipeline.presets import Preset
+from hat.space import SearchSpace, SubConfig, load_yaml, read_subtransformer_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY = ROOT / "configs" / "toy"
+
+
+class StageError(HatConfigError):
+    """A stage's command failed (its log says why)."""
+
+
+@dataclass
+class Context:
+    """Where a pipeline run lives and how it reports."""
+
+    out: Path
+    preset: Preset
+    say: Callable[[str], None]
+    seed: int = 1
+
+    def path(self, *parts: str) -> Path:
+        p = self.out.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def hw(self) -> str:
+        return "gpu" if self.preset.device == "cuda" else "cpu"
+
+    @property
+    def data_bin(self) -> Path:
+        return self.out / "data" / "data-bin"
+
+    @property
+    def super_yaml(self) -> Path:
+        return self.out / "configs" / "supertransformer.yml"
+
+    @property
+    def super_ckpt(self) -> Path:
+        return self.out / "checkpoints" / "supertransformer" / "checkpoint_last.pt"
+
+    @property
+    def latency_csv(self) -> Path:
+        return self.out / "latency" / f"toy_{self.hw}_all.csv"
+
+    @property
+    def predictor(self) -> Path:
+        return self.out / "latency" / f"toy_{self.hw}.pt"
+
+    @property
+    def search_yaml(self) -> Path:
+        return self.out / "search" / f"toy_{self.hw}.yml"
+
+
+# ----------------------------------------------------------------------------- running CLIs
+def _rel(path: Path | str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def script(name: str) -> str:
+    """A root CLI script, relative to the current directory when that is shorter."""
+    return _rel(ROOT / name)
+
+
+def run_command(ctx: Context, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
+                label: str = "") -> None:
+    """Run one CLI command, its output into ``log``; a heartbeat line every 15 s shows the
+    last line it wrote. Raises :class:`StageError` with the log's tail when it fails."""
+    argv = [str(a) for a in argv]
+    shown = " ".join(shlex.quote(a) for a in ["python", *argv[1:]])
+    with open(ctx.path("commands.sh"), "a") as f:
+        f.write(shown + "\n")
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
+                                                           full_env.get("PYTHONPATH")]))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+        while True:
+            try:
+                rc = proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                ctx.say(f"  {label or Path(argv[1]).name}: {time.monotonic() - t0:.0f} s, "
+                        f"{last_line(log)}")
+            except KeyboardInterrupt:
+                proc.terminate()
+                proc.wait()
+                raise
+    if rc != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise StageError(f"command failed (exit {rc}): {shown}\nlast lines of {log}:\n{tail}")
+
+
+def last_line(log: Path, width: int = 110) -> str:
+    """The last non-empty line (or tqdm update) of a log, shortened."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in text.replace("\r", "\n").splitlines() if p.strip()]
+    line = parts[-1] if parts else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def run_parallel(ctx: Context, jobs: list[tuple[str, list[str], Path]], workers: int,
+                 env: dict[str, str]) -> None:
+    """Run labelled commands, ``workers`` at a time."""
+    errors: list[BaseException] = []
+    pending = list(jobs)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                label, argv, log = pending.pop(0)
+            try:
+                t0 = time.monotonic()
+                run_command(ctx, argv, log, env=env, label=label)
+                ctx.say(f"  {label}: done in {time.monotonic() - t0:.0f} s")
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                with lock:
+                    errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def write_config(path: Path, keys: dict[str, Any], header: str) -> Path:
+    """A YAML config a stage's CLI reads (HAT's keys), with a comment saying what it is."""
+    from hat.atomic import atomic_write_text
+
+    lines = "".join(f"# {ln}\n" for ln in header.splitlines())
+    body = yaml.safe_dump(keys, sort_keys=False, default_flow_style=None, width=100)
+    atomic_write_text(path, lines + body)
+    return path
+
+
+def _python() -> str:
+    return sys.executable
+
+
+# ----------------------------------------------------------------------------- stages
+def stage_corpus(ctx: Context) -> dict[str, Any]:
+    """The synthetic parallel corpus, binarized."""
+    p = ctx.preset
+    run_command(ctx, [_python(), script("scripts/make_toy_corpus.py"), "--out",
+                      _rel(ctx.out / "data"), "--n-train", p.n_train, "--n-valid", p.n_valid,
+                      "--n-test", p.n_test, "--seed", ctx.seed], ctx.path("logs", "corpus.log"))
+    return {"data_bin": _rel(ctx.data_bin)}
+
+
+def stage_supertransformer(ctx: Context) -> dict[str, Any]:
+    """Train the SuperTransformer (the toy space: shaped like HAT's space0, scaled down)."""
+    keys = load_yaml(TOY / "supertransformer" / "tiny.yml")
+    keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.super_updates,
+                 "save-dir": _rel(ctx.super_ckpt.parent), "seed": ctx.seed,
+                 "save-interval-updates": max(50, ctx.preset.super_updates // 4),
+                 "log-interval": 25})
+    if ctx.preset.device == "cuda":
+        keys.pop("cpu", None)
+        keys["max-tokens"] = 8192
+    write_config(ctx.super_yaml, keys,
+                 "SuperTransformer of the pipeline (configs/toy/supertransformer/tiny.yml, sized "
+                 f"by preset '{ctx.preset.name}')")
+    run_command(ctx, [_python(), script("train.py"), f"--configs={_rel(ctx.super_yaml)}"],
+                ctx.path("logs", "supertransformer.log"))
+    return {"config": _rel(ctx.super_yaml), "checkpoint": _rel(ctx.super_ckpt)}
+
+
+def _vocab_size(ctx: Context) -> int:
+    from fairseq.data import Dictionary
+
+    return len(Dictionary.load(str(ctx.data_bin / "dict.src.txt")))
+
+
+def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
+    """Measure SubTransformers of the space on this machine."""
+    p = ctx.preset
+    keys = load_yaml(TOY / "latency_dataset" / "cpu_epyc.yml")
+    keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "lat-dataset-size": p.lat_rows,
+                 "latiter": p.latiter, "lat-src-vocab-size": _vocab_size(ctx), "latsilent": True,
+                 "seed": ctx.seed})
+    if p.device == "cuda":
+        for k in ("latcpu", "latcpu-threads", "latcpu-timer", "lat-ref-interleave",
+                  "lat-ref-interleave-steps"):
+            keys.pop(k, None)
+        keys.update({"latgpu": True, "latgpu-cuda-graph": True, "lat-ref-every": 0,
+                     "latwarmup": 5})
+    cfg = write_config(ctx.path("configs", "latency_dataset.yml"), keys,
+                       f"Latency dataset of the pipeline's SubTransformers on this {ctx.hw}")
+    run_command(ctx, [_python(), script("latency_dataset.py"), f"--configs={_rel(cfg)}"],
+                ctx.path("logs", "latency_dataset.log"))
+    return {"config": _rel(cfg), "csv": _rel(ctx.latency_csv)}
+
+
+def measured_latencies(path: Path) -> list[float]:
+    """Encoder + decoder mean latency (ms) of every row of a latency CSV."""
+    with open(path) as f:
+        return [float(r["latency_mean_encoder"]) + float(r["latency_mean_decoder"])
+                for r in csv.DictReader(f)]
+
+
+def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
+    """Train the latency predictor on the dataset just measured."""
+    keys = load_yaml(TOY / "latency_predictor" / "cpu_epyc.yml")
+    lat_norm = float(f"{max(measured_latencies(ctx.latency_csv)):.2g}")
+    keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "ckpt-path": _rel(ctx.predictor),
+                 "lat-norm": lat_norm, "train-steps": ctx.preset.predictor_steps,
+                 "seed": ctx.seed})
+    cfg = write_config(ctx.path("configs", "latency_predictor.yml"), keys,
+                       "Latency predictor of the pipeline (lat-norm: about the largest "
+                       "measured latency)")
+    run_command(ctx, [_python(), script("latency_predictor.py"), f"--configs={_rel(cfg)}",
+                      "--json"], ctx.path("logs", "latency_predictor.log"))
+    return {"config": _rel(cfg), "predictor": _rel(ctx.predictor), "lat_norm": lat_norm}
+
+
+def latency_limits(ctx: Context, baseline_ms: float) -> list[float]:
+    """Limits at the preset's quantiles of the measured latencies (two significant digits),
+    plus the baseline's predicted latency (so one found model is compared at its latency)."""
+    import math
+
+    import numpy as np
+
+    lat = np.array(measured_latencies(ctx.latency_csv))
+    limits = {float(f"{np.quantile(lat, q):.2g}") for q in ctx.preset.limit_quantiles}
+    digits = 2 - math.floor(math.log10(baseline_ms))  # 3 significant digits, rounded up
+    at_baseline = math.ceil(baseline_ms * 10**digits) / 10**digits
+    limits = {x for x in limits if abs(x / at_baseline - 1) > 0.1 and x < at_baseline}
+    return sorted(limits | {at_baseline})
+
+
+def stage_search(ctx: Context, lat_norm: float, baseline_ms: float) -> dict[str, Any]:
+    """One Pareto search under two or three latency limits."""
+    p = ctx.preset
+    keys = load_yaml(TOY / "evo_search" / "toy_cpu_epyc.yml")
+    limits = latency_limits(ctx, baseline_ms)
+    keys.update({"evo-iter": p.evo_iter, "population-size": p.population,
+                 "parent-size": p.parents, "mutation-size": p.mutation,
+                 "crossover-size": p.crossover, "ckpt-path": _rel(ctx.predictor),
+                 "lat-norm": lat_norm, "restore-file": _rel(ctx.super_ckpt),
+                 "write-config-path": _rel(ctx.search_yaml), "latency-constraint": limits,
+                 "seed": ctx.seed})
+    cfg = write_config(ctx.path("configs", "evo_search.yml"), keys,
+                       "Pareto search of the pipeline: limits at the "
+                       f"{', '.join(f'{q:g}' for q in p.limit_quantiles)} quantiles of the "
+                       "measured latencies (below the baseline's) and at the uniform Transformer "
+                       "baseline's predicted latency")
+    run_command(ctx, [_python(), script("evo_search.py"), f"--configs={_rel(ctx.super_yaml)}",
+                      f"--evo-configs={_rel(cfg)}"], ctx.path("logs", "search.log"))
+    import json
+
+    summary = json.loads(ctx.search_yaml.with_name(
+        ctx.search_yaml.stem.split("@")[0] + ".summary.json").read_text())
+    found = [{"name": f"hat@{w['latency_limit_ms']:g}ms", "yaml": _rel(w["yaml"]),
+              "latency_limit_ms": w["latency_limit_ms"],
+              "inherited_valid_loss": w["valid_loss"]} for w in summary["winners"]]
+    return {"config": _rel(cfg), "limits_ms": limits, "found": found}
+
+
+def uniform_configs(space: SearchSpace) -> list[SubConfig]:
+    """The paper's "Transformer" rows inside the space: the same depth for encoder and decoder
+    and one width everywhere (embed, FFN, heads), attending to the last encoder layer."""
+    out = []
+    depths = [d for d in space.encoder_layer_num_choice if d in space.decoder_layer_num_choice]
+    embeds = [e for e in space.encoder_embed_choice if e in space.decoder_embed_choice]
+    heads = [h for h in space.encoder_self_attention_heads_choice
+             if h in space.decoder_self_attention_heads_choice
+             and h in space.decoder_ende_attention_heads_choice]
+    ffns = [f for f in space.encoder_ffn_embed_dim_choice
+            if f in space.decoder_ffn_embed_dim_choice]
+    for d in depths:
+        for e in embeds:
+            for f in ffns:
+                for h in heads:
+                    out.append(SubConfig(
+                        encoder_embed_dim=e, decoder_embed_dim=e, encoder_layer_num=d,
+                        decoder_layer_num=d, encoder_ffn_embed_dim=(f,) * d,
+                        decoder_ffn_embed_dim=(f,) * d, encoder_self_attention_heads=(h,) * d,
+                        decoder_self_attention_heads=(h,) * d,
+                        decoder_ende_attention_heads=(h,) * d,
+                        decoder_arbitrary_ende_attn=(-1,) * d))
+    return out
+
+
+def stage_baseline(ctx: Context) -> dict[str, Any]:
+    """The fastest uniformly scaled-down Transformer of the space (by the predictor); the search
+    gets its latency as one limit, so a found model is compared with it at similar latency."""
+    from hat.latency.predictor import LatencyPredictor
+    from hat.search.latency import LatencyModel
+    from hat.space import write_subtransformer_yaml
+
+    space = SearchSpace.from_args(_super_args(ctx), source=str(ctx.super_yaml))
+    model = LatencyModel(LatencyPredictor.load(ctx.predictor))
+    cands = uniform_configs(space)
+    if not cands:
+        raise HatConfigError(f"{ctx.super_yaml}: the space has no uniform Transformer (no depth, "
+                             "width or head count shared by encoder and decoder)")
+    pred = model(cands)
+    i = min(range(len(cands)), key=lambda k: pred[k])
+    path = ctx.path("search", "transformer_baseline.yml")
+    write_subtransformer_yaml(cands[i], path, header=(
+        f"uniformly scaled-down Transformer baseline: predicted {pred[i]:.3g} ms, the fastest of "
+        f"the space's {len(cands)} uniform configs (same depth for encoder and decoder, one "
+        "width and head count everywhere)"))
+    return {"name": "transformer", "yaml": _rel(path), "predicted_latency_ms": float(pred[i])}
+
+
+def _super_args(ctx: Context) -> Any:
+    from hat.config import parse_fairseq_args
+
+    return parse_fairseq_args([f"--configs={ctx.super_yaml}"])
+
+
+def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """Train every found SubTransformer and the baseline from scratch, the same budget each."""
+    keys = load_yaml(TOY / "subtransformer" / "common.yml")
+    keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
+                 "seed": ctx.seed, "log-interval": 25,
+                 "save-interval-updates": max(50, ctx.preset.retrain_updates // 2)})
+    if ctx.preset.device == "cuda":
+        keys.pop("cpu", None)
+        keys["max-tokens"] = 8192
+    common = write_config(ctx.path("configs", "retrain.yml"), keys,
+                          "Retraining recipe of the pipeline (from scratch, the same budget for "
+                          "every model)")
+    jobs, trained = [], {}
+    for m in models:
+        cfg = read_subtransformer_yaml(m["yaml"])
+        if cfg in trained:  # two limits found the same SubTransformer: train it once
+            m["checkpoint"] = trained[cfg]
+            continue
+        save = ctx.out / "retrain" / m["name"]
+        m["checkpoint"] = trained[cfg] = _rel(save / "checkpoint_last.pt")
+        jobs.append((f"retrain {m['name']}", [
+            _python(), script("train.py"), f"--configs={m['yaml']}",
+            f"--sub-configs={_rel(common)}", "--save-dir", _rel(save)],
+            ctx.path("logs", f"retrain_{m['name']}.log")))
+    env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
+    run_parallel(ctx, jobs, workers, env)
+    return {"config": _rel(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
+
+
+def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """Beam-search BLEU of every retrained model on the test split (``python -m hat.bleu``)."""
+    import json
+
+    jobs, scored = [], {}
+    for m in models:
+        if m["checkpoint"] in scored:
+            continue
+        scored[m["checkpoint"]] = m["name"]
+        argv = [_python(), "-m", "hat.bleu", "--task", "toy", "--data", _rel(ctx.data_bin),
+                "--checkpoint", m["checkpoint"], "--sub-config", m["yaml"], "--metric",
+                "normal", "--out", _rel(ctx.out / "bleu" / m["name"]), "--json"]
+        if ctx.preset.device != "cuda":
+            argv.append("--cpu")
+        jobs.append((f"BLEU {m['name']}", argv, ctx.path("logs", f"bleu_{m['name']}.log")))
+    env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
+    run_parallel(ctx, jobs, workers, env)
+    scores = {}
+    for m in models:
+        log = ctx.out / "logs" / f"bleu_{scored[m['checkpoint']]}.log"
+        line = [ln for ln in log.read_text().splitlines() if ln.startswith("{")][-1]
+        scores[m["name"]] = json.loads(line)
+    return {"scores": scores}
+
+
+def stage_latency(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]:
+    """Predicted and measured latency of every model, measured with the predictor's own
+    protocol (the one its dataset was measured with)."""
+    from hat.search.latency import LatencyModel, Measurer, measure_setup
+    from hat.search.latency import load_predictor as load
+
+    predictor = load(str(ctx.predictor), None, None, "pipeline")
+    setup = measure_setup(predictor, ctx.hw, _super_args(ctx))
+    ctx.say(f"  measuring {len(models)} models: {setup.describe()}")
+    meas = Measurer(setup)
+    model = LatencyModel(predictor)
+    out = {}
+    for m in models:
+        cfg = read_subtransformer_yaml(m["yaml"])
+        out[m["name"]] = {"predicted_latency_ms": float(model([cfg])[0]),
+                          "measured_latency_ms": float(meas(cfg))}
+    return {"latency": out, "protocol": setup.describe()}

@@ -1,0 +1,103 @@
+"""The one-command pipeline end to end (tiny preset): killed between stages, started again, it
+finishes without redoing finished stages, and every artifact exists and is well-formed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hat.space import read_subtransformer_yaml
+from tests.conftest import ROOT
+
+STAGES = ["corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
+          "search", "retrain", "bleu", "latency", "report"]
+
+
+def start(out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hat.pipeline", "--out", str(out), "--tiny"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def finished_stages(out: Path) -> list[str]:
+    try:
+        return list(json.loads((out / "pipeline.json").read_text())["stages"])
+    except (OSError, ValueError):
+        return []
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("pipeline") / "quickstart"
+    proc = start(out)
+    deadline = time.monotonic() + 400
+    while "latency_predictor" not in finished_stages(out):  # kill it right after that stage
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "pipeline too slow"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = finished_stages(out)
+    mtime = (out / "checkpoints/supertransformer/checkpoint_last.pt").stat().st_mtime
+    second = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out), "--tiny"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    for stage in before:
+        assert f"{stage}: done earlier" in second.stdout, stage
+    assert (out / "checkpoints/supertransformer/checkpoint_last.pt").stat().st_mtime == mtime
+    return out, second.stdout
+
+
+def test_every_stage_finished_and_timed(run) -> None:
+    out, _ = run
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["stages"]) == STAGES
+    assert all(s >= 0 for s in res["stages"].values())
+    assert (out / "bleu_vs_latency.png").stat().st_size > 1000
+    assert "| model |" in (out / "results.md").read_text()
+
+
+def test_models_found_within_their_limits_and_a_baseline(run) -> None:
+    out, _ = run
+    models = json.loads((out / "results.json").read_text())["models"]
+    found = [m for m in models if m["latency_limit_ms"] is not None]
+    base = [m for m in models if m["latency_limit_ms"] is None]
+    assert 2 <= len(found) <= 3 and len(base) == 1
+    for m in models:
+        assert set(m) >= {"name", "latency_limit_ms", "predicted_latency_ms",
+                          "measured_latency_ms", "bleu", "params_m", "yaml"}
+        assert 0 <= m["bleu"] <= 100 and m["params_m"] > 0 and m["measured_latency_ms"] > 0
+        read_subtransformer_yaml(m["yaml"])  # a SubTransformer YAML train.py takes
+        assert Path(m["checkpoint"]).is_file()
+    for m in found:
+        assert m["predicted_latency_ms"] <= m["latency_limit_ms"] + 1e-9
+    # the baseline's latency is one of the limits (the comparison at similar latency)
+    assert max(m["latency_limit_ms"] for m in found) >= base[0]["predicted_latency_ms"]
+    cfg = read_subtransformer_yaml(base[0]["yaml"])
+    assert cfg.encoder_layer_num == cfg.decoder_layer_num
+    assert len(set(cfg.encoder_ffn_embed_dim + cfg.decoder_ffn_embed_dim)) == 1
+
+
+def test_each_stage_left_a_file_its_cli_takes(run) -> None:
+    out, _ = run
+    commands = (out / "commands.sh").read_text()
+    for cli in ("make_toy_corpus.py", "train.py --configs=", "latency_dataset.py --configs=",
+                "latency_predictor.py --configs=", "evo_search.py --configs=", "-m hat.bleu"):
+        assert cli in commands, cli
+    for cfg in ("supertransformer", "latency_dataset", "latency_predictor", "evo_search",
+                "retrain"):
+        assert (out / "configs" / f"{cfg}.yml").is_file()
+
+
+def test_resume_refuses_other_settings(run) -> None:
+    out, _ = run
+    r = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot resume" in r.stderr
