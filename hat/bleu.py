@@ -42,9 +42,10 @@ from typing import Any
 
 import torch
 
-from hat.atomic import atomic_write_text
+from hat.atomic import atomic_write_text, check_writable
 from hat.errors import HatConfigError
 from hat.space import SubConfig, read_subtransformer_yaml
+from hat.threads import use_cpu_threads
 
 logger = logging.getLogger("hat.bleu")
 
@@ -170,8 +171,9 @@ def check_data(data: str | os.PathLike, subset: str) -> None:
     """The data-bin directory exists and holds ``subset``."""
     path = Path(data)
     if not path.is_dir():
-        raise HatConfigError(f"data directory {path} not found (--data); binarize the task "
-                             f"with scripts/prepare_data.py first")
+        from hat.data.missing import how_to_get
+
+        raise HatConfigError(f"data directory {path} not found (--data); {how_to_get(path)}")
     present = sorted({f.name.split(".")[0] for f in path.iterdir() if f.name.endswith(".idx")})
     if subset not in present:
         raise HatConfigError(f"{path}: split '{subset}' not found; splits present: "
@@ -228,8 +230,12 @@ def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, 
         models, _, task = checkpoint_utils.load_model_ensemble_and_task(
             [checkpoint], arg_overrides={"data": data}, state=state)
     except RuntimeError as e:
+        hint = ""
+        if "size mismatch for encoder.embed_tokens" in str(e):
+            hint = (f"; its vocabulary differs from the dictionary in {data} (a released HAT "
+                    "model needs HAT's preprocessed data: bash configs/<task>/get_preprocessed.sh)")
         raise HatConfigError(f"{checkpoint}: cannot build the model: "
-                             f"{str(e).splitlines()[0]}") from None
+                             f"{str(e).splitlines()[0]}{hint}") from None
     model = models[0]
     if sub is not None and kind == "supertransformer":
         model.set_sample_config(sub, source=sub_yaml)
@@ -325,6 +331,8 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     if args.metric not in METRICS:
         raise HatConfigError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric}")
     sub_yaml = None if args.sub_config in (None, "", "none") else args.sub_config
+    if args.out:  # before the decoding, not after it
+        check_writable(Path(args.out) / f"{args.subset}.hyp", "--out")
     check_data(s.data, args.subset)
     refs_raw: list[str] | None = None
     if args.metric == "sacre":
@@ -336,6 +344,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         refs_raw = read_lines(ref)
     if args.cpu or not torch.cuda.is_available():
         device = "cpu"
+        use_cpu_threads()
     else:
         device = "cuda"
     with tempfile.TemporaryDirectory(prefix="hat-average-") as tmp:

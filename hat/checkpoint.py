@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,70 @@ def check_super_dims(config: Any, ckpt_args: Any, path: Any,
                                  f"{mine}; the architectures do not match")
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # older torch.save
+VERSION_BUFFER = "version"  # fairseq's encoder/decoder buffer (1-element tensor [3])
+
+
+def drop_version_key(state_dict: dict[str, Any], name: str) -> dict[str, Any]:
+    """Remove ``<name>.version`` (the buffer every fairseq 0.8 encoder/decoder registers, so
+    every released HAT checkpoint holds ``encoder.version`` and ``decoder.version``; our modules
+    have none), in place; returns the dict."""
+    state_dict.pop(f"{name}.{VERSION_BUFFER}" if name else VERSION_BUFFER, None)
+    return state_dict
+
+
+def checkpoint_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not an intact PyTorch checkpoint file, or None when it looks intact.
+
+    Cheap (nothing is unpickled): a zip checkpoint needs its central directory, which is written
+    last, so a truncated file (interrupted save, full disk) always fails; an old-style
+    (pre-1.6) file is only recognised by its header.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            return (f"truncated or corrupt ({size:,} bytes, no complete zip directory: {e}); the "
+                    "save or copy that wrote it was interrupted (crash, kill or full disk)")
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "a zip archive without data.pkl, not a PyTorch checkpoint"
+        return None
+    if head.startswith(LEGACY_MAGIC):
+        return None
+    text = head.lstrip().lower()
+    if text.startswith(b"<"):
+        return ("an HTML/XML page, not a checkpoint (a download link that answered with a web "
+                "page: expired, rate-limited or needing a login)")
+    return f"not a PyTorch checkpoint (it starts with {head[:16]!r})"
+
+
+def intact_checkpoints(save_dir: str | os.PathLike, exclude: str | os.PathLike | None = None
+                       ) -> list[Path]:
+    """The ``checkpoint*.pt`` files of ``save_dir`` that look intact, newest first."""
+    skip = Path(exclude).resolve() if exclude else None
+    found = []
+    for p in Path(save_dir).glob("checkpoint*.pt"):
+        if p.is_file() and p.resolve() != skip and checkpoint_file_problem(p) is None:
+            found.append(p)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint dict on CPU with clear errors (trusted files only: it unpickles)."""
     path = Path(path)
     if not path.is_file():
         raise HatConfigError(f"{path}: checkpoint file not found")
+    problem = checkpoint_file_problem(path)
+    if problem is not None:
+        raise HatConfigError(f"{path}: not a readable PyTorch checkpoint: {problem}")
     try:
         state = trusted_load(path)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"

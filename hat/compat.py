@@ -5,11 +5,24 @@ Namespace / omegaconf objects inside every fairseq checkpoint. Fairseq loads che
 ``checkpoint_utils`` and, in distributed training, unpickles the checkpoint that rank 0 broadcasts
 in ``distributed.utils``; exactly these two modules get a ``torch`` whose ``load`` passes
 ``weights_only=False``. Only load checkpoints you trust (pickle can run code).
+
+Checkpoints written by HAT's fairseq 0.8 pickle objects of modules that fairseq 0.12 no longer has
+(``extra_state['train_meters']`` holds ``fairseq.meters.AverageMeter``s): every checkpoint load
+here unpickles such objects as plain stand-ins (:class:`LegacyObject`) instead of failing.
+
+Fairseq writes a checkpoint to ``<name>.tmp`` and renames it, but without syncing it to disk, and
+it copies that file to the other names (``checkpoint_last.pt``, ``checkpoint_best.pt``) in place: a
+crash or a full disk during a save can leave a truncated ``checkpoint_last.pt`` that the next start
+cannot read. :func:`patch_fairseq` makes both the save and the copies atomic (temporary file in the
+same folder, fsync, rename).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import pickle
+import shutil
 import sys
 import types
 from typing import Any
@@ -17,8 +30,58 @@ from typing import Any
 import torch
 
 
+class LegacyObject:
+    """Stand-in for an object of a fairseq-0.8 class that fairseq 0.12 lacks (e.g.
+    ``fairseq.meters.AverageMeter``): it keeps the pickled attributes and pickles again as a
+    plain dict."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["state"] = state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (dict(self.__dict__),)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__name__} (fairseq 0.8) {self.__dict__}>"
+
+
+_LEGACY_CLASSES: dict[tuple[str, str], type] = {}
+
+
+def _legacy_class(module: str, name: str) -> type:
+    key = (module, name)
+    if key not in _LEGACY_CLASSES:
+        _LEGACY_CLASSES[key] = type(name, (LegacyObject,), {"__module__": module})
+    return _LEGACY_CLASSES[key]
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    """Unpickler that maps fairseq classes missing from this fairseq to :class:`LegacyObject`s."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            if module == "fairseq" or module.startswith("fairseq."):
+                return _legacy_class(module, name)
+            raise
+
+
+def _legacy_load(file: Any, **kwargs: Any) -> Any:
+    return _LegacyUnpickler(file, **kwargs).load()
+
+
+legacy_pickle = types.ModuleType("hat_legacy_pickle", "pickle with fairseq-0.8 stand-ins")
+legacy_pickle.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")})
+legacy_pickle.Unpickler = _LegacyUnpickler  # type: ignore[attr-defined]
+legacy_pickle.load = _legacy_load  # type: ignore[attr-defined]
+
+
 class _TorchTrustedLoad(types.ModuleType):
-    """Proxy of the torch module whose ``load`` unpickles full checkpoints."""
+    """Proxy of the torch module whose ``load`` unpickles full checkpoints (HAT's included)."""
 
     def __init__(self) -> None:
         super().__init__("torch")
@@ -30,12 +93,58 @@ class _TorchTrustedLoad(types.ModuleType):
     @functools.wraps(torch.load)
     def load(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("weights_only", False)
+        if not kwargs["weights_only"]:
+            kwargs.setdefault("pickle_module", legacy_pickle)
         return torch.load(*args, **kwargs)
 
 
 def trusted_load(path: Any, map_location: Any = "cpu") -> Any:
     """``torch.load`` of a full (pickled) fairseq/HAT checkpoint."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return torch.load(path, map_location=map_location, weights_only=False,
+                      pickle_module=legacy_pickle)
+
+
+def _is_local(path: Any) -> bool:
+    return isinstance(path, str | os.PathLike) and "://" not in str(path)
+
+
+def _atomic_persistent_save(original: Any) -> Any:
+    """fairseq's ``torch_persistent_save`` writing local files atomically (fsync + rename)."""
+
+    @functools.wraps(original)
+    def save(obj: Any, filename: Any, async_write: bool = False) -> Any:
+        if async_write or not _is_local(filename):
+            return original(obj, filename, async_write=async_write)
+        from hat.atomic import atomic_torch_save
+
+        atomic_torch_save(obj, filename)
+
+    save._hat_atomic = True  # type: ignore[attr-defined]
+    return save
+
+
+class _AtomicCopyPathManager:
+    """fairseq's PathManager whose ``copy`` of local files is atomic (checkpoint_last.pt etc.)."""
+
+    _hat_atomic = True
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def copy(self, src_path: str, dst_path: str, overwrite: bool = False, **kwargs: Any) -> bool:
+        """Copy to a temporary file beside ``dst_path``, sync it, rename it over ``dst_path``."""
+        if kwargs or not (_is_local(src_path) and _is_local(dst_path)):
+            return self._base.copy(src_path, dst_path, overwrite, **kwargs)
+        if not overwrite and os.path.exists(dst_path):
+            return False
+        from hat.atomic import atomic_path
+
+        with atomic_path(dst_path) as tmp, open(src_path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+        return True
 
 
 def _xla_available() -> bool:
@@ -97,7 +206,9 @@ def _import_fairseq_quietly() -> None:
 def patch_fairseq() -> None:
     """Adapt fairseq to recent torch and to bf16 on GPUs (idempotent).
 
-    - checkpoint_utils loads full checkpoints (``weights_only=False``);
+    - checkpoint_utils loads full checkpoints (``weights_only=False``), HAT's fairseq-0.8 ones
+      included (:data:`legacy_pickle`);
+    - checkpoint_utils saves checkpoints and copies them to checkpoint_last/best.pt atomically;
     - ``convert_namespace_to_omegaconf`` (every fairseq entry point goes through it after
       parsing) applies :func:`gpu_bf16`.
     """
@@ -109,6 +220,10 @@ def patch_fairseq() -> None:
     for module in (cu, dist_utils):
         if not isinstance(module.torch, _TorchTrustedLoad):
             module.torch = _TorchTrustedLoad()
+    if not getattr(cu.torch_persistent_save, "_hat_atomic", False):
+        cu.torch_persistent_save = _atomic_persistent_save(cu.torch_persistent_save)
+    if not getattr(cu.PathManager, "_hat_atomic", False):
+        cu.PathManager = _AtomicCopyPathManager(cu.PathManager)
     convert = du.convert_namespace_to_omegaconf
     if not getattr(convert, "_hat_bf16", False):
         def convert_with_gpu_bf16(args: Any) -> Any:

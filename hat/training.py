@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
+from pathlib import Path
 
 from hat.errors import HatConfigError
 
@@ -13,17 +15,73 @@ logger = logging.getLogger("hat.train")
 HAT_ARCH_PREFIXES = ("transformersuper",)
 
 
+RESUMING = "the checkpoint to resume from"
+EXPORTED_HINT = (
+    "--restore-file takes a training checkpoint with the SuperTransformer's shapes (a save dir's "
+    "checkpoint_last.pt / checkpoint_best.pt / checkpoint_N.pt, or a released HAT_*.pt). To test "
+    "the exported model use configs/<task>/test.sh or fairseq-generate --path; to retrain its "
+    "SubTransformer give its YAML with --train-subtransformer (from scratch as in HAT, or add "
+    "--restore-file <the SuperTransformer checkpoint it was exported from> to start from the "
+    "inherited weights)"
+)
+
+
 def check_restore_file(args: argparse.Namespace) -> None:
-    """An explicitly named --restore-file must exist and fit the model's shapes."""
+    """Check the checkpoint fairseq will start from, before it loads anything.
+
+    * Resuming (the default ``<save-dir>/checkpoint_last.pt``): the file must be intact. A
+      truncated one (a save interrupted by a crash, a kill or a full disk) is an error that names
+      the newest intact checkpoint of the save dir to resume from with --restore-file. There is
+      no silent fallback: which updates get trained again is the user's choice.
+    * An explicit --restore-file (or --finetune-from-model): it must exist, be readable, be a
+      training checkpoint (not an exported ``hat_subtransformer``) and fit the model's dims.
+    """
     path = getattr(args, "restore_file", None)
+    option = "--restore-file"
     if not path or path == "checkpoint_last.pt":
-        return  # fairseq's default: resume from save-dir if there is something to resume
+        last = Path(getattr(args, "save_dir", None) or "checkpoints") / "checkpoint_last.pt"
+        if last.is_file():
+            check_intact(last, RESUMING)
+            return
+        path, option = getattr(args, "finetune_from_model", None), "--finetune-from-model"
+        if not path:
+            return
     if not os.path.isfile(path):
-        raise HatConfigError(f"--restore-file {path}: file not found")
+        raise HatConfigError(f"{option} {path}: file not found")
     from hat.checkpoint import check_super_dims, checkpoint_args, read_checkpoint
 
+    check_intact(Path(path), option)
     state = read_checkpoint(path)
-    check_super_dims(args, checkpoint_args(state, path), f"--restore-file {path}")
+    ckpt_args = checkpoint_args(state, path)
+    if ckpt_args.arch == "hat_subtransformer":
+        raise HatConfigError(f"{option} {path}: this is a standalone SubTransformer exported by "
+                             f"hat.export (arch hat_subtransformer: the SubTransformer's own "
+                             f"shapes, no training state). {EXPORTED_HINT}")
+    check_super_dims(args, ckpt_args, f"{option} {path}")
+
+
+def check_intact(path: Path, what: str) -> None:
+    """Raise, naming the newest intact checkpoints beside it, when ``path`` is truncated or
+    otherwise not a checkpoint file."""
+    from hat.checkpoint import checkpoint_file_problem, intact_checkpoints
+
+    problem = checkpoint_file_problem(path)
+    if problem is None:
+        return
+    others = intact_checkpoints(path.parent, exclude=path)
+    if others:
+        newest = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(others[0].stat().st_mtime))
+        todo = (f"continue from the newest intact checkpoint with --restore-file {others[0]} "
+                f"(saved {newest})")
+        if len(others) > 1:
+            todo += " or an older one: " + ", ".join(p.name for p in others[1:4])
+        if what == RESUMING:
+            todo += f"; or move {path.name} away to start over"
+    elif what == RESUMING:
+        todo = f"no intact checkpoint*.pt is left in {path.parent}; move {path} away to start over"
+    else:
+        todo = "copy or download it again (a released HAT model: download_model.py --force)"
+    raise HatConfigError(f"{path} ({what}): {problem}. To go on, {todo}")
 
 
 def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -57,4 +115,22 @@ def train(args: argparse.Namespace) -> None:
     prepare_args(args)
     check_restore_file(args)
     cfg = convert_namespace_to_omegaconf(args)
-    distributed_utils.call_main(cfg, fairseq_train_main)
+    try:
+        distributed_utils.call_main(cfg, fairseq_train_main)
+    except AssertionError as e:  # fairseq's trainer: restored state of another optimizer
+        if "--reset-optimizer" not in str(e):
+            raise
+        raise HatConfigError(
+            f"{restored_path(args)}: its optimizer state cannot be restored into this run "
+            f"({str(e).splitlines()[0]}); the checkpoint was trained with another optimizer or "
+            "precision (HAT's released checkpoints: fp16 on 8 GPUs). Add --reset-optimizer to "
+            "start from its weights (with --reset-lr-scheduler --reset-dataloader "
+            "--reset-meters to also start a new schedule)") from None
+
+
+def restored_path(args: argparse.Namespace) -> str:
+    """The checkpoint fairseq restores: --restore-file, else ``<save-dir>/checkpoint_last.pt``."""
+    path = getattr(args, "restore_file", None)
+    if path and path != "checkpoint_last.pt":
+        return str(path)
+    return str(Path(getattr(args, "save_dir", None) or "checkpoints") / "checkpoint_last.pt")

@@ -341,7 +341,7 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path) -> None:
     garbage = tmp_path / "garbage.pt"
     torch.save({"first_layer.weight": torch.zeros(3)}, garbage)
     cases = [
-        (["--ckpt-path", str(tmp_path / "none.pt")], "predictor file not found"),
+        (["--ckpt-path", str(tmp_path / "none.pt")], "latency predictor not found"),
         (["--ckpt-path", str(garbage)], "garbage.pt"),
         (["--lat-norm", "9"], "stored lat_norm 8.0"),
         (["--feature-norm", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],

@@ -198,3 +198,52 @@ def test_restore_file_of_another_architecture_is_rejected(toy: Path, tmp_path: P
                              str(tmp_path / "ck" / "checkpoint_last.pt"),
                              "--encoder-ffn-embed-dim", "512", "--max-update", "2"))
     assert "checkpoint has encoder-ffn-embed-dim = 256" in err
+
+
+def test_checkpoint_saves_and_copies_are_atomic(tmp_path: Path, monkeypatch) -> None:
+    from fairseq import checkpoint_utils as cu
+
+    import hat.compat
+
+    last = tmp_path / "checkpoint_last.pt"
+    torch.save({"model": {"w": torch.ones(3)}}, last)
+    before = last.read_bytes()
+
+    class FullDisk:  # fails halfway through the save, as a full disk does
+        def __reduce__(self):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        cu.torch_persistent_save({"model": {"w": torch.zeros(5000)}, "x": FullDisk()}, str(last))
+    assert last.read_bytes() == before and list(tmp_path.iterdir()) == [last]
+    src = tmp_path / "checkpoint_1_4.pt"
+    cu.torch_persistent_save({"model": {"w": torch.zeros(3)}}, str(src))
+
+    def copy_then_fail(fsrc, fdst, length=0):
+        fdst.write(fsrc.read(100))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hat.compat.shutil, "copyfileobj", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):  # fairseq copies to checkpoint_last.pt
+        cu.PathManager.copy(str(src), str(last), overwrite=True)
+    assert last.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name, last.name]
+    monkeypatch.undo()
+    assert cu.PathManager.copy(str(src), str(last), overwrite=True)
+    assert last.read_bytes() == src.read_bytes()
+
+
+def test_truncated_last_checkpoint_names_the_newest_intact_one(toy: Path, tmp_path: Path) -> None:
+    save = tmp_path / "ck"
+    extra = ["--disable-validation", "--save-interval-updates", "2"]
+    run(train_cmd(toy, save, "--max-update", "4", *extra))
+    last = save / "checkpoint_last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # a save cut short by a crash or a full disk
+    err = error_of(train_cmd(toy, save, "--max-update", "6", *extra))
+    newest = next(save.glob("checkpoint_*_4.pt"))
+    assert f"{last} (the checkpoint to resume from): truncated or corrupt" in err
+    assert f"continue from the newest intact checkpoint with --restore-file {newest}" in err
+    assert "move checkpoint_last.pt away to start over" in err
+    run(train_cmd(toy, save, "--max-update", "6", *extra, "--restore-file", str(newest)))
+    assert torch.load(last, weights_only=False)["optimizer_history"][-1]["num_updates"] == 6

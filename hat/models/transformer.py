@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fairseq.models import FairseqEncoder, FairseqIncrementalDecoder
 from torch import Tensor, nn
 
+from hat.checkpoint import drop_version_key
 from hat.modules import DecoderLayer, EncoderLayer, SinusoidalPositions, scaled_dropout
 from hat.space import SubConfig, attended_layers
 
@@ -146,6 +147,10 @@ class HatEncoder(FairseqEncoder):
         """Longest source the model accepts."""
         return self.max_source_positions
 
+    def upgrade_state_dict_named(self, state_dict: dict[str, Any], name: str) -> dict[str, Any]:
+        """Accept HAT/fairseq checkpoints: drop their ``<name>.version`` buffer (none here)."""
+        return drop_version_key(state_dict, name)
+
 
 class HatDecoder(FairseqIncrementalDecoder):
     """Post-norm decoder with arbitrary encoder-decoder attention and cached decoding."""
@@ -272,6 +277,10 @@ class HatDecoder(FairseqIncrementalDecoder):
     def max_positions(self) -> int:
         """Longest target the model accepts."""
         return self.max_target_positions
+
+    def upgrade_state_dict_named(self, state_dict: dict[str, Any], name: str) -> dict[str, Any]:
+        """Accept HAT/fairseq checkpoints: drop their ``<name>.version`` buffer (none here)."""
+        return drop_version_key(state_dict, name)
 
 
 def new_embedding(num: int, dim: int, padding_idx: int) -> nn.Embedding:

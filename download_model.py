@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Download HAT's released models (HAT's command; see hat/download.py).
+
+python download_model.py --model-name=HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8
+python download_model.py --download-all [--save-path ./downloaded_models] [--mirror DIR]
+"""
+
+import sys
+
+from hat.download import models_main
+
+if __name__ == "__main__":
+    sys.exit(models_main())
