@@ -201,6 +201,13 @@ def _import_fairseq_quietly() -> None:
             root.removeHandler(h)
     root.setLevel(level)
     speech.setLevel(logging.NOTSET)
+    logging.getLogger("fairseq_cli.train").addFilter(_drop_config_dump)
+
+
+def _drop_config_dump(record: Any) -> bool:
+    """fairseq_cli.train logs its whole config (some 10 kB on one line) before training: a line
+    nobody acts on; the checkpoints keep the config."""
+    return isinstance(record.msg, str)
 
 
 def patch_fairseq() -> None:

@@ -25,7 +25,7 @@ from hat.checkpoint import (
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
 from hat.models import SubTransformerModel, TransformerSuperModel
-from hat.models.args import set_sub_config_args, sub_config_from_args
+from hat.models.args import set_sub_config_args, sub_config_from_args, sub_config_source
 from hat.profile import count_params
 from hat.space import SubConfig
 
@@ -100,6 +100,9 @@ def export(restore_file: str, cfg: SubConfig, out: str, source: str | None = Non
         check_super_dims(yaml_args, ckpt_args, restore_file)
     model = build_from_checkpoint(state, restore_file)
     model.space.validate(cfg, source=source)
+    from hat.models.args import warn_if_not_member
+
+    warn_if_not_member(model.space, cfg, source)
     compact = build_compact(model, cfg)
     diff = max_output_diff(model, compact, len(model.encoder.dictionary))
     save_checkpoint(out, compact.args, compact.state_dict())
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "*-subtransformer) with --configs")
         if not args.restore_file or args.restore_file == "checkpoint_last.pt":
             raise HatConfigError("--restore-file must name the SuperTransformer checkpoint")
-        r = export(args.restore_file, cfg, args.out, source=args.configs, yaml_args=args)
+        r = export(args.restore_file, cfg, args.out, source=sub_config_source(args), yaml_args=args)
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

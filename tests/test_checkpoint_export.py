@@ -276,6 +276,17 @@ def test_export_api_reports_equal_outputs_and_counts(databin: Path, tmp_path: Pa
     assert r["params_total"] == r["params_profiled"] + r["params_embeddings"]
 
 
+def test_export_warns_about_a_config_outside_the_choices(databin: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    import dataclasses
+
+    write_hat_checkpoint(tmp_path / "super.pt", databin)
+    cfg = dataclasses.replace(SearchSpace(**TINY_SPACE).largest(), encoder_embed_dim=44)
+    export(str(tmp_path / "super.pt"), cfg, str(tmp_path / "e.pt"), source="odd.yml")
+    err = capsys.readouterr().err
+    assert "odd.yml: encoder-embed-dim-subtransformer = 44 is not in the search space" in err
+
+
 def test_export_errors(databin: Path, tmp_path: Path) -> None:
     cfg = SearchSpace(**TINY_SPACE).largest()
     with pytest.raises(HatConfigError, match="missing.pt: checkpoint file not found"):
