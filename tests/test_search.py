@@ -354,7 +354,7 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path) -> None:
         (["--latency-constraint", "-1"], "latency-constraint must be > 0"),
         (["--latency-constraint", "fast"], "is not a number"),
         (["--latency-constraint", "0.5"], "lowest predicted latency found in the search space"),
-        (["--restore-file", str(tmp_path / "none.pt")], "checkpoint file not found"),
+        (["--restore-file", str(tmp_path / "none.pt")], "SuperTransformer checkpoint not found"),
     ]
     for extra, msg in cases:
         err = bad(trained, tmp_path, *extra)
