@@ -66,12 +66,13 @@ class Scorer:
         return float(self.loss(cfg))
 
 
-def check_a(run: Path, n: int, seed: int, jobs: int, device: str) -> dict[str, Any]:
+def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int | None = None
+            ) -> dict[str, Any]:
     from hat.models.args import space_from_args
     from hat.space import write_subtransformer_yaml
 
     state = json.loads((run / "pipeline.json").read_text())
-    updates = state["settings"]["retrain_updates"]
+    updates = updates or state["settings"]["retrain_updates"]
     inherited = Scorer(run, run / "checkpoints/supertransformer/checkpoint_last.pt", device)
     space = space_from_args(_super_args(run))
     rng = random.Random(seed)
@@ -81,7 +82,7 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str) -> dict[str, A
         if c not in seen:
             seen.add(c)
             cfgs.append(c)
-    out = run / "fidelity"
+    out = run / f"fidelity_{updates}"
     jobs_list = []
     for i, c in enumerate(cfgs):
         yml = out / f"sub{i:02d}.yml"
@@ -93,7 +94,8 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str) -> dict[str, A
         jobs_list.append((f"sub{i:02d}", [sys.executable, script("train.py"),
                                           f"--configs={_rel(yml)}",
                                           f"--sub-configs={_rel(run / 'configs/retrain.yml')}",
-                                          "--save-dir", _rel(save)], out / f"sub{i:02d}.log"))
+                                          "--save-dir", _rel(save), "--max-update", str(updates)],
+                          out / f"sub{i:02d}.log"))
     ctx = Context(out=out, preset=None, say=lambda m: print(m, flush=True))  # type: ignore[arg-type]
     t0 = time.monotonic()
     env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
@@ -166,6 +168,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (CPU: 1 thread each)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="where the losses are computed")
+    ap.add_argument("--max-update", type=int, default=None,
+                    help="from-scratch budget (default: the pipeline's retraining budget)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     args = ap.parse_args()
     if not (args.run / "results.json").is_file():
@@ -174,7 +178,7 @@ def main() -> int:
         return 2
     t0 = time.monotonic()
     bc = checks_bc(args.run)
-    a = check_a(args.run, args.samples, args.seed, args.jobs, args.device)
+    a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update)
     import torch
 
     from hat.latency.measure import cpu_model
