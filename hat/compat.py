@@ -201,12 +201,13 @@ def _import_fairseq_quietly() -> None:
             root.removeHandler(h)
     root.setLevel(level)
     speech.setLevel(logging.NOTSET)
-    logging.getLogger("fairseq_cli.train").addFilter(_drop_config_dump)
+    for name in ("fairseq_cli.train", "fairseq_cli.preprocess"):
+        logging.getLogger(name).addFilter(_drop_config_dump)
 
 
 def _drop_config_dump(record: Any) -> bool:
-    """fairseq_cli.train logs its whole config (some 10 kB on one line) before training: a line
-    nobody acts on; the checkpoints keep the config."""
+    """fairseq_cli.train and .preprocess log their whole config (up to 10 kB on one line) first:
+    a line nobody acts on; checkpoints and preprocess.log keep it."""
     return isinstance(record.msg, str)
 
 
