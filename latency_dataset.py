@@ -3,7 +3,7 @@
 
 python latency_dataset.py --configs=configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
 Options: --lat-dataset-path, --lat-dataset-size, --latcpu/--latgpu, --latiter, --seed, ...
-(see hat/latency/measure.py). The shipped configs write under latency_dataset/measured/ (never
+(see hat/latency/). The shipped configs write under latency_dataset/measured/ (never
 over the committed or fetched datasets). A killed run resumes where it stopped when started again.
 """
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from hat.errors import HatConfigError
-from hat.latency.measure import main as measure_main
+from hat.latency.cli import main as measure_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

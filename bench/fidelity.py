@@ -181,7 +181,7 @@ def main() -> int:
     a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update)
     import torch
 
-    from hat.latency.measure import cpu_model
+    from hat.latency.machine import cpu_model
 
     name = f"fidelity_{bc['pipeline']['preset']}_{bc['pipeline']['device']}"
     out = args.out or ROOT / "bench" / "results" / f"{name}.json"

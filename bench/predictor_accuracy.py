@@ -40,7 +40,7 @@ from hat.latency.fewshot import (  # noqa: E402
     component_predictors,
     fit_fewshot,
 )
-from hat.latency.measure import cpu_model  # noqa: E402
+from hat.latency.machine import cpu_model  # noqa: E402
 from hat.latency.predictor import (  # noqa: E402
     FEATURE_NORM,
     LatencyPredictor,

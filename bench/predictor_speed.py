@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.measure import cpu_model  # noqa: E402
+from hat.latency.machine import cpu_model  # noqa: E402
 from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor  # noqa: E402
 
 BATCHES = (1, 125, 1000, 10_000, 100_000)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.evaluate import ValidLoss, _to  # noqa: E402
-from hat.latency.measure import cpu_model  # noqa: E402
+from hat.latency.machine import cpu_model  # noqa: E402
 from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState  # noqa: E402
 from hat.search.latency import LatencyModel, load_predictor, spearman  # noqa: E402
 from hat.search.report import config_hash  # noqa: E402

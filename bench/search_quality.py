@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.measure import cpu_model  # noqa: E402
+from hat.latency.machine import cpu_model  # noqa: E402
 from hat.search.evolution import Evolution, EvoSettings, Limits, config_key  # noqa: E402
 from hat.search.latency import LatencyModel, load_predictor  # noqa: E402
 from hat.search.report import config_hash  # noqa: E402

@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency import measure as M  # noqa: E402
+from hat.latency import cli as M  # noqa: E402
+from hat.latency import dataset as D  # noqa: E402
+from hat.latency import machine as H  # noqa: E402
+from hat.latency import timing as T  # noqa: E402
 
 
 def cv(x: np.ndarray) -> float:
@@ -39,7 +42,7 @@ def cv(x: np.ndarray) -> float:
     return float(100 * np.std(x) / np.mean(x))
 
 
-def run_setting(meter: M.LatencyMeter, configs: dict, cycles: int) -> dict:
+def run_setting(meter: T.LatencyMeter, configs: dict, cycles: int) -> dict:
     """Rotate over ``configs`` ``cycles`` times; per config: block means and single runs."""
     blocks: dict[str, list] = {k: [] for k in configs}
     runs: dict[str, list] = {k: [] for k in configs}
@@ -65,7 +68,7 @@ def run_setting(meter: M.LatencyMeter, configs: dict, cycles: int) -> dict:
     return out
 
 
-def run_interleaved(meter: M.LatencyMeter, configs: dict, cycles: int, steps: int) -> dict:
+def run_interleaved(meter: T.LatencyMeter, configs: dict, cycles: int, steps: int) -> dict:
     """The dataset's interleaved reference (smallest SubTransformer, ``steps`` decode steps):
     spread across cycles of each SubTransformer's own runs (raw) and of its reference-corrected
     value (per-run ratios x the first reference measured)."""
@@ -86,7 +89,7 @@ def run_interleaved(meter: M.LatencyMeter, configs: dict, cycles: int, steps: in
             for name in raw}
 
 
-def graph_vs_eager(meter: M.LatencyMeter, cfg: object) -> float:
+def graph_vs_eager(meter: T.LatencyMeter, cfg: object) -> float:
     """Largest |graph - eager| / max|eager| over the decoder's last-step output (random input)."""
     import torch
 
@@ -119,18 +122,18 @@ def main() -> int:
     args = M.parse_args([f"--configs={a.config}", *overrides])
     proto = M.protocol_from_args(args)
     model, space, _ = M.build_model(args, args.seed)
-    meter = M.LatencyMeter(model, proto)
+    meter = T.LatencyMeter(model, proto)
     configs = {"smallest": space.smallest()}
     for i in range(a.rows):
-        configs[f"row{i}"] = M.sample_row(space, args.seed, i)
-    configs["largest"] = M.reference_config(space)
+        configs[f"row{i}"] = D.sample_row(space, args.seed, i)
+    configs["largest"] = D.reference_config(space)
     cores = sorted(os.sched_getaffinity(0))
     pin = a.pin_core if a.pin_core is not None else cores[-1]
     report = {"what": "one process times the same SubTransformers in rotation",
               "config": a.config, "protocol": {"iters": proto.iters, "warmup": proto.warmup,
                                                "device": proto.device, "timer": proto.timer,
                                                "threads": proto.threads},
-              "cycles": a.cycles, "machine": M.machine_info(meter.device),
+              "cycles": a.cycles, "machine": H.machine_info(meter.device),
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "settings": {}}
     if proto.cuda_graph:

@@ -15,7 +15,8 @@ import pytest
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
 from hat.latency import csvio
-from hat.latency.measure import EXTRA_COLUMNS, NoiseControl, count_rows, measure_dataset
+from hat.latency.dataset import EXTRA_COLUMNS, count_rows, measure_dataset
+from hat.latency.noise import NoiseControl
 from tests.conftest import load_script, synthetic_features
 from tests.test_latency_measure import tiny_meter, tiny_yaml
 
@@ -67,7 +68,7 @@ def test_complete_dataset_says_so_and_measures_nothing(
     csv = tmp_path / "cli.csv"
     before = csv.read_bytes()
     capsys.readouterr()
-    import hat.latency.measure as measure_mod
+    import hat.latency.cli as measure_mod
 
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete dataset must not build a model")

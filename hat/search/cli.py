@@ -348,7 +348,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 def run_calibration(args: Any, latency: LatencyModel, predictor: Any, space: SearchSpace
                     ) -> dict[str, Any]:
     """Measure, fit the scale, warn about another machine; returns the record."""
-    from hat.latency.measure import machine_info
+    from hat.latency.machine import machine_info
     from hat.search.latency import Measurer, calibrate, machine_differences, measure_setup
 
     setup = measure_setup(predictor, _measure_device(args, predictor), args)

@@ -76,7 +76,7 @@ def how_to_make_predictor(path: str | Path, configs: str | Path = "configs") -> 
 class MeasureSetup:
     """How winners/calibration points are measured: the protocol and the model to time."""
 
-    protocol: Any  # hat.latency.measure.Protocol
+    protocol: Any  # hat.latency.timing.Protocol
     model_args: argparse.Namespace
     source: str  # where the protocol came from, for the log
 
@@ -92,7 +92,8 @@ def measure_setup(predictor: LatencyPredictor, device: str, search_args: Any) ->
     """The predictor's measurement protocol and model (from its sidecar), on ``device``
     ('cpu' or 'gpu'); HAT's protocol and the searched SuperTransformer's shape when the
     predictor does not say (HAT's own files)."""
-    from hat.latency.measure import DEFAULT_LATITER, Protocol, vocab_sizes
+    from hat.latency.cli import DEFAULT_LATITER, vocab_sizes
+    from hat.latency.timing import Protocol
 
     kind = "cuda" if device in ("gpu", "cuda") else "cpu"
     ds = predictor.meta.get("dataset") or {}
@@ -137,7 +138,8 @@ class Measurer:
     """Times SubTransformers with a :class:`MeasureSetup` (model built once)."""
 
     def __init__(self, setup: MeasureSetup) -> None:
-        from hat.latency.measure import LatencyMeter, build_model
+        from hat.latency.cli import build_model
+        from hat.latency.timing import LatencyMeter
 
         self.setup = setup
         model, _, _ = build_model(setup.model_args, seed=1)

@@ -1,0 +1,206 @@
+"""``latency_dataset.py``: measure (or resume) a latency dataset from a YAML config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hat.atomic import check_writable
+from hat.errors import HatConfigError
+from hat.latency.dataset import count_rows, measure_dataset, meta_path, require_sidecar
+from hat.latency.noise import NoiseControl
+from hat.latency.timing import DUMMY_TOKEN, LatencyMeter, Protocol, resolve_device
+from hat.space import SearchSpace
+
+DEFAULT_LATITER = {"cpu": 10, "cuda": 20}
+WMT_VOCAB = 32768  # HAT's wmt16_en_de joined dictionary
+
+
+def add_args(parser: Any) -> None:
+    """latency_dataset.py's keys (HAT's names where HAT had them)."""
+    g = parser.add_argument_group("latency dataset")
+    a = g.add_argument
+    a("--lat-dataset-path", metavar="CSV", help="output CSV (appended to / resumed)")
+    a("--lat-dataset-size", type=int, default=2000, metavar="N", help="rows (HAT: 2000)")
+    a("--latcpu", action="store_true", help="measure on the CPU")
+    a("--latgpu", action="store_true", help="measure on the GPU (CUDA events)")
+    a("--latiter", type=int, metavar="N",
+      help="timed runs per SubTransformer (default: 10 CPU, 20 GPU as HAT's repo configs; "
+           "HAT's published data: 300)")
+    a("--latwarmup", type=int, default=5, metavar="N", help="untimed warm-up runs (HAT: 5)")
+    a("--latsilent", action="store_true", help="no progress bar")
+    a("--latcpu-threads", type=int, metavar="N",
+      help="torch CPU threads, fixed and recorded (default: all cores of this process)")
+    a("--latcpu-timer", choices=("wall", "thread"), default="wall",
+      help="wall: elapsed time (HAT); thread: CPU time of the measuring thread (needs "
+           "latcpu-threads 1; ignores time other processes hold the core: shared machines)")
+    a("--latgpu-cuda-graph", action="store_true",
+      help="GPU: capture the encoder and the whole incremental decode as CUDA graphs and time "
+           "their replays (the device's latency without Python's kernel-launch overhead, which "
+           "dominates small models on fast GPUs and varies with the host's load)")
+    a("--lat-sentence-length", type=int, metavar="N",
+      help="dummy source length and decode steps (default: 23 for IWSLT archs, else 30)")
+    a("--lat-beam", type=int, default=5, metavar="N", help="hypotheses decoded at once (HAT: 5)")
+    a("--lat-src-vocab-size", type=int, metavar="N",
+      help="source dictionary size (default: from data/dict.<src>.txt, else 32768)")
+    a("--lat-tgt-vocab-size", type=int, metavar="N",
+      help="target dictionary size (output projection; default as the source)")
+    a("--hat-train-mode-measure", action="store_true",
+      help="reproduce HAT's accident: measure in train mode with autograd on "
+           "(default: eval mode under torch.inference_mode)")
+    a("--lat-ref-every", type=int, default=25, metavar="K",
+      help="re-measure the drift reference every K rows (0: off)")
+    a("--lat-ref-interleave", action="store_true",
+      help="after every timed run of a row, time one run of the smallest SubTransformer and "
+           "keep the row's per-run ratios to it (x the first row's reference, ms): removes "
+           "speed changes of the machine within seconds; needs lat-ref-every 0")
+    a("--lat-ref-interleave-steps", type=int, default=10, metavar="N",
+      help="decode steps of the interleaved reference (fewer: cheaper)")
+    a("--lat-no-drift-correct", action="store_true",
+      help="record the reference but do not correct rows with it")
+    a("--lat-drift-tolerance", type=float, default=0.02, metavar="F",
+      help="correct only when reference/baseline is off by more than this")
+    a("--lat-outlier-cv", type=float, default=0.10, metavar="F",
+      help="re-measure a row whose std/mean exceeds this (0: off)")
+    a("--lat-outlier-fit", type=float, default=0.25, metavar="F",
+      help="re-measure a row this far (relative) from a quick fit of earlier rows (0: off)")
+    a("--lat-remeasure", type=int, default=2, metavar="N", help="extra attempts per row at most")
+    a("--lat-max-new-rows", type=int, metavar="N", help="stop after N new rows this session")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Any:
+    """fairseq args + latency keys from ``--configs`` YAML and the command line."""
+    from hat.config import expand_config_files, parse_fairseq_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tokens = expand_config_files(argv)[0]
+    if not tokens or tokens[0].startswith("-"):  # no data: not needed to measure
+        argv = ["(no-data)", *argv]
+    return parse_fairseq_args(argv, add_extra=add_args)
+
+
+def protocol_from_args(args: Any) -> Protocol:
+    """The :class:`Protocol` (device, iterations, threads, length) the args ask for."""
+    if args.latcpu and args.latgpu:
+        raise HatConfigError("latcpu and latgpu are both set; choose one")
+    if args.latgpu:
+        device = str(resolve_device(f"cuda:{getattr(args, 'device_id', 0) or 0}"))
+    else:
+        device = "cpu"
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    iters = args.latiter if args.latiter is not None else DEFAULT_LATITER[kind]
+    threads = None
+    if kind == "cpu":
+        threads = args.latcpu_threads or len(os.sched_getaffinity(0))
+    length = args.lat_sentence_length or (23 if "iwslt" in str(args.arch) else 30)
+    return Protocol(src_len=length, beam=args.lat_beam, warmup=args.latwarmup, iters=iters,
+                    device=device, threads=threads, train_mode=args.hat_train_mode_measure,
+                    timer=args.latcpu_timer if kind == "cpu" else "wall",
+                    cuda_graph=args.latgpu_cuda_graph)
+
+
+def noise_from_args(args: Any) -> NoiseControl:
+    """The :class:`NoiseControl` the args ask for."""
+    for key in ("lat_ref_every", "lat_remeasure"):
+        if getattr(args, key) < 0:
+            raise HatConfigError(f"{key.replace('_', '-')} must be >= 0")
+    return NoiseControl(ref_every=args.lat_ref_every, drift_correct=not args.lat_no_drift_correct,
+                        drift_tolerance=args.lat_drift_tolerance, outlier_cv=args.lat_outlier_cv,
+                        outlier_fit=args.lat_outlier_fit, remeasure=args.lat_remeasure,
+                        interleave=args.lat_ref_interleave,
+                        interleave_steps=args.lat_ref_interleave_steps)
+
+
+def vocab_sizes(args: Any) -> tuple[int, int]:
+    """(source, target) dictionary sizes: the data's dict files, else the config keys."""
+    src, tgt = args.lat_src_vocab_size, args.lat_tgt_vocab_size
+    data = Path(str(getattr(args, "data", "") or ""))
+    s_lang, t_lang = getattr(args, "source_lang", None), getattr(args, "target_lang", None)
+    if src is None and s_lang and (data / f"dict.{s_lang}.txt").is_file():
+        src = _dict_len(data / f"dict.{s_lang}.txt")
+    if tgt is None and t_lang and (data / f"dict.{t_lang}.txt").is_file():
+        tgt = _dict_len(data / f"dict.{t_lang}.txt")
+    src = src or WMT_VOCAB
+    tgt = src if getattr(args, "share_all_embeddings", False) else (tgt or src)
+    if src <= DUMMY_TOKEN or tgt <= DUMMY_TOKEN:
+        raise HatConfigError(f"lat vocabulary sizes must exceed {DUMMY_TOKEN}, got {src}/{tgt}")
+    return src, tgt
+
+
+def _dict_len(path: Path) -> int:
+    from fairseq.data import Dictionary
+
+    return len(Dictionary.load(str(path)))
+
+
+def build_model(args: Any, seed: int = 1) -> tuple[torch.nn.Module, SearchSpace, dict[str, Any]]:
+    """A randomly initialised SuperTransformer at the super dims, its sampling space, and a
+    description of it (weights do not matter for latency)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    from hat.checkpoint import ShapeTask, dummy_dictionary
+
+    src_n, tgt_n = vocab_sizes(args)
+    src = dummy_dictionary(src_n)
+    tgt = src if args.share_all_embeddings or tgt_n == src_n else dummy_dictionary(tgt_n)
+    torch.manual_seed(seed)
+    model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, ShapeTask(src, tgt))
+    space = model.space
+    info = {"arch": args.arch, "src_vocab": src_n, "tgt_vocab": tgt_n,
+            "share_all_embeddings": bool(args.share_all_embeddings),
+            "attn_impl": getattr(args, "attn_impl", None)}
+    return model, space, info
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``latency_dataset.py``: measure (or resume) a latency dataset."""
+    args = parse_args(argv)
+    if not args.lat_dataset_path:
+        raise HatConfigError("lat-dataset-path is not set (key in the YAML or "
+                             "--lat-dataset-path on the command line)")
+    if args.lat_dataset_size < 1:
+        raise HatConfigError(f"lat-dataset-size must be >= 1, got {args.lat_dataset_size}")
+    protocol = protocol_from_args(args)
+    noise = noise_from_args(args)
+    path = check_writable(args.lat_dataset_path, "lat-dataset-path", append=True)
+    done = count_rows(path)
+    if done >= args.lat_dataset_size:
+        print(f"| {path} is already complete: {done} rows (lat-dataset-size "
+              f"{args.lat_dataset_size}); nothing to measure. To measure again: delete it (and "
+              f"{meta_path(path).name}), pass another --lat-dataset-path, or raise "
+              "--lat-dataset-size to add rows with the same settings", file=sys.stderr)
+        return 0
+    require_sidecar(path, done)
+    model, space, info = build_model(args, args.seed)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID`: record the session, then stop
+    meter = LatencyMeter(model, protocol)
+    cmd = " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
+    if not args.latsilent:
+        print(f"| latency dataset -> {args.lat_dataset_path}: {args.lat_dataset_size} rows on "
+              f"{protocol.device} (threads {protocol.threads}), length {protocol.src_len}, beam "
+              f"{protocol.beam}, warmup {protocol.warmup}, latiter {protocol.iters}, "
+              f"{'CUDA-graph replays, ' if protocol.cuda_graph else ''}"
+              f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}"
+              f"{f'; resuming after its {done} rows' if done else ''}", file=sys.stderr)
+    try:
+        res = measure_dataset(meter, space, args.lat_dataset_path, args.lat_dataset_size,
+                              seed=args.seed, noise=noise, command=cmd, model_info=info,
+                              progress=not args.latsilent, max_new_rows=args.lat_max_new_rows)
+    except KeyboardInterrupt as e:  # Ctrl-C or `kill`: rows on disk are kept
+        print(f"| interrupted ({str(e) or 'Ctrl-C'}): {count_rows(path)} rows kept in {path}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    per_row = res.seconds / max(1, len(res.rows))
+    print(f"| {res.path}: {res.total}/{args.lat_dataset_size} rows ({len(res.rows)} new, "
+          f"{per_row:.2f} s/row); sidecar {meta_path(res.path)}", file=sys.stderr)
+    return 0
