@@ -118,15 +118,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from hat.latency.drift import estimate_drift, measurement_order
     from hat.latency.fewshot import MIN_ROWS as FEWSHOT_MIN_ROWS
     from hat.latency.fewshot import component_predictors, fit_fewshot
-    from hat.latency.predictor import (
-        LatencyPredictor,
-        check_norms,
-        get_recipe,
-        metrics,
-        save_scatter,
-        split_indices,
-        train_predictor,
-    )
+    from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
+    from hat.latency.predictor import LatencyPredictor, check_norms
+    from hat.latency.report import metrics, save_scatter
 
     if args.feature_dim != 10:
         raise HatConfigError(f"feature-dim must be 10 (HAT's features), got {args.feature_dim}")
@@ -161,10 +155,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.drift_correct == "neighbours":
         log.info("estimating drift from neighbouring rows (window %d)", args.drift_window)
         try:
-            quick = None if args.max_steps is None else get_recipe(
-                "mlp", steps=min(1500, args.max_steps))
-            est = estimate_drift(x, y, order, lat_norm=ln,
-                                 window=args.drift_window, seed=args.seed, recipe=quick)
+            steps = 1500 if args.max_steps is None else min(1500, args.max_steps)
+            est = estimate_drift(x, y, order, fitter=mlp_fitter(fit_recipe("mlp", steps=steps), ln),
+                                 window=args.drift_window, seed=args.seed)
         except ValueError as e:
             raise HatConfigError(f"{args.lat_dataset_path}: --drift-correct: {e}") from None
         y = y / est.factors
@@ -185,9 +178,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.source_dataset:
             log.info("training encoder and decoder predictors on %s", args.source_dataset)
             sx, _, sextra = load_checked(args.source_dataset)
-            r = get_recipe("default")
+            r = fit_recipe("default")
             if args.max_steps is not None:
-                r = get_recipe("default", steps=min(r.steps, args.max_steps))
+                r = fit_recipe("default", steps=min(r.steps, args.max_steps))
             parts = component_predictors(sx, sextra["latency_mean_encoder"],
                                          sextra["latency_mean_decoder"], ln, seed=args.seed,
                                          recipe=r)
@@ -206,14 +199,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         over: dict[str, Any] = {}
         if args.recipe == "hat":
             over = {"steps": args.train_steps, "bsz": args.bsz, "lr": args.lr}
-        recipe = get_recipe(args.recipe, **over)
+        recipe = fit_recipe(args.recipe, **over)
         if args.members is not None:
             if args.members < 1:
                 raise HatConfigError(f"members must be >= 1, got {args.members}")
             over["members"] = args.members
-            recipe = get_recipe(args.recipe, **over)
+            recipe = fit_recipe(args.recipe, **over)
         if args.max_steps is not None:
-            recipe = get_recipe(args.recipe, **{**over, "steps": min(recipe.steps, args.max_steps)})
+            recipe = fit_recipe(args.recipe, **{**over, "steps": min(recipe.steps, args.max_steps)})
         log.info("training (%s recipe, %d steps, %d member(s), seed %d) on %d rows, "
                  "%d validation rows", recipe.name, recipe.steps, recipe.members, args.seed,
                  len(tr), len(va))

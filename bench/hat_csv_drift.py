@@ -32,13 +32,14 @@ from predictor_accuracy import NAMES, baselines, data_bases, find_csv, run_info,
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.drift import COST_MODEL, cross_fitted_predictions, estimate_drift  # noqa: E402
-from hat.latency.predictor import get_recipe, metrics, split_indices  # noqa: E402
+from hat.latency.drift import cost_fitter, cross_fitted_predictions, estimate_drift  # noqa: E402
+from hat.latency.fit import fit_recipe, split_indices  # noqa: E402
+from hat.latency.report import metrics  # noqa: E402
 
 
 def block_ratios(x: np.ndarray, y: np.ndarray, block: int) -> list[float]:
     """Mean measured / cross-fitted prediction over consecutive blocks of rows."""
-    ratio = y / cross_fitted_predictions(x, y, 1.0, recipe=COST_MODEL)
+    ratio = y / cross_fitted_predictions(x, y, cost_fitter)
     return [round(float(ratio[i:i + block].mean()), 3) for i in range(0, len(y), block)]
 
 
@@ -53,14 +54,14 @@ def main() -> int:
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     bases = data_bases(args.data, ours=False)
-    recipe = get_recipe("default", steps=args.steps)
+    recipe = fit_recipe("default", steps=args.steps)
     results = {}
     for name in NAMES:
         csv = find_csv(name, bases)
         if csv is None:
             continue
         x, y, extra = load_latency_csv(csv)
-        est = estimate_drift(x, y, lat_norm=1.0, recipe=COST_MODEL, seed=args.seed)
+        est = estimate_drift(x, y, fitter=cost_fitter, seed=args.seed)
         clean = y / est.factors
         tr, va, te = split_indices(len(y), args.seed)
         row: dict = {"csv": str(csv), "rows": len(y), "drift": est.summary(),

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
 from hat.latency.drift import cross_fitted_predictions, measurement_order  # noqa: E402
-from hat.latency.predictor import get_recipe, metrics, split_indices, train_predictor  # noqa: E402
+from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor  # noqa: E402
+from hat.latency.report import metrics  # noqa: E402
 
 
 def main() -> int:
@@ -53,11 +54,11 @@ def main() -> int:
     tr, va, te = split_indices(len(y), args.seed)
     versions = {}
     for label, target in (("drift_corrected", y), ("raw", raw)):
-        p = train_predictor(x, target, tr, va, get_recipe("default"), lat_norm=args.lat_norm,
+        p = train_predictor(x, target, tr, va, fit_recipe("default"), lat_norm=args.lat_norm,
                             seed=args.seed, order=measurement_order(extra, len(y)))
         versions[label] = metrics(p.predict(x[te]), target[te])
         print(label, json.dumps(versions[label]))
-    pred = cross_fitted_predictions(x, raw, args.lat_norm, seed=args.seed)
+    pred = cross_fitted_predictions(x, raw, mlp_fitter("mlp", args.lat_norm), seed=args.seed)
     rel = (pred - raw) / raw
     blocks = []
     for s in range(0, len(y), args.block):

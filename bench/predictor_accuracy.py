@@ -40,16 +40,10 @@ from hat.latency.fewshot import (  # noqa: E402
     component_predictors,
     fit_fewshot,
 )
+from hat.latency.fit import Recipe, fit_recipe, split_indices, train_predictor  # noqa: E402
 from hat.latency.machine import cpu_model  # noqa: E402
-from hat.latency.predictor import (  # noqa: E402
-    FEATURE_NORM,
-    LatencyPredictor,
-    Recipe,
-    get_recipe,
-    metrics,
-    split_indices,
-    train_predictor,
-)
+from hat.latency.predictor import FEATURE_NORM, LatencyPredictor  # noqa: E402
+from hat.latency.report import metrics  # noqa: E402
 
 NAMES = ("wmt14ende_cpu_raspberrypi", "wmt14ende_cpu_xeon", "wmt14ende_gpu_titanxp",
          "iwslt14deen_gpu_titanxp")
@@ -170,8 +164,8 @@ def main() -> int:
 
     bases = data_bases(args.data)
     steps = {"steps": 200} if args.quick else {}
-    r_def, r_hat = get_recipe("default", **steps), get_recipe("hat", **steps)
-    r_mlp = get_recipe("mlp", **steps)
+    r_def, r_hat = fit_recipe("default", **steps), fit_recipe("hat", **steps)
+    r_mlp = fit_recipe("mlp", **steps)
     results: dict = {}
     preds: dict[str, LatencyPredictor] = {}
     data: dict[str, tuple] = {}
@@ -236,7 +230,7 @@ def main() -> int:
         t0 = time.perf_counter()
         sx, senc, sdec = parts_data[src]  # the other device's whole dataset
         parts = component_predictors(sx, senc, sdec, ln, seed=args.seed,
-                                     recipe=get_recipe("default", **steps))
+                                     recipe=fit_recipe("default", **steps))
         entry["components_train_seconds"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         fp = fit_fewshot(preds[src], x[shots], y[shots], seed=args.seed, components=parts)

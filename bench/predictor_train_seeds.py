@@ -32,7 +32,8 @@ from predictor_accuracy import NAMES, data_bases, find_csv, run_info, train_on  
 
 from hat.atomic import atomic_write_json  # noqa: E402
 from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.predictor import metrics, split_indices  # noqa: E402
+from hat.latency.fit import split_indices  # noqa: E402
+from hat.latency.report import metrics  # noqa: E402
 
 RECIPES = ("default", "hat")
 KEYS = ("rmse_ms", "mape_pct", "within10_pct")

@@ -10,6 +10,7 @@ import torch
 
 from hat.latency.costterms import COST_TERMS, cost_terms, fit_relative_ridge
 from hat.latency.fewshot import fit_fewshot
+from hat.latency.fit import fit_recipe, split_indices, train_predictor
 from hat.latency.predictor import (
     COST_KEY,
     FEATURE_NORM,
@@ -17,11 +18,8 @@ from hat.latency.predictor import (
     LatencyPredictor,
     PredictorError,
     combine_predictors,
-    get_recipe,
-    metrics,
-    split_indices,
-    train_predictor,
 )
+from hat.latency.report import metrics
 from hat.space import SearchSpace, SubConfig
 from tests.conftest import synthetic_features
 
@@ -124,7 +122,7 @@ def test_fewshot_cost_terms_fit_a_device_with_another_balance(tmp_path: Path) ->
     new_coef = src_coef * np.array([1, .2, 5, 5, .2, 5, .2, 5, 5, .2, .2, .2, 5])
     y_src, y_new = a @ src_coef, (a @ new_coef) * rng.normal(1, 0.01, len(x))
     tr, va, te = split_indices(len(x), 0)
-    src = train_predictor(x, y_src, tr, va, get_recipe("default", steps=200), lat_norm=50, seed=0)
+    src = train_predictor(x, y_src, tr, va, fit_recipe("default", steps=200), lat_norm=50, seed=0)
     shots = tr[:50]
     few = fit_fewshot(src, x[shots], y_new[shots], seed=0,
                       methods=("affine", "cost", "cost+src"))
@@ -155,10 +153,10 @@ def test_cost_base_recipe_fits_interactions_and_round_trips(tmp_path: Path) -> N
     coef = np.array([20, 1, 1e-3, 2e-6, .2, .01, 2, 4e-3, 3e-6, .1, .1, .5, 2e-4])
     y = (cost_terms(x) @ coef) * (1 + 0.02 * np.sin(x[:, 3])) * rng.normal(1, 0.005, len(x))
     tr, va, te = split_indices(len(x), 0)
-    r = get_recipe("default", steps=150, cost_base=True)
+    r = fit_recipe("default", steps=150, cost_base=True)
     hyb = train_predictor(x, y, tr, va, r, lat_norm=100, seed=0)
     assert hyb.cost_coef is not None and len(hyb.members) == 1
-    plain = train_predictor(x, y, tr, va, get_recipe("default", steps=150, cost_base=False),
+    plain = train_predictor(x, y, tr, va, fit_recipe("default", steps=150, cost_base=False),
                             lat_norm=100, seed=0)
     m_h, m_p = (metrics(p.predict(x[te]), y[te]) for p in (hyb, plain))
     assert m_h["mape_pct"] < 1.0 and m_h["rmse_ms"] < 0.9 * m_p["rmse_ms"], (m_h, m_p)

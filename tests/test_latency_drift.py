@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from hat.latency.costterms import COST_TERMS, cost_terms
-from hat.latency.drift import COST_MODEL, estimate_drift, measurement_order, neighbour_factors
-from hat.latency.predictor import get_recipe, split_indices, train_predictor
+from hat.latency.drift import cost_fitter, estimate_drift, measurement_order, neighbour_factors
+from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
 from tests.conftest import synthetic_features
 
 
@@ -18,7 +18,7 @@ def _rows(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, 5 + x[:, 5] * (10 + x[:, 6] / 200 + x[:, 4] / 40) + x[:, 2] / 300
 
 
-QUICK = get_recipe("mlp", steps=250)
+QUICK = fit_recipe("mlp", steps=250)
 
 
 def test_recovers_slow_drift() -> None:
@@ -26,7 +26,7 @@ def test_recovers_slow_drift() -> None:
     t = np.arange(len(true))
     drift = 1 + 0.15 * np.sin(2 * np.pi * t / 240)
     measured = true * drift * np.random.default_rng(1).normal(1, 0.01, len(true))
-    est = estimate_drift(x, measured, lat_norm=200, window=15, passes=1, folds=3, recipe=QUICK)
+    est = estimate_drift(x, measured, fitter=mlp_fitter(QUICK, 200), window=15, passes=1, folds=3)
     corrected = measured / est.factors
     rel = corrected / true / np.median(corrected / true)  # drift is known up to one constant
     before = np.mean(np.abs(measured / true - 1) <= 0.03)
@@ -38,7 +38,7 @@ def test_recovers_slow_drift() -> None:
 def test_leaves_drift_free_rows_nearly_alone() -> None:
     x, true = _rows(seed=2)
     measured = true * np.random.default_rng(3).normal(1, 0.01, len(true))
-    est = estimate_drift(x, measured, lat_norm=200, window=15, passes=1, folds=3, recipe=QUICK)
+    est = estimate_drift(x, measured, fitter=mlp_fitter(QUICK, 200), window=15, passes=1, folds=3)
     assert np.percentile(np.abs(est.factors - 1), 90) < 0.03, est.summary()
 
 
@@ -52,7 +52,7 @@ def test_neighbour_factors_exclude_the_row_and_follow_order() -> None:
     order = measurement_order({"timestamp": ["b", "a", "c"]}, 3)
     assert order.tolist() == [1, 0, 2]
     with pytest.raises(ValueError, match="at least"):
-        estimate_drift(np.zeros((10, 10)), np.ones(10), lat_norm=1, window=15)
+        estimate_drift(np.zeros((10, 10)), np.ones(10), window=15)
 
 
 def _cost_linear_rows(n: int = 600, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +67,7 @@ def test_cost_model_cross_fit_finds_a_slow_segment() -> None:
     x, true = _cost_linear_rows()
     drift = np.where(np.arange(len(true)) < 80, 1.4, 1.0)
     measured = true * drift * np.random.default_rng(5).normal(1, 0.01, len(true))
-    est = estimate_drift(x, measured, lat_norm=1, recipe=COST_MODEL)
+    est = estimate_drift(x, measured, fitter=cost_fitter)
     assert np.median(est.factors[:70]) == pytest.approx(1.4, rel=0.03)
     assert np.percentile(np.abs(est.factors[100:] - 1), 90) < 0.02, est.summary()
 
@@ -81,7 +81,7 @@ def _drifted(n: int = 600) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_default_recipe_fits_through_a_drift_segment() -> None:
     x, true, measured = _drifted()
     tr, va, te = split_indices(len(true), 1)
-    quick = get_recipe("default", steps=100)
+    quick = fit_recipe("default", steps=100)
     with_drift = train_predictor(x, measured, tr, va, quick, lat_norm=100, seed=0)
     without = train_predictor(x, measured, tr, va, replace(quick, drift_fit=False),
                               lat_norm=100, seed=0)
@@ -100,7 +100,7 @@ def test_drift_fit_follows_the_given_measurement_order() -> None:
     perm = np.random.default_rng(7).permutation(len(measured))  # file order != time order
     xs, ms = x[perm], measured[perm]
     tr, va, _ = split_indices(len(ms), 1)
-    quick = get_recipe("default", steps=20)
+    quick = fit_recipe("default", steps=20)
     blind = train_predictor(xs, ms, tr, va, quick, lat_norm=100, seed=0)
     timed = train_predictor(xs, ms, tr, va, quick, lat_norm=100, seed=0,
                             order=np.argsort(perm))

@@ -16,16 +16,9 @@ from hat.errors import HatConfigError
 from hat.latency.costterms import cost_terms
 from hat.latency.csvio import load_latency_csv, write_latency_csv
 from hat.latency.fewshot import component_predictors, fit_fewshot
-from hat.latency.predictor import (
-    FEATURE_NORM,
-    LatencyMLP,
-    LatencyPredictor,
-    PredictorError,
-    get_recipe,
-    metrics,
-    split_indices,
-    train_predictor,
-)
+from hat.latency.fit import fit_recipe, split_indices, train_predictor
+from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
+from hat.latency.report import metrics
 from tests.conftest import load_script, synthetic_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +152,7 @@ def test_training_synthetic_beats_mean_and_hat_fold_is_exact() -> None:
     assert len(tr) == 480 and len(va) == 60 and len(te) == 60
     assert len(set(tr) | set(va) | set(te)) == len(y)
     np.testing.assert_array_equal(split_indices(len(y), 0)[2], te)  # seeded
-    pred = train_predictor(x, y, tr, va, get_recipe("mlp", steps=150), lat_norm=200, seed=0)
+    pred = train_predictor(x, y, tr, va, fit_recipe("mlp", steps=150), lat_norm=200, seed=0)
     assert pred.cost_coef is None
     m = metrics(pred.predict(x[te]), y[te])
     base = metrics(np.full(len(te), y[tr].mean()), y[te])
@@ -171,10 +164,10 @@ def test_training_synthetic_beats_mean_and_hat_fold_is_exact() -> None:
         out = net(torch.tensor(x[te] / np.asarray(FEATURE_NORM), dtype=torch.float32))[:, 0] * 200
     np.testing.assert_allclose(out.numpy(), pred.predict(x[te]), rtol=1e-3)
     # same seed, same result
-    again = train_predictor(x, y, tr, va, get_recipe("mlp", steps=150), lat_norm=200, seed=0)
+    again = train_predictor(x, y, tr, va, fit_recipe("mlp", steps=150), lat_norm=200, seed=0)
     np.testing.assert_allclose(again.predict(x[te]), pred.predict(x[te]), rtol=1e-5)
     # the default recipe: the same kind of member network plus the cost-term linear model
-    hyb = train_predictor(x, y, tr, va, get_recipe("default", steps=150), lat_norm=200, seed=0)
+    hyb = train_predictor(x, y, tr, va, fit_recipe("default", steps=150), lat_norm=200, seed=0)
     net.load_state_dict(hyb.state_dict())
     with torch.no_grad():
         mlp = net(torch.tensor(x[te] / np.asarray(FEATURE_NORM), dtype=torch.float32))[:, 0] * 200
@@ -186,7 +179,7 @@ def test_training_synthetic_beats_mean_and_hat_fold_is_exact() -> None:
 def test_training_on_reference_csv_beats_mean_baseline() -> None:
     x, y, _ = load_latency_csv(REF / "latency" / "wmt14ende_gpu_titanxp_all.csv")
     tr, va, te = split_indices(len(y), 1)
-    pred = train_predictor(x, y, tr, va, get_recipe("default", steps=300), lat_norm=200, seed=1)
+    pred = train_predictor(x, y, tr, va, fit_recipe("default", steps=300), lat_norm=200, seed=1)
     m = metrics(pred.predict(x[te]), y[te])
     base = metrics(np.full(len(te), y[tr].mean()), y[te])
     assert m["rmse_ms"] < 0.4 * base["rmse_ms"], (m, base)
@@ -196,7 +189,7 @@ def test_training_on_reference_csv_beats_mean_baseline() -> None:
 def test_fewshot_fits_scaled_device(tmp_path: Path) -> None:
     x, y = _synthetic(800, seed=3)
     tr, va, te = split_indices(len(y), 0)
-    src = train_predictor(x, y, tr, va, get_recipe("default", steps=150), lat_norm=200, seed=0)
+    src = train_predictor(x, y, tr, va, fit_recipe("default", steps=150), lat_norm=200, seed=0)
     y2 = 3.0 * y + 40.0  # "new hardware": slower, with a fixed overhead
     few = fit_fewshot(src, x[tr[:50]], y2[tr[:50]], seed=0, methods=("scale", "affine"))
     m = metrics(few.predict(x[te]), y2[te])
@@ -217,10 +210,10 @@ def test_fewshot_components_reweights_encoder_and_decoder(tmp_path: Path) -> Non
     dec = 5 + x[:, 5] * (10 + x[:, 6] / 200 + x[:, 4] / 40)
     y_new = 4.0 * enc + 0.5 * dec  # new hardware: a much slower encoder, a faster decoder
     tr, va, te = split_indices(len(enc), 0)
-    total_src = train_predictor(x, enc + dec, tr, va, get_recipe("default", steps=200),
+    total_src = train_predictor(x, enc + dec, tr, va, fit_recipe("default", steps=200),
                                 lat_norm=200, seed=0)
     parts = component_predictors(x[tr], enc[tr], dec[tr], 200, seed=0,
-                                 recipe=get_recipe("default", steps=200))
+                                 recipe=fit_recipe("default", steps=200))
     shots = tr[:50]
     few = fit_fewshot(total_src, x[shots], y_new[shots], seed=0, components=parts)
     assert few.meta["method"] == "components", few.meta["cv_mse_rel"]
@@ -393,13 +386,14 @@ def test_cli_drift_correct_neighbours(tmp_path: Path) -> None:
 
 
 def test_linear_start_equals_least_squares_fit() -> None:
-    from hat.latency.predictor import LatencyMLP, _init_as_linear_fit
+    from hat.latency.fit import _init_as_linear_fit
+    from hat.latency.predictor import LatencyMLP
 
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(300, 10)), dtype=torch.float32)
     y = (x @ torch.arange(1.0, 11.0)[:, None] + 3.0 + 0.1 * torch.randn(300, 1)).float()
     net = LatencyMLP(10, 40, 3)
-    _init_as_linear_fit(net, x, y, None)
+    _init_as_linear_fit(net, x, y)
     a = np.c_[x.double().numpy(), np.ones(300)]
     coef, *_ = np.linalg.lstsq(a, y.double().numpy(), rcond=None)
     with torch.no_grad():

@@ -367,7 +367,7 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path) -> None:
 
 def test_hat_evo_configs_parse() -> None:
     files = sorted(ROOT.glob("configs/*/evo_search/*.yml"))
-    assert len(files) == 11  # HAT's 8, this project's CPU and H100, the toy task
+    assert len(files) >= 11  # HAT's 8, this project's CPU and H100, the toy task (+ other tasks)
     names = {f.name for f in files}
     for n in ("wmt14ende_raspberrypi.yml", "wmt14ende_xeon.yml", "wmt14ende_titanxp.yml",
               "wmt14enfr_raspberrypi.yml", "wmt14enfr_xeon.yml", "wmt14enfr_titanxp.yml",

@@ -11,16 +11,9 @@ from hat.latency.csvio import (
     write_latency_csv,
 )
 from hat.latency.fewshot import fit_fewshot
-from hat.latency.predictor import (
-    FEATURE_NORM,
-    LatencyMLP,
-    LatencyPredictor,
-    PredictorError,
-    get_recipe,
-    metrics,
-    split_indices,
-    train_predictor,
-)
+from hat.latency.fit import fit_recipe, split_indices, train_predictor
+from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
+from hat.latency.report import metrics
 
 __all__ = [
     "FEATURE_NAMES",
@@ -32,7 +25,7 @@ __all__ = [
     "PredictorError",
     "append_rows",
     "fit_fewshot",
-    "get_recipe",
+    "fit_recipe",
     "load_latency_csv",
     "metrics",
     "read_latency_table",

@@ -11,14 +11,24 @@ a reference model re-measured every K rows cannot. Without drift the factors sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from hat.latency.costterms import cost_terms, fit_relative_ridge
-from hat.latency.predictor import Recipe, get_recipe, train_predictor
 
-COST_MODEL = "cost"  # recipe name for the cross-fit: least squares on the cost terms (fast)
+# A cross-fitting model: (features, latency_ms, rows to fit on, rows to predict, seed) ->
+# predictions (ms) of the rows to predict. :func:`cost_fitter` here; a trained predictor is
+# :func:`hat.latency.fit.mlp_fitter`.
+Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+
+
+def cost_fitter(features: np.ndarray, latency_ms: np.ndarray, rest: np.ndarray,
+                held: np.ndarray, seed: int) -> np.ndarray:
+    """A least-squares model of the relative error on the cost terms (fast, deterministic)."""
+    terms = cost_terms(features)
+    return terms[held] @ fit_relative_ridge(terms[rest], latency_ms[rest], 1e-3)
 
 
 @dataclass(frozen=True)
@@ -38,25 +48,17 @@ class DriftEstimate:
                 "rows_changed_over_2pct": int(np.sum(np.abs(f - 1) > 0.02))}
 
 
-def cross_fitted_predictions(features: np.ndarray, latency_ms: np.ndarray, lat_norm: float,
-                             folds: int = 5, seed: int = 1,
-                             recipe: Recipe | str = "mlp") -> np.ndarray:
-    """Predict every row with a predictor trained on the other folds. ``recipe="cost"``: a
-    least-squares model of the relative error on the cost terms (milliseconds, not seconds)."""
+def cross_fitted_predictions(features: np.ndarray, latency_ms: np.ndarray,
+                             fitter: Fitter = cost_fitter, folds: int = 5,
+                             seed: int = 1) -> np.ndarray:
+    """Predict every row with ``fitter`` fitted on the other folds."""
     n = len(latency_ms)
     perm = np.random.default_rng(seed).permutation(n)
     chunks = np.array_split(perm, folds)
     pred = np.empty(n)
-    terms = cost_terms(features) if recipe == COST_MODEL else None
     for k, held in enumerate(chunks):
         rest = np.concatenate([c for j, c in enumerate(chunks) if j != k])
-        if terms is not None:
-            pred[held] = terms[held] @ fit_relative_ridge(terms[rest], latency_ms[rest], 1e-3)
-            continue
-        n_val = max(1, len(rest) // 10)
-        p = train_predictor(features, latency_ms, rest[n_val:], rest[:n_val], recipe,
-                            lat_norm=lat_norm, seed=seed + k)
-        pred[held] = p.predict(features[held])
+        pred[held] = fitter(features, latency_ms, rest, held, seed + k)
     return pred
 
 
@@ -91,11 +93,11 @@ def check_order(order: np.ndarray, n: int) -> np.ndarray:
 
 
 def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarray | None = None,
-                   *, lat_norm: float, window: int = 15, passes: int = 2, folds: int = 5,
-                   seed: int = 1, recipe: Recipe | str | None = None) -> DriftEstimate:
+                   *, fitter: Fitter = cost_fitter, window: int = 15, passes: int = 2,
+                   folds: int = 5, seed: int = 1) -> DriftEstimate:
     """Per-row drift factors; ``order`` = the rows' measurement order (default: file order).
 
-    Each pass refits the cross-fitted predictor on the latencies corrected so far. Factors are
+    Each pass refits the cross-fitted model on the latencies corrected so far. Factors are
     relative to the median row (a drift only fixes latencies up to one constant).
     """
     x = np.asarray(features, np.float64)
@@ -103,10 +105,9 @@ def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarr
     if len(y) < min_rows(window):
         raise ValueError(f"drift correction needs at least {min_rows(window)} rows, got {len(y)}")
     order = np.arange(len(y)) if order is None else check_order(order, len(y))
-    recipe = recipe or get_recipe("mlp", steps=1500)
     factors = np.ones(len(y))
     for p in range(passes):
-        pred = cross_fitted_predictions(x, y / factors, lat_norm, folds, seed + 100 * p, recipe)
+        pred = cross_fitted_predictions(x, y / factors, fitter, folds, seed + 100 * p)
         factors = neighbour_factors(np.log(y / pred), order, window)
         factors /= np.median(factors)  # drift-free = the device's typical (median) state
     return DriftEstimate(factors, window, passes)

@@ -29,14 +29,13 @@ import numpy as np
 import torch
 
 from hat.latency.costterms import cost_terms, fit_relative_ridge
+from hat.latency.fit import Recipe, train_predictor
 from hat.latency.predictor import (
     FEATURE_NORM,
     LatencyMLP,
     LatencyPredictor,
-    Recipe,
     combine_predictors,
     torch_threads,
-    train_predictor,
 )
 
 METHODS: tuple[str, ...] = ("scale", "affine", "finetune", "cost", "cost+src", "finetune+cost")
