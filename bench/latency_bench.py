@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.cli import build_model, noise_from_args, parse_args, protocol_from_args  # noqa: E402
 from hat.latency.dataset import measure_dataset  # noqa: E402
+from hat.latency.dataset_cli import build_model, noise_from_args, parse_args, protocol_from_args  # noqa: E402
 from hat.latency.machine import machine_info  # noqa: E402
 from hat.latency.noise import NoiseControl  # noqa: E402
 from hat.latency.timing import LatencyMeter, relative_agreement  # noqa: E402

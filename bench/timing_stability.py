@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency import cli as M  # noqa: E402
 from hat.latency import dataset as D  # noqa: E402
+from hat.latency import dataset_cli as M  # noqa: E402
 from hat.latency import machine as H  # noqa: E402
 from hat.latency import timing as T  # noqa: E402
 

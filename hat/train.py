@@ -157,7 +157,7 @@ def print_profile(result: dict, flops: bool = True) -> None:
 def run_latency(args: argparse.Namespace) -> dict:
     """Time the SubTransformer of the args with HAT's protocol (random weights: only shapes
     matter): one encoder pass of a length-n dummy source, an n-step beam-5 incremental decode."""
-    from hat.latency.cli import build_model, vocab_sizes
+    from hat.latency.dataset_cli import build_model, vocab_sizes
     from hat.latency.timing import LatencyMeter, Protocol, resolve_device
     from hat.threads import available_cores
 

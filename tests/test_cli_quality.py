@@ -105,7 +105,8 @@ def test_nothing_imports_torchaudio() -> None:
     import sys
 
     code = ("import sys, hat, hat.train, hat.training, hat.bleu, hat.export, hat.search.cli, "
-            "hat.latency.cli, fairseq_cli.train, fairseq_cli.generate, fairseq_cli.preprocess;"
+            "hat.latency.dataset_cli, hat.latency.predictor_cli, fairseq_cli.train, "
+            "fairseq_cli.generate, fairseq_cli.preprocess;"
             "from fairseq import checkpoint_utils, options, tasks;"
             "tasks.import_tasks; print('torchaudio' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -68,7 +68,7 @@ def test_complete_dataset_says_so_and_measures_nothing(
     csv = tmp_path / "cli.csv"
     before = csv.read_bytes()
     capsys.readouterr()
-    import hat.latency.cli as measure_mod
+    import hat.latency.dataset_cli as measure_mod
 
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete dataset must not build a model")

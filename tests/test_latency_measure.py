@@ -15,8 +15,8 @@ import yaml
 
 from hat.errors import HatConfigError
 from hat.latency import csvio
-from hat.latency.cli import main, parse_args, protocol_from_args
 from hat.latency.dataset import EXTRA_COLUMNS, measure_dataset, sample_row
+from hat.latency.dataset_cli import main, parse_args, protocol_from_args
 from hat.latency.noise import NoiseControl
 from hat.latency.timing import LatencyMeter, Measurement, Protocol, trimmed_stats
 from hat.space import SearchSpace, SubConfig
@@ -312,7 +312,7 @@ def test_cuda_graph_replay_matches_eager() -> None:
 
 def test_interrupted_cli_keeps_rows_and_says_how_to_resume(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import hat.latency.cli as measure_mod
+    import hat.latency.dataset_cli as measure_mod
 
     real = measure_mod.measure_dataset
 

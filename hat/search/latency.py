@@ -92,7 +92,7 @@ def measure_setup(predictor: LatencyPredictor, device: str, search_args: Any) ->
     """The predictor's measurement protocol and model (from its sidecar), on ``device``
     ('cpu' or 'gpu'); HAT's protocol and the searched SuperTransformer's shape when the
     predictor does not say (HAT's own files)."""
-    from hat.latency.cli import DEFAULT_LATITER, vocab_sizes
+    from hat.latency.dataset_cli import DEFAULT_LATITER, vocab_sizes
     from hat.latency.timing import Protocol
 
     kind = "cuda" if device in ("gpu", "cuda") else "cpu"
@@ -138,7 +138,7 @@ class Measurer:
     """Times SubTransformers with a :class:`MeasureSetup` (model built once)."""
 
     def __init__(self, setup: MeasureSetup) -> None:
-        from hat.latency.cli import build_model
+        from hat.latency.dataset_cli import build_model
         from hat.latency.timing import LatencyMeter
 
         self.setup = setup
