@@ -51,12 +51,12 @@ PRESETS: dict[str, Preset] = {
                 ("latency_predictor", 10), ("baseline", 3), ("search", 15), ("retrain", 25),
                 ("bleu", 20), ("latency", 8), ("report", 3))),
     "cuda": Preset(
-        "cuda", n_train=60000, n_valid=1000, n_test=1000, super_updates=4000, lat_rows=300,
-        latiter=20, predictor_steps=5000, evo_iter=20, population=60, parents=15, mutation=25,
-        crossover=20, retrain_updates=2000, device="cuda",
-        plan_s=(("corpus", 60), ("supertransformer", 400), ("latency_dataset", 120),
-                ("latency_predictor", 30), ("baseline", 5), ("search", 60), ("retrain", 600),
-                ("bleu", 60), ("latency", 20), ("report", 5))),
+        "cuda", n_train=30000, n_valid=600, n_test=600, super_updates=3000, lat_rows=200,
+        latiter=20, predictor_steps=3000, evo_iter=15, population=50, parents=12, mutation=20,
+        crossover=18, retrain_updates=1500, device="cuda",
+        plan_s=(("corpus", 30), ("supertransformer", 150), ("latency_dataset", 60),
+                ("latency_predictor", 20), ("baseline", 5), ("search", 40), ("retrain", 150),
+                ("bleu", 30), ("latency", 10), ("report", 5))),
 }
 
 
