@@ -79,6 +79,9 @@ TASKS: dict[str, TaskSettings] = {
     "wmt19.en-de": _wmt("wmt19.en-de", "de"),
     "iwslt14.de-en": TaskSettings("en", lowercase=True, data="data/iwslt14.de-en/data-bin",
                                   ref="data/iwslt14.de-en/tokenized/test.detok.en"),
+    **{f"debian.en-{t}": TaskSettings(t, data=f"data/debian.en-{t}/data-bin",
+                                      ref=f"data/debian.en-{t}/tokenized/test.detok.{t}")
+       for t in ("de", "fr")},
     "toy": TaskSettings("tgt", remove_bpe=False, data="data/toy/data-bin",
                         ref="data/toy/raw/test.detok.tgt"),
 }

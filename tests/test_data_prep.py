@@ -379,7 +379,8 @@ def test_missing_raw_file_names_file_and_task(tmp_path: Path, capsys) -> None:
 
 
 def test_unknown_task_lists_allowed(capsys) -> None:
-    with pytest.raises(DataPrepError, match="allowed tasks: iwslt14.de-en, wmt14.en-de"):
+    with pytest.raises(DataPrepError, match="allowed tasks: debian.en-de, debian.en-fr, "
+                                            "iwslt14.de-en, wmt14.en-de"):
         prep.get_recipe("wmt16.en-de")
     assert prep.main(["--task", "wmt16.en-de", "--raw-dir", "."]) == 2
     assert "wmt19.en-de" in capsys.readouterr().err

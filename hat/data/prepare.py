@@ -113,6 +113,7 @@ class TaskRecipe:
     clean_ratio: float = 1.5
     bpe_tokens: int = 40000
     joined_dictionary: bool = True
+    catalogs: bool = False  # built from Debian gettext catalogs by hat.data.debian
     notes: str = ""
 
     @property
@@ -276,8 +277,22 @@ def _iwslt14_de_en() -> TaskRecipe:
     )
 
 
+def _debian(tgt: str) -> TaskRecipe:
+    def plain(name: str) -> Corpus:
+        return Corpus(name, "plain", {lang: f"{name}.{lang}" for lang in ("en", tgt)}, "")
+
+    return TaskRecipe(
+        name=f"debian.en-{tgt}", src="en", tgt=tgt, downloads=(),
+        train=(plain("train"),), valid=(plain("valid"),), test=(plain("test"),),
+        bpe_tokens=10000, catalogs=True,
+        notes="Debian gettext catalogs (hat.data.debian; --raw-dir: a catalog folder instead "
+              "of the package download). 10k joint BPE merges: ~200k short UI strings, an "
+              "IWSLT14-sized corpus, where 10k is the usual choice.")
+
+
 TASKS: dict[str, TaskRecipe] = {
-    r.name: r for r in (_wmt14_en_de(), _wmt14_en_fr(), _wmt19_en_de(), _iwslt14_de_en())
+    r.name: r for r in (_wmt14_en_de(), _wmt14_en_fr(), _wmt19_en_de(), _iwslt14_de_en(),
+                        _debian("de"), _debian("fr"))
 }
 
 
@@ -882,6 +897,10 @@ def prepare(task: str, out: Path, raw_dir: Path | None = None, workers: int = 1,
     if workers < 1:
         raise DataPrepError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
+    if recipe.catalogs:
+        from hat.data.debian import prepare_debian
+
+        return prepare_debian(recipe, out, catalog_dir=raw_dir, workers=workers)
     if raw_dir is None:
         raw_dir = out / "orig"
         fetch_raw(recipe, raw_dir)
@@ -925,6 +944,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     try:
         recipe = get_recipe(args.task)
+        if args.list_files and recipe.catalogs:
+            from hat.data.debian import DEBIAN_PACKAGES, HELD_OUT_PACKAGES
+
+            for name in DEBIAN_PACKAGES:
+                print(name + ("\t(held out: test_unseen)" if name in HELD_OUT_PACKAGES else ""))
+            return 0
         if args.list_files:
             for rel, archive in expected_files(recipe):
                 print(f"{rel}\t(from {archive})")
