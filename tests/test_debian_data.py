@@ -192,7 +192,7 @@ def test_splits_deterministic_disjoint_held_out(tmp_path: Path) -> None:
     code = ("import json,sys; from pathlib import Path; from hat.data import debian as d; "
             "c = d.build_corpus(Path(sys.argv[1]), [f'pkg{p}' for p in range(6)], 'de', "
             "held_out=['pkg5'], valid_frac=0.1, test_frac=0.1); print(json.dumps(c.splits))")
-    outs = [subprocess.run([sys.executable, "-c", code, str(cat)], cwd=ROOT, check=True,
+    outs = [subprocess.run([sys.executable, "-c", code, str(catdir)], cwd=ROOT, check=True,
                            capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout
             for seed in ("1", "2")]
