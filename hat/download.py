@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gzip
 import hashlib
 import http.client
 import os
@@ -440,11 +441,23 @@ def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None
     return PurePosixPath(*parts) if parts else None
 
 
+def _check_gzip_complete(archive: Path) -> None:
+    """Decompress a gzip file to its end: a truncated one raises EOFError (tarfile alone may take
+    a cut that falls between two members for the end of the archive)."""
+    with open(archive, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return
+    with gzip.open(archive, "rb") as g:
+        while g.read(_CHUNK):
+            pass
+
+
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Extract a tar(.gz) into ``dest``: plain files and folders only, every path inside
     ``dest`` (an unsafe member stops the extraction with an error)."""
     archive, dest = Path(archive), Path(dest)
     try:
+        _check_gzip_complete(archive)
         with tarfile.open(archive, "r|*") as tf, _progress(None, f"extract {archive.name}") as bar:
             for member in tf:
                 rel = _member_path(member, archive)
