@@ -366,3 +366,25 @@ def test_existing_data_bin_is_kept_unless_forced(databin: Path, tmp_path: Path, 
     assert leftovers(out.parent) == ["data-bin"]
     with pytest.raises(HatConfigError, match="--task wmt16.en-de: HAT published"):
         fetch_data("wmt16.en-de")
+
+
+def test_every_truncation_of_an_archive_is_detected(tmp_path: Path) -> None:
+    """A cut between two tar members looks like a complete tar: the gzip stream must tell."""
+    import io
+    import os
+    import tarfile
+
+    from hat.download import safe_extract
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for i in range(40):
+            data = os.urandom(20)  # tiny members: most cuts fall into a tar header
+            info = tarfile.TarInfo(f"x/f{i}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    whole = buf.getvalue()
+    for cut in range(100, len(whole), 37):
+        (tmp_path / "a.tgz").write_bytes(whole[:cut])
+        with pytest.raises(DownloadError, match="truncated or corrupt"):
+            safe_extract(tmp_path / "a.tgz", tmp_path / f"out{cut}")
