@@ -7,7 +7,7 @@ python train.py --configs=<sub>.yml --sub-configs=configs/<task>/subtransformer/
 
 import sys
 
-from hat.train import main
+from hat.train_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

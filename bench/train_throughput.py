@@ -114,7 +114,7 @@ def child(argv: list[str]) -> None:
         sys.argv = ["fairseq-train", *rest]
         cli_main()
     else:
-        from hat.train import main
+        from hat.train_cli import main
 
         rc = main(rest)
         if rc:

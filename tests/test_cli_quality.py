@@ -10,7 +10,7 @@ import yaml
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
 from hat.threads import choose_cpu_threads
-from hat.train import main as train_main
+from hat.train_cli import main as train_main
 from tests.conftest import ROOT
 
 WMT_SUB = ROOT / "configs/wmt14.en-de/subtransformer/HAT_wmt14ende_titanxp@57.1ms_bleu@25.8.yml"
@@ -104,7 +104,7 @@ def test_nothing_imports_torchaudio() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, hat, hat.train, hat.training, hat.bleu, hat.export, hat.search.cli, "
+    code = ("import sys, hat, hat.train_cli, hat.training, hat.bleu, hat.export, hat.search.cli, "
             "hat.latency.dataset_cli, hat.latency.predictor_cli, fairseq_cli.train, "
             "fairseq_cli.generate, fairseq_cli.preprocess;"
             "from fairseq import checkpoint_utils, options, tasks;"

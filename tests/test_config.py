@@ -8,7 +8,7 @@ import pytest
 
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
-from hat.train import main as train_main
+from hat.train_cli import main as train_main
 from tests.conftest import ROOT
 
 SPACE0 = ROOT / "configs" / "wmt14.en-de" / "supertransformer" / "space0.yml"

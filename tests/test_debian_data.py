@@ -224,7 +224,7 @@ def test_pipeline_on_catalog_folder(debian_bin: Path, tmp_path: Path) -> None:
     # same catalogs in another folder: byte-identical splits
     out2 = tmp_path / "again"
     cat = Path(man["catalog_dir"])
-    deb.prepare_debian(prep.get_recipe("debian.en-de"), out2, catalog_dir=cat)
+    deb.prepare_debian(prep.task_recipe("debian.en-de"), out2, catalog_dir=cat)
     for split in deb.SPLITS:
         for lang in ("en", "de"):
             a = (debian_bin / "orig" / f"{split}.{lang}").read_bytes()

@@ -2,10 +2,10 @@
 ``hat.data.prepare.prepare``) and a synthetic corpus (:mod:`hat.data.toy_corpus`). Heavy
 dependencies (fairseq, sacremoses, subword-nmt) are imported lazily."""
 
-from hat.data.prepare import TASKS, DataPrepError, expected_files, get_recipe
+from hat.data.prepare import TASKS, DataPrepError, expected_files, task_recipe
 from hat.data.toy_corpus import SRC_LANG, TGT_LANG, detokenize, generate_corpus, make_toy_corpus
 
 __all__ = [
-    "TASKS", "DataPrepError", "expected_files", "get_recipe",
+    "TASKS", "DataPrepError", "expected_files", "task_recipe",
     "SRC_LANG", "TGT_LANG", "detokenize", "generate_corpus", "make_toy_corpus",
 ]

@@ -296,7 +296,7 @@ TASKS: dict[str, TaskRecipe] = {
 }
 
 
-def get_recipe(task: str) -> TaskRecipe:
+def task_recipe(task: str) -> TaskRecipe:
     """Return the recipe of ``task``; raise DataPrepError listing the known tasks otherwise."""
     try:
         return TASKS[task]
@@ -307,7 +307,7 @@ def get_recipe(task: str) -> TaskRecipe:
 
 def expected_files(task: str | TaskRecipe) -> list[tuple[str, str]]:
     """List ``(relative path, archive)`` of every raw file a task reads from the raw dir."""
-    recipe = get_recipe(task) if isinstance(task, str) else task
+    recipe = task_recipe(task) if isinstance(task, str) else task
     out: list[tuple[str, str]] = []
     for corpus in recipe.train + recipe.valid + recipe.test:
         for lang in recipe.langs:
@@ -888,7 +888,7 @@ def prepare(task: str, out: Path, raw_dir: Path | None = None, workers: int = 1,
     Without ``raw_dir`` the corpora are downloaded into ``out/orig``. ``recipe`` overrides the
     registered recipe of ``task`` (e.g. a ``dataclasses.replace``-d one).
     """
-    recipe = recipe or get_recipe(task)
+    recipe = recipe or task_recipe(task)
     if bpe_tokens is not None:
         if bpe_tokens < 1:
             raise DataPrepError(f"--bpe-tokens must be a positive number of merges, got "
@@ -943,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     try:
-        recipe = get_recipe(args.task)
+        recipe = task_recipe(args.task)
         if args.list_files and recipe.catalogs:
             from hat.data.debian import DEBIAN_PACKAGES, HELD_OUT_PACKAGES
 
