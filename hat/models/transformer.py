@@ -17,7 +17,14 @@ from fairseq.models import FairseqEncoder, FairseqIncrementalDecoder
 from torch import Tensor, nn
 
 from hat.checkpoint import drop_version_key
-from hat.modules import DecoderLayer, EncoderLayer, SinusoidalPositions, scaled_dropout
+from hat.modules import (
+    DecoderLayer,
+    EncoderLayer,
+    LayerShape,
+    Regularization,
+    SinusoidalPositions,
+    scaled_dropout,
+)
 from hat.space import SubConfig, attended_layers
 
 EncoderOut = dict[str, list[Tensor]]
@@ -41,16 +48,6 @@ class Widths:
     qkv_dim: int
     ende_heads: tuple[int, ...] = ()
     encoder_embed_dim: int = 0
-
-
-@dataclass(frozen=True)
-class Regularization:
-    """Dropout settings (HAT scales most of them with the sampled width)."""
-
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    scale_encoder_attn_dropout: bool = True
 
 
 def slice_cols(weight: Tensor, d: int) -> Tensor:
@@ -77,18 +74,8 @@ class HatEncoder(FairseqEncoder):
         self.embed_positions = SinusoidalPositions(widths.super_embed_dim, self.padding_idx)
         self.max_source_positions = max_positions
         self.layers = nn.ModuleList(
-            EncoderLayer(
-                widths.embed_dim,
-                f,
-                h,
-                widths.qkv_dim,
-                reg.dropout,
-                reg.attention_dropout,
-                reg.activation_dropout,
-                widths.super_embed_dim,
-                reg.scale_encoder_attn_dropout,
-                attn_impl,
-            )
+            EncoderLayer(LayerShape(widths.embed_dim, f, h, widths.qkv_dim, widths.super_embed_dim),
+                         reg, attn_impl)
             for f, h in zip(widths.ffn, widths.heads)
         )
         self.sample_embed_dim, self.sample_layer_num = widths.embed_dim, len(self.layers)
@@ -174,19 +161,8 @@ class HatDecoder(FairseqIncrementalDecoder):
         if output_weight is not None:  # separate output projection (IWSLT)
             self.embed_out = output_weight
         self.layers = nn.ModuleList(
-            DecoderLayer(
-                widths.embed_dim,
-                widths.encoder_embed_dim,
-                f,
-                h,
-                eh,
-                widths.qkv_dim,
-                reg.dropout,
-                reg.attention_dropout,
-                reg.activation_dropout,
-                widths.super_embed_dim,
-                attn_impl,
-            )
+            DecoderLayer(LayerShape(widths.embed_dim, f, h, widths.qkv_dim, widths.super_embed_dim,
+                                    widths.encoder_embed_dim, eh), reg, attn_impl)
             for f, h, eh in zip(widths.ffn, widths.heads, widths.ende_heads)
         )
         self.sample_embed_dim, self.sample_layer_num = widths.embed_dim, len(self.layers)

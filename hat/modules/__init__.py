@@ -7,7 +7,7 @@ from hat.modules.elastic import (
     SinusoidalPositions,
     scaled_dropout,
 )
-from hat.modules.layers import DecoderLayer, EncoderLayer
+from hat.modules.layers import DecoderLayer, EncoderLayer, LayerShape, Regularization
 
 __all__ = [
     "DecoderLayer",
@@ -15,6 +15,8 @@ __all__ = [
     "ElasticLayerNorm",
     "ElasticLinear",
     "EncoderLayer",
+    "LayerShape",
+    "Regularization",
     "SinusoidalPositions",
     "scaled_dropout",
 ]

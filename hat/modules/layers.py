@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hat.modules.attention import ElasticAttention, IncrementalState
 from hat.modules.elastic import ElasticLayerNorm, ElasticLinear, scaled_dropout
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """Dropout settings (HAT scales most of them with the sampled width)."""
+
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    scale_encoder_attn_dropout: bool = True
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Build-time sizes of one layer: its width, FFN size and head counts, the Q/K/V width, the
+    SuperTransformer's width (dropout scaling) and, for a decoder layer, the encoder's width."""
+
+    embed_dim: int
+    ffn_dim: int
+    heads: int
+    qkv_dim: int
+    super_embed_dim: int
+    encoder_embed_dim: int | None = None  # decoder layers: the encoder output's width
+    ende_heads: int | None = None  # decoder layers: encoder-decoder attention heads
 
 
 class DropoutRates:
@@ -34,30 +60,18 @@ class DropoutRates:
 class EncoderLayer(nn.Module):
     """Self-attention and FFN, each followed by dropout, residual and LayerNorm."""
 
-    def __init__(
-        self,
-        embed_dim: int,
-        ffn_dim: int,
-        num_heads: int,
-        qkv_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
-        super_embed_dim: int,
-        scale_encoder_attn_dropout: bool = True,
-        attn_impl: str = "sdpa",
-    ) -> None:
+    def __init__(self, shape: LayerShape, reg: Regularization, attn_impl: str = "sdpa") -> None:
         super().__init__()
+        d = shape.embed_dim
         self.self_attn = ElasticAttention(
-            embed_dim, embed_dim, qkv_dim, num_heads, attention_dropout, attn_impl
+            d, d, shape.qkv_dim, shape.heads, reg.attention_dropout, attn_impl
         )
-        self.self_attn_layer_norm = ElasticLayerNorm(embed_dim)
-        self.fc1 = ElasticLinear(embed_dim, ffn_dim)
-        self.fc2 = ElasticLinear(ffn_dim, embed_dim)
-        self.final_layer_norm = ElasticLayerNorm(embed_dim)
-        self.rates = DropoutRates(
-            dropout, activation_dropout, super_embed_dim, scale_encoder_attn_dropout
-        )
+        self.self_attn_layer_norm = ElasticLayerNorm(d)
+        self.fc1 = ElasticLinear(d, shape.ffn_dim)
+        self.fc2 = ElasticLinear(shape.ffn_dim, d)
+        self.final_layer_norm = ElasticLayerNorm(d)
+        self.rates = DropoutRates(reg.dropout, reg.activation_dropout, shape.super_embed_dim,
+                                  reg.scale_encoder_attn_dropout)
 
     def set_sample(self, embed_dim: int, ffn_dim: int, heads: int) -> None:
         """Configure the active widths and head count."""
@@ -80,33 +94,20 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Causal self-attention, encoder-decoder attention and FFN, each post-normed."""
 
-    def __init__(
-        self,
-        embed_dim: int,
-        encoder_embed_dim: int,
-        ffn_dim: int,
-        self_heads: int,
-        ende_heads: int,
-        qkv_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
-        super_embed_dim: int,
-        attn_impl: str = "sdpa",
-    ) -> None:
+    def __init__(self, shape: LayerShape, reg: Regularization, attn_impl: str = "sdpa") -> None:
         super().__init__()
-        self.self_attn = ElasticAttention(
-            embed_dim, embed_dim, qkv_dim, self_heads, attention_dropout, attn_impl
-        )
-        self.self_attn_layer_norm = ElasticLayerNorm(embed_dim)
-        self.encoder_attn = ElasticAttention(
-            embed_dim, encoder_embed_dim, qkv_dim, ende_heads, attention_dropout, attn_impl
-        )
-        self.encoder_attn_layer_norm = ElasticLayerNorm(embed_dim)
-        self.fc1 = ElasticLinear(embed_dim, ffn_dim)
-        self.fc2 = ElasticLinear(ffn_dim, embed_dim)
-        self.final_layer_norm = ElasticLayerNorm(embed_dim)
-        self.rates = DropoutRates(dropout, activation_dropout, super_embed_dim, True)
+        d, q, p = shape.embed_dim, shape.qkv_dim, reg.attention_dropout
+        if shape.encoder_embed_dim is None or shape.ende_heads is None:
+            raise ValueError("a decoder layer needs encoder_embed_dim and ende_heads")
+        self.self_attn = ElasticAttention(d, d, q, shape.heads, p, attn_impl)
+        self.self_attn_layer_norm = ElasticLayerNorm(d)
+        self.encoder_attn = ElasticAttention(d, shape.encoder_embed_dim, q, shape.ende_heads, p,
+                                             attn_impl)
+        self.encoder_attn_layer_norm = ElasticLayerNorm(d)
+        self.fc1 = ElasticLinear(d, shape.ffn_dim)
+        self.fc2 = ElasticLinear(shape.ffn_dim, d)
+        self.final_layer_norm = ElasticLayerNorm(d)
+        self.rates = DropoutRates(reg.dropout, reg.activation_dropout, shape.super_embed_dim, True)
 
     def set_sample(
         self, embed_dim: int, encoder_embed_dim: int, ffn_dim: int, self_heads: int, ende_heads: int
