@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_profile(args)
             if not args.json:
                 print_profile(result, flops=False)
-            result["latency"] = run_latency(args)
+            result["latency"] = run_latency(args, SubConfig.from_dict(result["config"]))
             if args.json:
                 print(json.dumps(result))
             else:
@@ -154,14 +154,14 @@ def print_profile(result: dict, flops: bool = True) -> None:
               "excluding the output projection)")
 
 
-def run_latency(args: argparse.Namespace) -> dict:
-    """Time the SubTransformer of the args with HAT's protocol (random weights: only shapes
-    matter): one encoder pass of a length-n dummy source, an n-step beam-5 incremental decode."""
+def run_latency(args: argparse.Namespace, cfg: SubConfig) -> dict:
+    """Time the SubTransformer ``cfg`` (as :func:`run_profile` resolved it from the args) with
+    HAT's protocol (random weights: only shapes matter): one encoder pass of a length-n dummy
+    source, an n-step beam-5 incremental decode."""
     from hat.latency.dataset_cli import build_model, vocab_sizes
     from hat.latency.timing import LatencyMeter, Protocol, resolve_device
     from hat.threads import available_cores
 
-    space, cfg, _ = profiled_config(args)
     if args.latiter < 1 or args.latwarmup < 0:
         raise HatConfigError(f"--latiter must be >= 1 and --latwarmup >= 0, got {args.latiter} "
                              f"and {args.latwarmup}")
