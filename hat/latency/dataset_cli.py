@@ -123,9 +123,9 @@ def vocab_sizes(args: Any) -> tuple[int, int]:
     data = Path(str(getattr(args, "data", "") or ""))
     s_lang, t_lang = getattr(args, "source_lang", None), getattr(args, "target_lang", None)
     if src is None and s_lang and (data / f"dict.{s_lang}.txt").is_file():
-        src = _dict_len(data / f"dict.{s_lang}.txt")
+        src = dictionary_size(data / f"dict.{s_lang}.txt")
     if tgt is None and t_lang and (data / f"dict.{t_lang}.txt").is_file():
-        tgt = _dict_len(data / f"dict.{t_lang}.txt")
+        tgt = dictionary_size(data / f"dict.{t_lang}.txt")
     src = src or WMT_VOCAB
     tgt = src if getattr(args, "share_all_embeddings", False) else (tgt or src)
     if src <= DUMMY_TOKEN or tgt <= DUMMY_TOKEN:
@@ -133,7 +133,9 @@ def vocab_sizes(args: Any) -> tuple[int, int]:
     return src, tgt
 
 
-def _dict_len(path: Path) -> int:
+def dictionary_size(path: str | os.PathLike) -> int:
+    """Symbols of a fairseq dictionary file as ``Dictionary.load`` counts them (with the 4
+    specials)."""
     from fairseq.data import Dictionary
 
     return len(Dictionary.load(str(path)))

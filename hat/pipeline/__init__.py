@@ -125,6 +125,7 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
     from hat.pipeline import report
     from hat.profile import count_params
     from hat.space import read_subtransformer_yaml
+    from hat.threads import available_cores
 
     rows = []
     for m in models:
@@ -133,7 +134,7 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
                      "params_m": count_params(cfg, qkv_dim=_qkv(ctx)) / 1e6,
                      **lat["latency"][m["name"]]})
     machine = (torch.cuda.get_device_name(0) if ctx.preset.device == "cuda"
-               else f"{cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores")
+               else f"{cpu_model()}, {available_cores()} cores")
     meta = {"preset": ctx.preset.name, "device": ctx.preset.device, "machine": machine,
             "torch": torch.__version__, "date": datetime.date.today().isoformat(),
             "latency_protocol": lat["protocol"], "seed": ctx.seed,

@@ -5,7 +5,6 @@ from; the commands are collected in ``DIR/commands.sh``."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shlex
 import subprocess
@@ -201,18 +200,15 @@ def stage_supertransformer(ctx: Context) -> dict[str, Any]:
     return {"config": _rel(ctx.super_yaml), "checkpoint": _rel(ctx.super_ckpt)}
 
 
-def _vocab_size(ctx: Context) -> int:
-    from fairseq.data import Dictionary
-
-    return len(Dictionary.load(str(ctx.data_bin / "dict.src.txt")))
-
-
 def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     """Measure SubTransformers of the space on this machine."""
+    from hat.latency.dataset_cli import dictionary_size
+
     p = ctx.preset
+    vocab = dictionary_size(ctx.data_bin / "dict.src.txt")
     keys = load_yaml(TOY / "latency_dataset" / "cpu_epyc.yml")
     keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "lat-dataset-size": p.lat_rows,
-                 "latiter": p.latiter, "lat-src-vocab-size": _vocab_size(ctx), "latsilent": True,
+                 "latiter": p.latiter, "lat-src-vocab-size": vocab, "latsilent": True,
                  "seed": ctx.seed})
     if p.device == "cuda":
         for k in ("latcpu", "latcpu-threads", "latcpu-timer", "lat-ref-interleave",
@@ -227,17 +223,12 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     return {"config": _rel(cfg), "csv": _rel(ctx.latency_csv)}
 
 
-def measured_latencies(path: Path) -> list[float]:
-    """Encoder + decoder mean latency (ms) of every row of a latency CSV."""
-    with open(path) as f:
-        return [float(r["latency_mean_encoder"]) + float(r["latency_mean_decoder"])
-                for r in csv.DictReader(f)]
-
-
 def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
     """Train the latency predictor on the dataset just measured."""
     keys = load_yaml(TOY / "latency_predictor" / "cpu_epyc.yml")
-    lat_norm = float(f"{max(measured_latencies(ctx.latency_csv)):.2g}")
+    from hat.latency.csvio import load_latency_csv
+
+    lat_norm = float(f"{load_latency_csv(ctx.latency_csv)[1].max():.2g}")
     keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "ckpt-path": _rel(ctx.predictor),
                  "lat-norm": lat_norm, "train-steps": ctx.preset.predictor_steps,
                  "seed": ctx.seed})
@@ -256,7 +247,9 @@ def latency_limits(ctx: Context, baseline_ms: float) -> list[float]:
 
     import numpy as np
 
-    lat = np.array(measured_latencies(ctx.latency_csv))
+    from hat.latency.csvio import load_latency_csv
+
+    lat = load_latency_csv(ctx.latency_csv)[1]
     limits = {float(f"{np.quantile(lat, q):.2g}") for q in ctx.preset.limit_quantiles}
     digits = 2 - math.floor(math.log10(baseline_ms))  # 3 significant digits, rounded up
     at_baseline = math.ceil(baseline_ms * 10**digits) / 10**digits
