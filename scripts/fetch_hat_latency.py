@@ -22,16 +22,15 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hat.latency.csvio import HAT_LATENCY_DATASETS  # noqa: E402
+
 BASE_URL = (
     "https://raw.githubusercontent.com/mit-han-lab/hardware-aware-transformers/master/"
     "latency_dataset/"
 )
-NAMES = (
-    "wmt14ende_cpu_raspberrypi",
-    "wmt14ende_cpu_xeon",
-    "wmt14ende_gpu_titanxp",
-    "iwslt14deen_gpu_titanxp",
-)
+NAMES = HAT_LATENCY_DATASETS
 
 
 def _atomic_copy_from(stream_open, dest: Path) -> None:

@@ -35,6 +35,13 @@ LATENCY_NAMES: tuple[str, ...] = (
 )
 HEADER: tuple[str, ...] = FEATURE_NAMES + LATENCY_NAMES
 N_FEATURES = len(FEATURE_NAMES)
+# The latency datasets HAT published (``<name>_all.csv``; scripts/fetch_hat_latency.py fetches them)
+HAT_LATENCY_DATASETS: tuple[str, ...] = (
+    "wmt14ende_cpu_raspberrypi",
+    "wmt14ende_cpu_xeon",
+    "wmt14ende_gpu_titanxp",
+    "iwslt14deen_gpu_titanxp",
+)
 
 
 class LatencyDataError(HatConfigError):

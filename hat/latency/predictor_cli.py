@@ -297,14 +297,12 @@ def load_checked(path: str) -> tuple[Any, Any, dict[str, Any]]:
     return latency_arrays(table)
 
 
-HAT_DATASETS = ("wmt14ende_cpu_raspberrypi", "wmt14ende_cpu_xeon", "wmt14ende_gpu_titanxp",
-                "iwslt14deen_gpu_titanxp")  # published by HAT (scripts/fetch_hat_latency.py)
-
-
 def how_to_get_dataset(path: str) -> str:
     """The command that creates the latency CSV ``path``."""
+    from hat.latency.csvio import HAT_LATENCY_DATASETS
+
     name = Path(path).name.removesuffix("_all.csv")
-    if name in HAT_DATASETS:
+    if name in HAT_LATENCY_DATASETS:
         return (f"it is HAT's published dataset: fetch it with `python scripts/"
                 f"fetch_hat_latency.py --names {name}` (--mirror DIR to copy it from a local "
                 "folder), or measure your own with latency_dataset.py")
