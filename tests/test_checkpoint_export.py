@@ -23,6 +23,7 @@ from fairseq.sequence_generator import SequenceGenerator
 
 from hat.checkpoint import ShapeTask, build_from_checkpoint, read_checkpoint
 from hat.compat import LegacyObject, trusted_load
+from hat.data.prepare import fairseq_preprocess
 from hat.errors import HatConfigError
 from hat.export import export
 from hat.models import TransformerSuperModel
@@ -50,13 +51,8 @@ def databin(tmp_path_factory) -> Path:
             tgt.append(" ".join(reversed(s)))
         (raw / f"{split}.src").write_text("\n".join(src) + "\n")
         (raw / f"{split}.tgt").write_text("\n".join(tgt) + "\n")
-    dest = tmp_path_factory.mktemp("bin")
-    subprocess.run(
-        [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src", "--target-lang",
-         "tgt", "--trainpref", raw / "train", "--validpref", raw / "valid", "--testpref",
-         raw / "test", "--destdir", dest, "--joined-dictionary", "--workers", "1"],
-        check=True, capture_output=True)
-    return dest
+    return fairseq_preprocess(raw, tmp_path_factory.mktemp("bin"), "src", "tgt",
+                              joined_dictionary=True)
 
 
 HAT_DATA = "data/binary/wmt16_en_de"  # where HAT's runs read their data (overridden when used)

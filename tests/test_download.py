@@ -20,6 +20,7 @@ import yaml
 
 import hat.download as dl
 from hat.checkpoint import save_checkpoint
+from hat.data.prepare import fairseq_preprocess
 from hat.download import (
     HAT_DATA,
     HAT_MODELS,
@@ -244,13 +245,8 @@ def databin(tmp_path_factory) -> Path:
         lines = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(n)]
         (raw / f"{split}.en").write_text("\n".join(lines) + "\n")
         (raw / f"{split}.de").write_text("\n".join(reversed(lines)) + "\n")
-    dest = tmp_path_factory.mktemp("bin")
-    subprocess.run(
-        [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "en", "--target-lang",
-         "de", "--trainpref", raw / "train", "--validpref", raw / "valid", "--testpref",
-         raw / "test", "--destdir", dest, "--joined-dictionary", "--workers", "1"],
-        check=True, capture_output=True)
-    return dest
+    return fairseq_preprocess(raw, tmp_path_factory.mktemp("bin"), "en", "de",
+                              joined_dictionary=True)
 
 
 def make_tgz(path: Path, databin: Path, top: str | None = "wmt16_en_de",
