@@ -407,11 +407,13 @@ def report_header(args: Any, sargs: Any, ckpt: Any, sizes: dict[str, int]) -> di
     }
 
 
+def mmm(s: dict[str, float]) -> str:
+    """``mean (min-max)`` of a summary."""
+    return f"{s['mean']:.4f} ({s['min']:.4f}-{s['max']:.4f})"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The summary table."""
-    def mmm(s: dict[str, float]) -> str:
-        return f"{s['mean']:.4f} ({s['min']:.4f}-{s['max']:.4f})"
-
     lines = ["| limit | evolution mean (min-max) | random mean (min-max) | "
              "evolution wins/ties/losses | best known | loss spread of random feasible |",
              "|---|---|---|---|---|---|"]
@@ -434,9 +436,7 @@ def markdown_heldout(report: dict[str, Any]) -> str:
     for name, s in report["summary"].items():
         h = s["heldout"]
         lines.append(
-            f"| {name} ms ({h['subset']}) | {h['evolution']['mean']:.4f} "
-            f"({h['evolution']['min']:.4f}-{h['evolution']['max']:.4f}) | "
-            f"{h['random']['mean']:.4f} ({h['random']['min']:.4f}-{h['random']['max']:.4f}) | "
+            f"| {name} ms ({h['subset']}) | {mmm(h['evolution'])} | {mmm(h['random'])} | "
             f"{h['evolution_wins']}/{h['ties']}/{h['evolution_losses']} | "
             f"{h['best_known']:.4f} |")
     return "\n".join(lines)
