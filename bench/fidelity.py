@@ -15,6 +15,9 @@ Writes bench/results/fidelity_<preset>_<device>.json and a scatter plot PNG besi
 
     python -m hat.pipeline --out runs/quickstart
     python bench/fidelity.py --run runs/quickstart [--samples 20 --jobs 2]
+
+(a) has two parts that can run on different machines or at different times (``--part scratch``
+before the SuperTransformer exists, ``--part inherited`` after); the plain command reuses them.
 """
 
 from __future__ import annotations
@@ -66,60 +69,109 @@ class Scorer:
         return float(self.loss(cfg))
 
 
-def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int | None = None
-            ) -> dict[str, Any]:
-    from hat.models.args import space_from_args
-    from hat.space import write_subtransformer_yaml
+def run_context(run: Path) -> Context:
+    """The pipeline run's context (task, preset, seed) from its pipeline.json."""
+    from hat.pipeline.presets import preset
+    from hat.pipeline.tasks import TASKS
 
-    state = json.loads((run / "pipeline.json").read_text())
-    updates = updates or state["settings"]["retrain_updates"]
-    inherited = Scorer(run, run / "checkpoints/supertransformer/checkpoint_last.pt", device)
+    st = json.loads((run / "pipeline.json").read_text())["settings"]
+    return Context(out=run, preset=preset(st["name"], st["device"]),
+                   say=lambda m: print(m, flush=True), seed=st["seed"],
+                   task=TASKS[st.get("task", "toy")])
+
+
+def sample_configs(run: Path, n: int, seed: int) -> list[Any]:
+    """``n`` distinct random SubTransformers of the run's space (seeded)."""
+    from hat.models.args import space_from_args
+
     space = space_from_args(_super_args(run))
     rng = random.Random(seed)
-    cfgs, seen = [], set()
+    cfgs: list[Any] = []
     while len(cfgs) < n:
         c = space.sample(rng)
-        if c not in seen:
-            seen.add(c)
+        if c not in cfgs:
             cfgs.append(c)
-    out = run / f"fidelity_{updates}"
-    jobs_list = []
+    return cfgs
+
+
+def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: str,
+                 out: Path, stop_minutes: float | None = None) -> dict[str, Any]:
+    """Train every SubTransformer from scratch (the pipeline's retraining recipe, ``updates``
+    each) and score it; trainings finished earlier are kept (the check resumes)."""
+    from hat.pipeline.stages import checkpoint_updates, retrain_recipe
+    from hat.space import write_subtransformer_yaml
+
+    recipe = retrain_recipe(run_context(run))
+    todo = []
     for i, c in enumerate(cfgs):
         yml = out / f"sub{i:02d}.yml"
         yml.parent.mkdir(parents=True, exist_ok=True)
         write_subtransformer_yaml(c, yml, header=f"fidelity check: random SubTransformer {i}")
         save = out / f"sub{i:02d}"
-        if (save / "checkpoint_last.pt").is_file() and _updates(save) >= updates:
-            continue  # finished earlier (the check resumes)
-        jobs_list.append((f"sub{i:02d}", [sys.executable, script("train.py"),
-                                          f"--configs={_rel(yml)}",
-                                          f"--sub-configs={_rel(run / 'configs/retrain.yml')}",
-                                          "--save-dir", _rel(save), "--max-update", str(updates)],
-                          out / f"sub{i:02d}.log"))
+        if (checkpoint_updates(save / "checkpoint_last.pt") or -1) >= updates:
+            continue
+        argv = [sys.executable, script("train.py"), f"--configs={_rel(yml)}",
+                f"--sub-configs={_rel(recipe)}", "--save-dir", _rel(save),
+                "--max-update", str(updates)]
+        if stop_minutes:  # a safety cap: rows that hit it are reported as short
+            argv += ["--stop-time-hours", f"{stop_minutes / 60:.4f}"]
+        todo.append((f"sub{i:02d}", argv, out / f"sub{i:02d}.log"))
     ctx = Context(out=out, preset=None, say=lambda m: print(m, flush=True))  # type: ignore[arg-type]
     t0 = time.monotonic()
     env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
-    run_parallel(ctx, jobs_list, jobs, env)
+    run_parallel(ctx, todo, jobs, env)
     train_s = time.monotonic() - t0
     rows = []
     for i, c in enumerate(cfgs):
-        scratch = Scorer(run, out / f"sub{i:02d}" / "checkpoint_last.pt", device)
-        rows.append({"config": c.to_dict(), "inherited_loss": inherited(c),
-                     "scratch_loss": scratch(c)})
+        ckpt = out / f"sub{i:02d}" / "checkpoint_last.pt"
+        rows.append({"config": c.to_dict(), "scratch_loss": Scorer(run, ckpt, device)(c),
+                     "scratch_updates": checkpoint_updates(ckpt)})
+    return {"rows": rows, "retrain_updates": updates, "train_seconds": train_s, "jobs": jobs,
+            "trained_now": len(todo)}
+
+
+def inherited_part(run: Path, cfgs: list[Any], device: str) -> dict[str, Any]:
+    """Validation loss of every SubTransformer with the SuperTransformer's weights."""
+    t0 = time.monotonic()
+    inherited = Scorer(run, run / "checkpoints/supertransformer/checkpoint_last.pt", device)
+    return {"losses": [inherited(c) for c in cfgs], "seconds": time.monotonic() - t0}
+
+
+def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int | None = None,
+            part: str = "all", stop_minutes: float | None = None) -> dict[str, Any] | None:
+    """(a), in two parts that can run apart (each saved in ``run/fidelity_<updates>/``):
+    ``scratch`` needs no SuperTransformer, ``inherited`` needs no retraining."""
+    from hat.atomic import atomic_write_json
+
+    state = json.loads((run / "pipeline.json").read_text())
+    updates = updates or state["settings"]["retrain_updates"]
+    cfgs = sample_configs(run, n, seed)
+    out = run / f"fidelity_{updates}"
+    out.mkdir(parents=True, exist_ok=True)
+    key = {"samples": n, "seed": seed}
+    parts = {"scratch": lambda: scratch_part(run, cfgs, updates, jobs, device, out,
+                                             stop_minutes),
+             "inherited": lambda: inherited_part(run, cfgs, device)}
+    got = {}
+    for name, fn in parts.items():
+        path = out / f"{name}.json"
+        saved = json.loads(path.read_text()) if path.is_file() else None
+        if saved is not None and saved.get("key") == key:
+            got[name] = saved
+        elif part in ("all", name):
+            got[name] = {"key": key, **fn()}
+            atomic_write_json(path, got[name], indent=1)
+    if len(got) < 2:
+        print(f"(a) part(s) {', '.join(got)} saved in {out}; run again with the other part")
+        return None
+    rows = [{**r, "inherited_loss": a} for r, a in zip(got["scratch"]["rows"],
+                                                       got["inherited"]["losses"])]
     a = [r["inherited_loss"] for r in rows]
     b = [r["scratch_loss"] for r in rows]
+    short = [i for i, r in enumerate(rows) if (r["scratch_updates"] or 0) < updates]
     return {"samples": rows, "spearman": spearman(a, b), "kendall": kendall(a, b),
-            "retrain_updates": updates, "train_seconds": train_s, "jobs": jobs}
-
-
-def _updates(save: Path) -> int:
-    from hat.compat import trusted_load
-
-    try:
-        return int(trusted_load(save / "checkpoint_last.pt")["optimizer_history"][-1]
-                   ["num_updates"])
-    except Exception:  # noqa: BLE001 - unreadable: train again
-        return -1
+            "retrain_updates": updates, "short_of_budget": short,
+            **{k: got["scratch"][k] for k in ("train_seconds", "jobs")}}
 
 
 def _super_args(run: Path) -> Any:
@@ -162,7 +214,7 @@ def plot(rows: list[dict[str, Any]], rho: float, path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", type=Path, required=True, help="a finished hat.pipeline --out DIR")
+    ap.add_argument("--run", type=Path, required=True, help="a hat.pipeline --out DIR")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (CPU: 1 thread each)")
@@ -170,32 +222,51 @@ def main() -> int:
                     help="where the losses are computed")
     ap.add_argument("--max-update", type=int, default=None,
                     help="from-scratch budget (default: the pipeline's retraining budget)")
+    ap.add_argument("--part", choices=("all", "scratch", "inherited"), default="all",
+                    help="run one part of (a) only: 'scratch' needs no SuperTransformer, "
+                         "'inherited' no retraining (the parts are saved; 'all' reuses them)")
+    ap.add_argument("--stop-minutes", type=float, default=None,
+                    help="safety cap per from-scratch training (rows that hit it are listed "
+                         "in short_of_budget)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     args = ap.parse_args()
+    if not (args.run / "pipeline.json").is_file():
+        print(f"error: {args.run}/pipeline.json not found: run python -m hat.pipeline --out "
+              f"{args.run} first", file=sys.stderr)
+        return 2
+    if args.part != "all":
+        check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
+                args.part, args.stop_minutes)
+        return 0
     if not (args.run / "results.json").is_file():
-        print(f"error: {args.run}/results.json not found: run python -m hat.pipeline --out "
+        print(f"error: {args.run}/results.json not found: finish python -m hat.pipeline --out "
               f"{args.run} first", file=sys.stderr)
         return 2
     t0 = time.monotonic()
     bc = checks_bc(args.run)
-    a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update)
+    a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
+                "all", args.stop_minutes)
+    assert a is not None
     import torch
 
     from hat.latency.machine import cpu_model
 
-    name = f"fidelity_{bc['pipeline']['preset']}_{bc['pipeline']['device']}"
+    p = bc["pipeline"]
+    name = f"fidelity_{p['preset']}_{p['device']}"
     out = args.out or ROOT / "bench" / "results" / f"{name}.json"
+    where = (torch.cuda.get_device_name(0) if args.device == "cuda"
+             else f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores")
     record = {"what": "HAT's premise and the pipeline's results checked (bench/fidelity.py)",
               "date": datetime.date.today().isoformat(), "run": str(args.run),
-              "machine": f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores",
-              "torch": torch.__version__, "a_ranking": a, **bc,
+              "machine": where, "torch": torch.__version__, "a_ranking": a, **bc,
               "seconds": time.monotonic() - t0}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     plot(a["samples"], a["spearman"], out.with_suffix(".png"))
     print(f"(a) {args.samples} random SubTransformers, inherited vs from-scratch "
           f"({a['retrain_updates']} updates) validation loss: Spearman {a['spearman']:.3f}, "
-          f"Kendall {a['kendall']:.3f}")
+          f"Kendall {a['kendall']:.3f}" + (f"; {len(a['short_of_budget'])} trainings stopped "
+                                           "short of the budget" if a["short_of_budget"] else ""))
     for r in bc["b_latency"]:
         print(f"(b) {r['name']}: predicted {r['predicted_ms']:.2f} ms, measured "
               f"{r['measured_ms']:.2f} ms ({r['error_pct']:+.1f}%), within its limit: "

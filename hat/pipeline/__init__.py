@@ -1,10 +1,12 @@
-"""HAT's whole pipeline in one command, on the synthetic toy corpus:
+"""HAT's whole pipeline in one command, on the synthetic toy corpus or a real one (``--task``):
 
 corpus -> SuperTransformer -> latency dataset (this machine) -> latency predictor -> Pareto
 search under 2-3 latency limits -> uniform Transformer baseline -> retrain every model from
 scratch -> beam-search BLEU -> predicted and measured latency -> results table and plot.
 
-``python -m hat.pipeline --out runs/quickstart``. Every stage runs its own CLI on a YAML config
+``python -m hat.pipeline --out runs/quickstart``. With several GPUs (``--gpus 2``) the latency
+dataset and predictor are made on the last GPU while the SuperTransformer trains on the first, and
+the retrainings spread over all. Every stage runs its own CLI on a YAML config
 written into ``DIR/configs/`` (the commands are in ``DIR/commands.sh``), so a user can take over
 at any stage. ``DIR/pipeline.json`` records finished stages: the same command continues a killed
 run (a stage cut short resumes through its CLI's own resume).
@@ -44,12 +46,26 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def run_pipeline(out: str | Path, preset_name: str = "default", device: str | None = None,
-                 seed: int = 1, workers: int = 2, say: Callable[[str], None] = print
-                 ) -> dict[str, Any]:
-    """Run (or continue) the pipeline into ``out``; returns the results record."""
-    from hat.pipeline import report, stages
+STAGES = ("corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
+          "search", "retrain", "bleu", "latency", "report")
 
+
+def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | None = None,
+                 seed: int = 1, workers: int = 2, say: Callable[[str], None] = print,
+                 task: str = "toy", gpus: int = 1, stop_after: str | None = None
+                 ) -> dict[str, Any] | None:
+    """Run (or continue) the pipeline into ``out``; returns the results record (None when
+    ``stop_after`` ends the run early: the same call without it continues)."""
+    import threading
+
+    from hat.pipeline import stages
+    from hat.pipeline.tasks import pipeline_task
+
+    t = pipeline_task(task)
+    if preset_name is None:
+        preset_name = "cuda" if t.name == "toy" and device == "cuda" else t.default_preset
+    if stop_after is not None and stop_after not in STAGES:
+        raise HatConfigError(f"--stop-after {stop_after!r}: allowed {', '.join(STAGES)}")
     if preset_name not in PRESETS:
         raise HatConfigError(f"--preset {preset_name!r}: allowed {', '.join(PRESETS)}")
     p: Preset = preset(preset_name, device)
@@ -59,20 +75,30 @@ def run_pipeline(out: str | Path, preset_name: str = "default", device: str | No
         if not torch.cuda.is_available():
             raise HatConfigError("--device cuda: torch sees no CUDA device here; run without it "
                                  "(the CPU preset)")
+        if gpus > torch.cuda.device_count():
+            raise HatConfigError(f"--gpus {gpus}: torch sees {torch.cuda.device_count()} GPU(s)")
+    if gpus < 1:
+        raise HatConfigError(f"--gpus {gpus}: must be at least 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from hat.atomic import check_writable
 
     check_writable(out / STATE, "pipeline output folder")
-    ctx = Context(out=out, preset=p, say=say, seed=seed)
-    settings = {**p.settings(), "seed": seed}
+    ctx = Context(out=out, preset=p, say=say, seed=seed, task=t, gpus=gpus)
+    settings = {**p.settings(), "seed": seed, "task": t.name}
     state_path = out / STATE
     state = _load_state(state_path, settings)
     done: dict[str, Any] = state["stages"]
     plan = dict(p.plan_s)
     t_run = time.monotonic()
+    lock = threading.Lock()
+
+    class Stop(Exception):
+        pass
 
     def stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if stop_after is not None and STAGES.index(name) > STAGES.index(stop_after):
+            raise Stop
         if name in done:
             say(f"[{list(plan).index(name) + 1}/{len(plan)}] {name}: done earlier "
                 f"({done[name]['seconds']:.0f} s)")
@@ -85,14 +111,61 @@ def run_pipeline(out: str | Path, preset_name: str = "default", device: str | No
             f"{_mmss(time.monotonic() - t_run)}, about {_mmss(left)} left)")
         t0 = time.monotonic()
         outputs = fn()
-        done[name] = {"seconds": round(time.monotonic() - t0, 1), "outputs": outputs}
-        atomic_write_json(state_path, state, indent=1)
+        with lock:
+            done[name] = {"seconds": round(time.monotonic() - t0, 1), "outputs": outputs}
+            atomic_write_json(state_path, state, indent=1)
         return outputs
 
-    stage("corpus", lambda: stages.stage_corpus(ctx))
-    stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
+    try:
+        stage("corpus", lambda: stages.stage_corpus(ctx))
+        if gpus > 1 and "supertransformer" not in done:
+            _beside(lambda: stage("supertransformer",
+                                  lambda: stages.stage_supertransformer(ctx)),
+                    lambda: _latency_stages(ctx, stage))
+        else:
+            stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
+        pred = _latency_stages(ctx, stage)
+        return _rest(ctx, stage, pred, done, workers)
+    except Stop:
+        say(f"stopped after stage '{stop_after}' (--stop-after); run the command without it to "
+            "continue")
+        return None
+
+
+def _beside(main: Callable[[], Any], other: Callable[[], Any]) -> None:
+    """Run ``other`` in a thread while ``main`` runs; re-raise the first error."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def wrap() -> None:
+        try:
+            other()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    th = threading.Thread(target=wrap)
+    th.start()
+    try:
+        main()
+    finally:
+        th.join()
+    if errors:
+        raise errors[0]
+
+
+def _latency_stages(ctx: Context, stage: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    from hat.pipeline import stages
+
     stage("latency_dataset", lambda: stages.stage_latency_dataset(ctx))
-    pred = stage("latency_predictor", lambda: stages.stage_latency_predictor(ctx))
+    return stage("latency_predictor", lambda: stages.stage_latency_predictor(ctx))
+
+
+def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, Any],
+          done: dict[str, Any], workers: int) -> dict[str, Any]:
+    from hat.pipeline import report, stages
+
+    say, out = ctx.say, ctx.out
     base = stage("baseline", lambda: stages.stage_baseline(ctx))
     search = stage("search", lambda: stages.stage_search(ctx, pred["lat_norm"],
                                                          base["predicted_latency_ms"]))
@@ -131,11 +204,14 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
     for m in models:
         cfg = read_subtransformer_yaml(m["yaml"])
         rows.append({**m, "bleu": bleu["scores"][m["name"]]["bleu"],
+                     "bleu_signature": bleu["scores"][m["name"]].get("signature"),
                      "params_m": count_params(cfg, qkv_dim=_qkv(ctx)) / 1e6,
                      **lat["latency"][m["name"]]})
     machine = (torch.cuda.get_device_name(0) if ctx.preset.device == "cuda"
                else f"{cpu_model()}, {available_cores()} cores")
-    meta = {"preset": ctx.preset.name, "device": ctx.preset.device, "machine": machine,
+    meta = {"task": ctx.task.name, "preset": ctx.preset.name, "device": ctx.preset.device,
+            "gpus": ctx.gpus, "machine": machine,
+            "supertransformer_updates": done["supertransformer"]["outputs"].get("updates"),
             "torch": torch.__version__, "date": datetime.date.today().isoformat(),
             "latency_protocol": lat["protocol"], "seed": ctx.seed,
             "settings": ctx.preset.settings()}

@@ -1,4 +1,5 @@
-"""``python -m hat.pipeline --out runs/quickstart``: HAT's whole pipeline on the toy corpus."""
+"""``python -m hat.pipeline --out runs/quickstart``: HAT's whole pipeline on the toy corpus
+(``--task debian.en-de``: on Debian's translation catalogs, on a GPU)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import sys
 
 from hat.errors import HatConfigError
-from hat.pipeline import PRESETS, run_pipeline
+from hat.pipeline import PRESETS, STAGES, run_pipeline
 from hat.pipeline.stages import StageError
+from hat.pipeline.tasks import TASKS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,24 +19,34 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a SuperTransformer, measure latency on this machine, train the "
                     "predictor, search under 2-3 latency limits, retrain the found "
                     "SubTransformers and a uniform Transformer baseline from scratch, and "
-                    "report BLEU and measured latency (synthetic toy corpus). Run the same "
-                    "command again to continue an interrupted run.")
+                    "report BLEU and measured latency (synthetic toy corpus, or --task). Run the "
+                    "same command again to continue an interrupted run.")
     ap.add_argument("--out", required=True, help="output folder (everything goes there)")
+    ap.add_argument("--task", choices=sorted(TASKS), default="toy",
+                    help="corpus: toy (synthetic, made in --out), debian.en-de / debian.en-fr "
+                         "(built once under data/ by scripts/prepare_data.py; default preset "
+                         "'debian', a GPU)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
                     help="sizes: default (2-core CPU, ~10 min), tiny (a test, ~2 min), cuda "
-                         "(one GPU, larger); default: 'cuda' with --device cuda, else 'default'")
+                         "(toy on one GPU), debian (a Debian corpus on a GPU); default: the "
+                         "task's ('cuda' for toy with --device cuda)")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="where to train, measure and search (default: the preset's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2,
                     help="models retrained / scored at once (CPU: one thread each)")
+    ap.add_argument("--gpus", type=int, default=1,
+                    help="GPUs to use (cuda): latency stages beside the SuperTransformer "
+                         "training, retrainings spread over them")
+    ap.add_argument("--stop-after", choices=STAGES, default=None,
+                    help="end after this stage (the same command without it continues)")
     args = ap.parse_args(argv)
-    name = "tiny" if args.tiny else args.preset or ("cuda" if args.device == "cuda"
-                                                      else "default")
+    name = "tiny" if args.tiny else args.preset
     try:
         run_pipeline(args.out, name, device=args.device, seed=args.seed, workers=args.jobs,
-                     say=lambda m: print(m, flush=True))
+                     say=lambda m: print(m, flush=True), task=args.task, gpus=args.gpus,
+                     stop_after=args.stop_after)
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

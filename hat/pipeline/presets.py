@@ -1,5 +1,6 @@
 """Sizes of the one-command pipeline: ``default`` (a 2-core CPU in about 10 minutes), ``tiny``
-(the test, well under 3 minutes) and ``cuda`` (one GPU, a larger corpus and longer training)."""
+(the test, well under 3 minutes), ``cuda`` (one GPU, a larger toy corpus and longer training) and
+``debian`` (the real Debian corpora on a GPU, about 25 minutes on one H200)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ class Preset:
     retrain_updates: int = 400  # per found SubTransformer and the baseline, from scratch
     limit_quantiles: tuple[float, ...] = (0.15, 0.4)  # of the measured latencies
     device: str = "cpu"
+    # training batches and schedule (None: the task's config as committed)
+    max_tokens: int | None = None  # None: the config's on the CPU, 8192 on a GPU
+    fp16: bool = False
+    warmup_updates: int | None = None  # SuperTransformer and retraining
+    super_stop_minutes: float | None = None  # SuperTransformer training also stops after this
     # planned seconds per stage on a 2-core CPU (progress ETA only; scaled by what is observed)
     plan_s: tuple[tuple[str, float], ...] = (
         ("corpus", 15), ("supertransformer", 150), ("latency_dataset", 45),
@@ -57,6 +63,17 @@ PRESETS: dict[str, Preset] = {
         plan_s=(("corpus", 30), ("supertransformer", 150), ("latency_dataset", 60),
                 ("latency_predictor", 20), ("baseline", 5), ("search", 40), ("retrain", 150),
                 ("bleu", 30), ("latency", 10), ("report", 5))),
+    "debian": Preset(
+        # real corpus (~200k pairs, ~1.6M target tokens a side): SuperTransformer training is
+        # 6000 updates of 16k tokens (~60 epochs) or 6 minutes, whichever ends first;
+        # every retraining 2500 updates (~25 epochs), the same for each model
+        "debian", super_updates=6000, lat_rows=300, latiter=20, predictor_steps=3000,
+        evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=2500,
+        device="cuda", max_tokens=16384, fp16=True, warmup_updates=1000,
+        super_stop_minutes=6.0,
+        plan_s=(("corpus", 5), ("supertransformer", 380), ("latency_dataset", 90),
+                ("latency_predictor", 40), ("baseline", 5), ("search", 60), ("retrain", 400),
+                ("bleu", 60), ("latency", 20), ("report", 5))),
 }
 
 

@@ -12,7 +12,7 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
             ) -> dict[str, Any]:
     """The results record: one entry per model, wall seconds per stage, how it was run."""
     keys = ("name", "latency_limit_ms", "predicted_latency_ms", "measured_latency_ms", "bleu",
-            "params_m", "yaml", "checkpoint", "inherited_valid_loss")
+            "params_m", "yaml", "checkpoint", "inherited_valid_loss", "bleu_signature")
     return {"models": [{k: m.get(k) for k in keys} for m in models],
             "stages": stages, "total_seconds": sum(stages.values()), **meta}
 
@@ -20,7 +20,8 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
 def markdown(res: dict[str, Any]) -> str:
     """A Markdown table of the models and the stage times."""
     lines = [
-        f"Pipeline results ({res['preset']} preset, {res['device']}: {res['machine']}, "
+        f"Pipeline results ({res.get('task', 'toy')} task, {res['preset']} preset, "
+        f"{res['device']}: {res['machine']}, "
         f"{res['date']}); latency with {res['latency_protocol']}", "",
         "| model | limit (ms) | predicted (ms) | measured (ms) | BLEU | #params (M) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -51,7 +52,8 @@ def plot(res: dict[str, Any], path: Path) -> Path:
             color="tab:red", label="Transformer (uniformly scaled down)")
     ax.set_xlabel(f"measured latency (ms, {res['device']})")
     ax.set_ylabel("BLEU (test)")
-    ax.set_title(f"toy task, {res['preset']} preset")
+    ax.set_title(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_png(fig, path)

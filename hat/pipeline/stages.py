@@ -20,10 +20,10 @@ import yaml
 
 from hat.errors import HatConfigError
 from hat.pipeline.presets import Preset
+from hat.pipeline.tasks import TASKS, PipelineTask, prepared
 from hat.space import SearchSpace, SubConfig, load_yaml, read_subtransformer_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = ROOT / "configs" / "toy"
 
 
 class StageError(HatConfigError):
@@ -38,6 +38,8 @@ class Context:
     preset: Preset
     say: Callable[[str], None]
     seed: int = 1
+    task: PipelineTask = TASKS["toy"]
+    gpus: int = 1  # GPUs to spread over (cuda): the latency stages and retrainings use several
 
     def path(self, *parts: str) -> Path:
         p = self.out.joinpath(*parts)
@@ -50,7 +52,35 @@ class Context:
 
     @property
     def data_bin(self) -> Path:
-        return self.out / "data" / "data-bin"
+        return self.task.data_bin(self.out)
+
+    @property
+    def latency_gpu(self) -> int:
+        """The GPU that measures latency (the last one: the SuperTransformer trains on 0)."""
+        return self.gpus - 1
+
+    def gpu_env(self, index: int) -> dict[str, str]:
+        """Environment that puts a child process on GPU ``index`` (nothing for one GPU/CPU)."""
+        if self.preset.device != "cuda" or self.gpus < 2:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": str(index % self.gpus)}
+
+    def train_keys(self, keys: dict[str, Any]) -> dict[str, Any]:
+        """The preset's batch, precision and warm-up applied to a training config."""
+        p = self.preset
+        if p.device == "cuda":
+            keys.pop("cpu", None)
+            keys["max-tokens"] = p.max_tokens or 8192
+        elif p.max_tokens:
+            keys["max-tokens"] = p.max_tokens
+        if p.fp16 and p.device == "cuda":
+            keys["fp16"] = True
+        if p.warmup_updates is not None:
+            keys["warmup-updates"] = p.warmup_updates
+        # checkpoints every save-interval-updates and at the end, not after every epoch (a
+        # real corpus has short epochs: per-epoch saves would cost more than the training)
+        keys.update({"no-epoch-checkpoints": True, "save-interval": 1000})
+        return keys
 
     @property
     def super_yaml(self) -> Path:
@@ -62,15 +92,15 @@ class Context:
 
     @property
     def latency_csv(self) -> Path:
-        return self.out / "latency" / f"toy_{self.hw}_all.csv"
+        return self.out / "latency" / f"{self.task.short}_{self.hw}_all.csv"
 
     @property
     def predictor(self) -> Path:
-        return self.out / "latency" / f"toy_{self.hw}.pt"
+        return self.out / "latency" / f"{self.task.short}_{self.hw}.pt"
 
     @property
     def search_yaml(self) -> Path:
-        return self.out / "search" / f"toy_{self.hw}.yml"
+        return self.out / "search" / f"{self.task.short}_{self.hw}.yml"
 
 
 # ----------------------------------------------------------------------------- running CLIs
@@ -128,9 +158,12 @@ def last_line(log: Path, width: int = 110) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def run_parallel(ctx: Context, jobs: list[tuple[str, list[str], Path]], workers: int,
-                 env: dict[str, str]) -> None:
-    """Run labelled commands, ``workers`` at a time."""
+Job = tuple[str, list[str], Path] | tuple[str, list[str], Path, dict[str, str]]
+
+
+def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str]) -> None:
+    """Run labelled commands, ``workers`` at a time (a job's own environment, its 4th item,
+    adds to ``env``: e.g. the GPU it runs on)."""
     errors: list[BaseException] = []
     pending = list(jobs)
     lock = threading.Lock()
@@ -140,10 +173,11 @@ def run_parallel(ctx: Context, jobs: list[tuple[str, list[str], Path]], workers:
             with lock:
                 if not pending or errors:
                     return
-                label, argv, log = pending.pop(0)
+                label, argv, log, *own = pending.pop(0)
             try:
                 t0 = time.monotonic()
-                run_command(ctx, argv, log, env=env, label=label)
+                run_command(ctx, argv, log, env={**env, **(own[0] if own else {})},
+                            label=label)
                 ctx.say(f"  {label}: done in {time.monotonic() - t0:.0f} s")
             except BaseException as e:  # noqa: BLE001 - re-raised below
                 with lock:
@@ -174,30 +208,58 @@ def _python() -> str:
 
 # ----------------------------------------------------------------------------- stages
 def stage_corpus(ctx: Context) -> dict[str, Any]:
-    """The synthetic parallel corpus, binarized."""
+    """The parallel corpus, binarized: the synthetic one is made in the run folder; a real one
+    is built once under ``data/`` by ``scripts/prepare_data.py`` (skipped when it is there)."""
     p = ctx.preset
-    run_command(ctx, [_python(), script("scripts/make_toy_corpus.py"), "--out",
-                      _rel(ctx.out / "data"), "--n-train", p.n_train, "--n-valid", p.n_valid,
-                      "--n-test", p.n_test, "--seed", ctx.seed], ctx.path("logs", "corpus.log"))
+    if ctx.task.built_in_run:
+        run_command(ctx, [_python(), script("scripts/make_toy_corpus.py"), "--out",
+                          _rel(ctx.out / "data"), "--n-train", p.n_train, "--n-valid",
+                          p.n_valid, "--n-test", p.n_test, "--seed", ctx.seed],
+                    ctx.path("logs", "corpus.log"))
+    elif prepared(ctx.data_bin):
+        ctx.say(f"  {ctx.data_bin}: prepared corpus found")
+    else:
+        run_command(ctx, [_python(), script("scripts/prepare_data.py"), "--task", ctx.task.name],
+                    ctx.path("logs", "corpus.log"))
     return {"data_bin": _rel(ctx.data_bin)}
 
 
 def stage_supertransformer(ctx: Context) -> dict[str, Any]:
-    """Train the SuperTransformer (the toy space: shaped like HAT's space0, scaled down)."""
-    keys = load_yaml(TOY / "supertransformer" / "tiny.yml")
-    keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.super_updates,
+    """Train the SuperTransformer (the task's space and recipe, sized by the preset)."""
+    p = ctx.preset
+    src = ctx.task.config(ctx.task.super_config)
+    keys = ctx.train_keys(load_yaml(src))
+    keys.update({"data": _rel(ctx.data_bin), "max-update": p.super_updates,
                  "save-dir": _rel(ctx.super_ckpt.parent), "seed": ctx.seed,
-                 "save-interval-updates": max(50, ctx.preset.super_updates // 4),
-                 "log-interval": 25})
-    if ctx.preset.device == "cuda":
-        keys.pop("cpu", None)
-        keys["max-tokens"] = 8192
+                 "save-interval-updates": max(50, p.super_updates // 4),
+                 "keep-interval-updates": 1, "log-interval": 25})
+    keys.pop("keep-last-epochs", None)
+    if p.super_stop_minutes:
+        keys["stop-time-hours"] = round(p.super_stop_minutes / 60, 4)
+    stop = (f", stopped after {p.super_stop_minutes:g} minutes if not done"
+            if p.super_stop_minutes else "")
     write_config(ctx.super_yaml, keys,
-                 "SuperTransformer of the pipeline (configs/toy/supertransformer/tiny.yml, sized "
-                 f"by preset '{ctx.preset.name}')")
+                 f"SuperTransformer of the pipeline ({_rel(src)}, sized by preset "
+                 f"'{p.name}'{stop})")
     run_command(ctx, [_python(), script("train.py"), f"--configs={_rel(ctx.super_yaml)}"],
-                ctx.path("logs", "supertransformer.log"))
-    return {"config": _rel(ctx.super_yaml), "checkpoint": _rel(ctx.super_ckpt)}
+                ctx.path("logs", "supertransformer.log"), env=ctx.gpu_env(0))
+    return {"config": _rel(ctx.super_yaml), "checkpoint": _rel(ctx.super_ckpt),
+            "updates": checkpoint_updates(ctx.super_ckpt)}
+
+
+def checkpoint_updates(path: Path) -> int | None:
+    """Updates a fairseq checkpoint was trained for (None if unreadable)."""
+    from hat.compat import trusted_load
+
+    try:
+        return int(trusted_load(path)["optimizer_history"][-1]["num_updates"])
+    except Exception:  # noqa: BLE001 - unreadable: unknown
+        return None
+
+
+def _source_dict(ctx: Context) -> Path:
+    lang = load_yaml(ctx.task.config(ctx.task.super_config)).get("source-lang", "src")
+    return ctx.data_bin / f"dict.{lang}.txt"
 
 
 def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
@@ -205,8 +267,8 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     from hat.latency.dataset_cli import dictionary_size
 
     p = ctx.preset
-    vocab = dictionary_size(ctx.data_bin / "dict.src.txt")
-    keys = load_yaml(TOY / "latency_dataset" / "cpu_epyc.yml")
+    vocab = dictionary_size(_source_dict(ctx))
+    keys = load_yaml(ctx.task.config(ctx.task.latency_config))
     keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "lat-dataset-size": p.lat_rows,
                  "latiter": p.latiter, "lat-src-vocab-size": vocab, "latsilent": True,
                  "seed": ctx.seed})
@@ -219,13 +281,13 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     cfg = write_config(ctx.path("configs", "latency_dataset.yml"), keys,
                        f"Latency dataset of the pipeline's SubTransformers on this {ctx.hw}")
     run_command(ctx, [_python(), script("latency_dataset.py"), f"--configs={_rel(cfg)}"],
-                ctx.path("logs", "latency_dataset.log"))
+                ctx.path("logs", "latency_dataset.log"), env=ctx.gpu_env(ctx.latency_gpu))
     return {"config": _rel(cfg), "csv": _rel(ctx.latency_csv)}
 
 
 def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
     """Train the latency predictor on the dataset just measured."""
-    keys = load_yaml(TOY / "latency_predictor" / "cpu_epyc.yml")
+    keys = load_yaml(ctx.task.config(ctx.task.predictor_config))
     from hat.latency.csvio import load_latency_csv
 
     lat_norm = float(f"{load_latency_csv(ctx.latency_csv)[1].max():.2g}")
@@ -260,7 +322,7 @@ def latency_limits(ctx: Context, baseline_ms: float) -> list[float]:
 def stage_search(ctx: Context, lat_norm: float, baseline_ms: float) -> dict[str, Any]:
     """One Pareto search under two or three latency limits."""
     p = ctx.preset
-    keys = load_yaml(TOY / "evo_search" / "toy_cpu_epyc.yml")
+    keys = load_yaml(ctx.task.config(ctx.task.evo_config))
     limits = latency_limits(ctx, baseline_ms)
     keys.update({"evo-iter": p.evo_iter, "population-size": p.population,
                  "parent-size": p.parents, "mutation-size": p.mutation,
@@ -274,7 +336,8 @@ def stage_search(ctx: Context, lat_norm: float, baseline_ms: float) -> dict[str,
                        "measured latencies (below the baseline's) and at the uniform Transformer "
                        "baseline's predicted latency")
     run_command(ctx, [_python(), script("evo_search.py"), f"--configs={_rel(ctx.super_yaml)}",
-                      f"--evo-configs={_rel(cfg)}"], ctx.path("logs", "search.log"))
+                      f"--evo-configs={_rel(cfg)}"], ctx.path("logs", "search.log"),
+                env=ctx.gpu_env(0))
     import json
 
     summary = json.loads(ctx.search_yaml.with_name(
@@ -339,19 +402,26 @@ def _super_args(ctx: Context) -> Any:
     return parse_fairseq_args([f"--configs={ctx.super_yaml}"])
 
 
-def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Train every found SubTransformer and the baseline from scratch, the same budget each."""
-    keys = load_yaml(TOY / "subtransformer" / "common.yml")
+def retrain_recipe(ctx: Context) -> Path:
+    """``DIR/configs/retrain.yml``: the task's retraining recipe with the preset's budget (every
+    model gets the same; bench/fidelity.py trains its random SubTransformers with it too)."""
+    src = ctx.task.config(ctx.task.retrain_config)
+    keys = ctx.train_keys(load_yaml(src))
     keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
-                 "seed": ctx.seed, "log-interval": 25,
+                 "seed": ctx.seed, "log-interval": 25, "keep-interval-updates": 1,
                  "save-interval-updates": max(50, ctx.preset.retrain_updates // 2)})
-    if ctx.preset.device == "cuda":
-        keys.pop("cpu", None)
-        keys["max-tokens"] = 8192
-    common = write_config(ctx.path("configs", "retrain.yml"), keys,
-                          "Retraining recipe of the pipeline (from scratch, the same budget for "
-                          "every model)")
-    jobs, trained = [], {}
+    keys.pop("keep-last-epochs", None)
+    return write_config(ctx.path("configs", "retrain.yml"), keys,
+                        f"Retraining recipe of the pipeline ({_rel(src)}; from scratch, the same "
+                        "budget for every model)")
+
+
+def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """Train every found SubTransformer and the baseline from scratch, the same budget each
+    (spread over the GPUs when there are several)."""
+    common = retrain_recipe(ctx)
+    jobs: list[Job] = []
+    trained: dict[SubConfig, str] = {}
     for m in models:
         cfg = read_subtransformer_yaml(m["yaml"])
         if cfg in trained:  # two limits found the same SubTransformer: train it once
@@ -362,7 +432,7 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
         jobs.append((f"retrain {m['name']}", [
             _python(), script("train.py"), f"--configs={m['yaml']}",
             f"--sub-configs={_rel(common)}", "--save-dir", _rel(save)],
-            ctx.path("logs", f"retrain_{m['name']}.log")))
+            ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
     run_parallel(ctx, jobs, workers, env)
     return {"config": _rel(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
@@ -372,17 +442,20 @@ def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict
     """Beam-search BLEU of every retrained model on the test split (``python -m hat.bleu``)."""
     import json
 
-    jobs, scored = [], {}
+    jobs: list[Job] = []
+    scored: dict[str, str] = {}
     for m in models:
         if m["checkpoint"] in scored:
             continue
         scored[m["checkpoint"]] = m["name"]
-        argv = [_python(), "-m", "hat.bleu", "--task", "toy", "--data", _rel(ctx.data_bin),
-                "--checkpoint", m["checkpoint"], "--sub-config", m["yaml"], "--metric",
-                "normal", "--out", _rel(ctx.out / "bleu" / m["name"]), "--json"]
+        argv = [_python(), "-m", "hat.bleu", "--task", ctx.task.name, "--data",
+                _rel(ctx.data_bin), "--checkpoint", m["checkpoint"], "--sub-config", m["yaml"],
+                "--metric", ctx.task.bleu_metric, "--out", _rel(ctx.out / "bleu" / m["name"]),
+                "--json"]
         if ctx.preset.device != "cuda":
             argv.append("--cpu")
-        jobs.append((f"BLEU {m['name']}", argv, ctx.path("logs", f"bleu_{m['name']}.log")))
+        jobs.append((f"BLEU {m['name']}", argv, ctx.path("logs", f"bleu_{m['name']}.log"),
+                     ctx.gpu_env(len(jobs))))
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
     run_parallel(ctx, jobs, workers, env)
     scores = {}
@@ -400,6 +473,10 @@ def stage_latency(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]:
     from hat.search.latency import load_predictor as load
 
     predictor = load(str(ctx.predictor), None, None, "pipeline")
+    if ctx.preset.device == "cuda":
+        import torch
+
+        torch.cuda.set_device(ctx.latency_gpu)  # the GPU that measured the latency dataset
     setup = measure_setup(predictor, ctx.hw, _super_args(ctx))
     ctx.say(f"  measuring {len(models)} models: {setup.describe()}")
     meas = Measurer(setup)

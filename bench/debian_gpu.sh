@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# HAT on real data (Debian's En-De catalogs) on a 2-GPU machine, in two parts that each fit in a
+# 10-minute job; results: bench/results/pipeline_debian_h200.json, fidelity_debian_cuda.json.
+#
+#   bash bench/debian_gpu.sh 1   # GPU0: SuperTransformer (<= 6 min), then the search;
+#                                # GPU1: latency dataset + predictor, then 20 random
+#                                # SubTransformers trained from scratch; then their inherited loss
+#   bash bench/debian_gpu.sh 2   # retrain the found models and the baseline (2 per GPU), BLEU,
+#                                # measured latency; BLEU on the unseen-packages split too
+#   python bench/fidelity.py --run runs/debian --device cpu   # combine (no GPU needed)
+#
+# The same run on one GPU, in one command: python -m hat.pipeline --task debian.en-de --out DIR
+set -u
+RUN=${RUN:-runs/debian}
+TASK=debian.en-de
+FID=(--run "$RUN" --device cuda --samples 20 --seed 7 --max-update 500)
+mkdir -p "$RUN"
+case "${1:-}" in
+1)
+  python -m hat.pipeline --task $TASK --gpus 2 --out "$RUN" --stop-after search &
+  pipe=$!
+  # the from-scratch trainings take GPU1 once the latency stages are done with it
+  until python -c "import json,sys; sys.exit('latency_predictor' not in json.load(open('$RUN/pipeline.json'))['stages'])" 2>/dev/null; do
+    kill -0 $pipe 2>/dev/null || break
+    sleep 5
+  done
+  CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python bench/fidelity.py "${FID[@]}" --part scratch \
+    --jobs 20 --stop-minutes 6 > "$RUN/fidelity_scratch.log" 2>&1 &
+  fid=$!
+  wait $pipe
+  rc=$?
+  CUDA_VISIBLE_DEVICES=0 python bench/fidelity.py "${FID[@]}" --part inherited \
+    > "$RUN/fidelity_inherited.log" 2>&1
+  wait $fid
+  tail -3 "$RUN/fidelity_scratch.log" "$RUN/fidelity_inherited.log"
+  exit $rc
+  ;;
+2)
+  python -m hat.pipeline --task $TASK --gpus 2 --jobs 4 --out "$RUN" || exit $?
+  python - "$RUN" <<'EOF'
+import json, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+run = sys.argv[1]
+res = json.load(open(f"{run}/results.json"))
+def unseen(i_m):
+    i, m = i_m
+    cmd = [sys.executable, "-m", "hat.bleu", "--task", "debian.en-de", "--checkpoint",
+           m["checkpoint"], "--sub-config", m["yaml"], "--metric", "sacre", "--subset",
+           "test_unseen", "--ref", "data/debian.en-de/tokenized/test_unseen.detok.de", "--json"]
+    env = {"CUDA_VISIBLE_DEVICES": str(i % 2)}
+    import os
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+    return m["name"], json.loads(line[-1]) if line else {"error": out.stderr[-2000:]}
+with ThreadPoolExecutor(4) as ex:
+    got = dict(ex.map(unseen, enumerate(res["models"])))
+json.dump(got, open(f"{run}/bleu_test_unseen.json", "w"), indent=1)
+print(json.dumps({k: v.get("bleu") for k, v in got.items()}))
+EOF
+  ;;
+*)
+  echo "usage: bash bench/debian_gpu.sh 1|2" >&2
+  exit 2
+  ;;
+esac

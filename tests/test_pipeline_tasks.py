@@ -1,0 +1,85 @@
+"""The pipeline on other corpora (``--task``), several GPUs and ``--stop-after``, without
+running the long stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hat.errors import HatConfigError
+from hat.pipeline import run_pipeline
+from hat.pipeline.presets import preset
+from hat.pipeline.stages import Context, retrain_recipe
+from hat.pipeline.tasks import TASKS, pipeline_task, prepared
+from hat.space import load_yaml
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _ctx(tmp_path: Path, task: str, name: str, gpus: int = 1) -> Context:
+    return Context(out=tmp_path, preset=preset(name), say=lambda m: None, task=TASKS[task],
+                   gpus=gpus)
+
+
+def test_every_task_names_configs_that_exist() -> None:
+    for t in TASKS.values():
+        for rel in (t.super_config, t.latency_config, t.predictor_config, t.evo_config,
+                    t.retrain_config):
+            assert t.config(rel).is_file(), (t.name, rel)
+
+
+def test_debian_recipe_takes_the_preset_and_the_task(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, "debian.en-de", "debian", gpus=2)
+    keys = load_yaml(retrain_recipe(ctx))
+    p = preset("debian")
+    assert keys["data"] == "data/debian.en-de/data-bin"
+    assert keys["target-lang"] == "de"
+    assert keys["max-update"] == p.retrain_updates
+    assert keys["max-tokens"] == p.max_tokens and keys["fp16"] is True
+    assert keys["warmup-updates"] == p.warmup_updates
+    assert "cpu" not in keys and keys["no-epoch-checkpoints"] is True
+    assert ctx.latency_csv.name == "debende_gpu_all.csv"
+    assert ctx.gpu_env(0) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert ctx.gpu_env(3) == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert ctx.latency_gpu == 1
+
+
+def test_one_gpu_or_cpu_sets_no_device(tmp_path: Path) -> None:
+    assert _ctx(tmp_path, "debian.en-de", "debian").gpu_env(1) == {}
+    ctx = _ctx(tmp_path, "toy", "default", gpus=2)
+    assert ctx.gpu_env(1) == {}
+    keys = load_yaml(retrain_recipe(ctx))
+    assert keys["cpu"] is True and "fp16" not in keys
+    assert Path(keys["data"]).resolve() == (tmp_path / "data" / "data-bin").resolve()
+
+
+def test_prepared_needs_dictionaries_and_every_split(tmp_path: Path) -> None:
+    assert not prepared(tmp_path)
+    (tmp_path / "dict.en.txt").write_text("a 1\n")
+    for split in ("train", "valid"):
+        (tmp_path / f"{split}.en-de.en.bin").write_bytes(b"")
+    assert not prepared(tmp_path)
+    (tmp_path / "test.en-de.en.bin").write_bytes(b"")
+    assert prepared(tmp_path)
+
+
+def test_bad_task_stage_and_gpus_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(HatConfigError, match="--task 'wmt'"):
+        pipeline_task("wmt")
+    with pytest.raises(HatConfigError, match="--stop-after 'nope'"):
+        run_pipeline(tmp_path, "tiny", stop_after="nope")
+    with pytest.raises(HatConfigError, match="--gpus 0"):
+        run_pipeline(tmp_path, "tiny", gpus=0)
+
+
+def test_stop_after_ends_early_and_records_the_task(tmp_path: Path) -> None:
+    said: list[str] = []
+    assert run_pipeline(tmp_path, "tiny", stop_after="corpus", say=said.append) is None
+    state = json.loads((tmp_path / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["corpus"] and state["settings"]["task"] == "toy"
+    assert any("stopped after stage 'corpus'" in m for m in said)
+    # the same run with another task is refused (its settings differ)
+    with pytest.raises(HatConfigError, match="task"):
+        run_pipeline(tmp_path, "tiny", task="debian.en-de", stop_after="corpus")
