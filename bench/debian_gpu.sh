@@ -13,25 +13,31 @@
 set -u
 RUN=${RUN:-runs/debian}
 TASK=debian.en-de
-FID=(--run "$RUN" --device cuda --samples 20 --seed 7 --max-update 500)
+FID=(--run "$RUN" --device cuda --samples 20 --seed 7 --max-update 400)
 mkdir -p "$RUN"
 case "${1:-}" in
 1)
   python -m hat.pipeline --task $TASK --gpus 2 --out "$RUN" --stop-after search &
   pipe=$!
+  done_stage() {  # wait until pipeline.json lists stage $1 (or the pipeline ended)
+    until python -c "import json,sys; sys.exit('$1' not in json.load(open('$RUN/pipeline.json'))['stages'])" 2>/dev/null; do
+      kill -0 $pipe 2>/dev/null || return 1
+      sleep 5
+    done
+  }
   # the from-scratch trainings take GPU1 once the latency stages are done with it
-  until python -c "import json,sys; sys.exit('latency_predictor' not in json.load(open('$RUN/pipeline.json'))['stages'])" 2>/dev/null; do
-    kill -0 $pipe 2>/dev/null || break
-    sleep 5
-  done
+  done_stage latency_predictor
   CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python bench/fidelity.py "${FID[@]}" --part scratch \
     --jobs 20 --stop-minutes 6 > "$RUN/fidelity_scratch.log" 2>&1 &
   fid=$!
+  # the inherited losses need the SuperTransformer: beside the search on GPU0
+  done_stage supertransformer
+  CUDA_VISIBLE_DEVICES=0 python bench/fidelity.py "${FID[@]}" --part inherited \
+    > "$RUN/fidelity_inherited.log" 2>&1 &
+  inh=$!
   wait $pipe
   rc=$?
-  CUDA_VISIBLE_DEVICES=0 python bench/fidelity.py "${FID[@]}" --part inherited \
-    > "$RUN/fidelity_inherited.log" 2>&1
-  wait $fid
+  wait $inh $fid
   tail -3 "$RUN/fidelity_scratch.log" "$RUN/fidelity_inherited.log"
   exit $rc
   ;;

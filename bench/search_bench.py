@@ -98,9 +98,9 @@ def train_briefly(data: Path, save: Path, updates: int, log: Path) -> Path:
     ckpt = save / "checkpoint_last.pt"
     if ckpt.is_file():
         return ckpt
-    import yaml
+    from hat.yamlio import load_yaml, write_yaml
 
-    cfg = yaml.safe_load(SPACE0.read_text())
+    cfg = load_yaml(SPACE0)
     for key in ("lr-period-updates", "t-mult", "lr-shrink", "min-lr"):  # cosine-only keys
         cfg.pop(key, None)
     cfg["lr-scheduler"] = "inverse_sqrt"
@@ -108,7 +108,7 @@ def train_briefly(data: Path, save: Path, updates: int, log: Path) -> Path:
         cfg.pop("fp16", None)
         cfg["cpu"] = True
     conf = save.parent / "space0_bench.yml"
-    conf.write_text(yaml.safe_dump(cfg))
+    write_yaml(conf, cfg)
     cmd = [sys.executable, str(ROOT / "train.py"), str(data), f"--configs={conf}",
            "--save-dir", str(save), "--max-update", str(updates), "--max-tokens", "16384",
            "--update-freq", "1", "--lr", "0.001",

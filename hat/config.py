@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import HatConfigError
-from hat.space import load_yaml
+from hat.yamlio import load_yaml
 
 CONFIG_OPTIONS = ("--configs", "--sub-configs", "--evo-configs")
 CONFIG_FILE_KEYS = ("configs", "sub_configs", "evo_configs")

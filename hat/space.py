@@ -15,33 +15,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError, where
+from hat.yamlio import load_yaml, write_yaml
 
 ARBITRARY_CHOICES = (-1, 1, 2)
 
-# SubConfig field -> HAT's YAML key (lists cut to layer_num).
-SUB_YAML_KEYS = {
-    "encoder_embed_dim": "encoder-embed-dim-subtransformer",
-    "decoder_embed_dim": "decoder-embed-dim-subtransformer",
-    "encoder_ffn_embed_dim": "encoder-ffn-embed-dim-all-subtransformer",
-    "decoder_ffn_embed_dim": "decoder-ffn-embed-dim-all-subtransformer",
-    "encoder_layer_num": "encoder-layer-num-subtransformer",
-    "decoder_layer_num": "decoder-layer-num-subtransformer",
-    "encoder_self_attention_heads": "encoder-self-attention-heads-all-subtransformer",
-    "decoder_self_attention_heads": "decoder-self-attention-heads-all-subtransformer",
-    "decoder_ende_attention_heads": "decoder-ende-attention-heads-all-subtransformer",
-    "decoder_arbitrary_ende_attn": "decoder-arbitrary-ende-attn-all-subtransformer",
-}
-ENCODER_LISTS = ("encoder_ffn_embed_dim", "encoder_self_attention_heads")
-DECODER_LISTS = (
-    "decoder_ffn_embed_dim",
-    "decoder_self_attention_heads",
-    "decoder_ende_attention_heads",
-    "decoder_arbitrary_ende_attn",
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searchable dimension: the one table that validation, genes, YAML keys and the
+    command-line options read (the SubConfig and SearchSpace fields are checked against it)."""
+
+    field: str  # SubConfig field
+    yaml_key: str  # HAT's SubTransformer YAML key (and command-line option)
+    choice: str  # SearchSpace field: the values the search may take
+    bound: str | None  # SearchSpace field of the SuperTransformer that caps it (None: none)
+    count: str | None = None  # per-layer list: the layer-number field it has one value for
+
+
+# In HAT's SubTransformer-YAML order; the per-layer lists of one side in gene order.
+DIMENSIONS: tuple[Dimension, ...] = (
+    Dimension("encoder_embed_dim", "encoder-embed-dim-subtransformer", "encoder_embed_choice",
+              "encoder_embed_dim"),
+    Dimension("decoder_embed_dim", "decoder-embed-dim-subtransformer", "decoder_embed_choice",
+              "decoder_embed_dim"),
+    Dimension("encoder_ffn_embed_dim", "encoder-ffn-embed-dim-all-subtransformer",
+              "encoder_ffn_embed_dim_choice", "encoder_ffn_embed_dim", "encoder_layer_num"),
+    Dimension("decoder_ffn_embed_dim", "decoder-ffn-embed-dim-all-subtransformer",
+              "decoder_ffn_embed_dim_choice", "decoder_ffn_embed_dim", "decoder_layer_num"),
+    Dimension("encoder_layer_num", "encoder-layer-num-subtransformer",
+              "encoder_layer_num_choice", "encoder_layers"),
+    Dimension("decoder_layer_num", "decoder-layer-num-subtransformer",
+              "decoder_layer_num_choice", "decoder_layers"),
+    Dimension("encoder_self_attention_heads", "encoder-self-attention-heads-all-subtransformer",
+              "encoder_self_attention_heads_choice", "encoder_attention_heads",
+              "encoder_layer_num"),
+    Dimension("decoder_self_attention_heads", "decoder-self-attention-heads-all-subtransformer",
+              "decoder_self_attention_heads_choice", "decoder_attention_heads",
+              "decoder_layer_num"),
+    Dimension("decoder_ende_attention_heads", "decoder-ende-attention-heads-all-subtransformer",
+              "decoder_ende_attention_heads_choice", "decoder_attention_heads",
+              "decoder_layer_num"),
+    Dimension("decoder_arbitrary_ende_attn", "decoder-arbitrary-ende-attn-all-subtransformer",
+              "decoder_arbitrary_ende_attn_choice", None, "decoder_layer_num"),
 )
+DIMENSION = {d.field: d for d in DIMENSIONS}
+# views of the table
+SUB_YAML_KEYS = {d.field: d.yaml_key for d in DIMENSIONS}  # field -> YAML key
+CHOICE_KEYS = tuple(d.choice for d in DIMENSIONS)
+ENCODER_LISTS = tuple(d.field for d in DIMENSIONS if d.count == "encoder_layer_num")
+DECODER_LISTS = tuple(d.field for d in DIMENSIONS if d.count == "decoder_layer_num")
+HEAD_FIELDS = tuple(d.field for d in DIMENSIONS if d.field.endswith("_heads"))
 
 FEATURE_NAMES = (
     "encoder_embed_dim",
@@ -263,29 +288,15 @@ class SearchSpace:
         src = self.source
         if self.qkv_dim <= 0:
             raise HatConfigError(f"{where(src)}qkv-dim must be positive, got {self.qkv_dim}")
-        limits = {
-            "encoder_embed_choice": self.encoder_embed_dim,
-            "decoder_embed_choice": self.decoder_embed_dim,
-            "encoder_layer_num_choice": self.encoder_layers,
-            "decoder_layer_num_choice": self.decoder_layers,
-            "encoder_ffn_embed_dim_choice": self.encoder_ffn_embed_dim,
-            "decoder_ffn_embed_dim_choice": self.decoder_ffn_embed_dim,
-            "encoder_self_attention_heads_choice": self.encoder_attention_heads,
-            "decoder_self_attention_heads_choice": self.decoder_attention_heads,
-            "decoder_ende_attention_heads_choice": self.decoder_attention_heads,
-        }
-        for name, limit in limits.items():
+        limits = {d.choice: (getattr(self, d.bound), d.bound) for d in DIMENSIONS if d.bound}
+        for name, (limit, bound) in limits.items():
             for v in getattr(self, name):
                 if not 1 <= v <= limit:
                     raise HatConfigError(
                         f"{where(src)}{_key(name)} contains {v}, outside 1..{limit} "
-                        f"(the SuperTransformer's {_key(_SUPER_OF[name])})"
+                        f"(the SuperTransformer's {_key(bound)})"
                     )
-        for name in (
-            "encoder_self_attention_heads_choice",
-            "decoder_self_attention_heads_choice",
-            "decoder_ende_attention_heads_choice",
-        ):
+        for name in (DIMENSION[f].choice for f in HEAD_FIELDS):
             for v in getattr(self, name):
                 if self.qkv_dim % v:
                     raise HatConfigError(
@@ -311,71 +322,11 @@ class SearchSpace:
         ``strict`` additionally requires every value to be one of the space's choices.
         """
         src = where(source)
-        checks = [
-            (
-                "encoder_layer_num",
-                [cfg.encoder_layer_num],
-                1,
-                self.encoder_layers,
-                "encoder-layers",
-            ),
-            (
-                "decoder_layer_num",
-                [cfg.decoder_layer_num],
-                1,
-                self.decoder_layers,
-                "decoder-layers",
-            ),
-            (
-                "encoder_embed_dim",
-                [cfg.encoder_embed_dim],
-                1,
-                self.encoder_embed_dim,
-                "encoder-embed-dim",
-            ),
-            (
-                "decoder_embed_dim",
-                [cfg.decoder_embed_dim],
-                1,
-                self.decoder_embed_dim,
-                "decoder-embed-dim",
-            ),
-            (
-                "encoder_ffn_embed_dim",
-                cfg.encoder_ffn_embed_dim,
-                1,
-                self.encoder_ffn_embed_dim,
-                "encoder-ffn-embed-dim",
-            ),
-            (
-                "decoder_ffn_embed_dim",
-                cfg.decoder_ffn_embed_dim,
-                1,
-                self.decoder_ffn_embed_dim,
-                "decoder-ffn-embed-dim",
-            ),
-            (
-                "encoder_self_attention_heads",
-                cfg.encoder_self_attention_heads,
-                1,
-                self.encoder_attention_heads,
-                "encoder-attention-heads",
-            ),
-            (
-                "decoder_self_attention_heads",
-                cfg.decoder_self_attention_heads,
-                1,
-                self.decoder_attention_heads,
-                "decoder-attention-heads",
-            ),
-            (
-                "decoder_ende_attention_heads",
-                cfg.decoder_ende_attention_heads,
-                1,
-                self.decoder_attention_heads,
-                "decoder-attention-heads",
-            ),
-        ]
+        # layer numbers first (the lists' lengths depend on them), then the table's order
+        bounded = sorted((d for d in DIMENSIONS if d.bound),
+                         key=lambda d: not d.field.endswith("_layer_num"))
+        checks = [(d.field, _values(cfg, d.field), 1, getattr(self, d.bound), _key(d.bound))
+                  for d in bounded]
         for name, values, lo, hi, super_key in checks:
             for v in values:
                 if not lo <= v <= hi:
@@ -387,11 +338,7 @@ class SearchSpace:
             self._check_list_len(cfg, name, cfg.encoder_layer_num, "encoder_layer_num", src)
         for name in DECODER_LISTS:
             self._check_list_len(cfg, name, cfg.decoder_layer_num, "decoder_layer_num", src)
-        for name in (
-            "encoder_self_attention_heads",
-            "decoder_self_attention_heads",
-            "decoder_ende_attention_heads",
-        ):
+        for name in HEAD_FIELDS:
             for h in getattr(cfg, name):
                 if self.qkv_dim % h:
                     raise HatConfigError(
@@ -423,13 +370,9 @@ class SearchSpace:
             )
 
     def _check_in_choices(self, cfg: SubConfig, src: str) -> None:
-        pairs = [
-            ("encoder_embed_dim", [cfg.encoder_embed_dim], "encoder_embed_choice"),
-            ("decoder_embed_dim", [cfg.decoder_embed_dim], "decoder_embed_choice"),
-            ("encoder_layer_num", [cfg.encoder_layer_num], "encoder_layer_num_choice"),
-            ("decoder_layer_num", [cfg.decoder_layer_num], "decoder_layer_num_choice"),
-        ] + [(n, getattr(cfg, n), _CHOICE_OF[n]) for n in ENCODER_LISTS + DECODER_LISTS]
-        for name, values, choice in pairs:
+        order = [d.field for d in DIMENSIONS if d.count is None] + [*ENCODER_LISTS,
+                                                                     *DECODER_LISTS]
+        for name, values, choice in ((f, _values(cfg, f), DIMENSION[f].choice) for f in order):
             allowed = getattr(self, choice)
             for v in values:
                 if v not in allowed:
@@ -467,57 +410,50 @@ class SearchSpace:
             mean([attended_layers(a) for a in cfg.decoder_arbitrary_ende_attn]),
         ]
 
+    def gene_layout(self) -> list[tuple[str, int]]:
+        """(SubConfig field, gene positions) in gene order: per side (encoder, then decoder) its
+        embed dim, its layer number, then its per-layer lists, one gene per SuperTransformer
+        layer (genes past the sampled layer number are dormant)."""
+        out: list[tuple[str, int]] = []
+        for side, n in (("encoder", self.encoder_layers), ("decoder", self.decoder_layers)):
+            out += [(f"{side}_embed_dim", 1), (f"{side}_layer_num", 1)]
+            out += [(d.field, n) for d in DIMENSIONS if d.count == f"{side}_layer_num"]
+        return out
+
     @property
     def num_genes(self) -> int:
         """2 + 2*enc_layers + 2 + 4*dec_layers (40 for a 6+6 SuperTransformer)."""
-        return 4 + 2 * self.encoder_layers + 4 * self.decoder_layers
+        return sum(k for _, k in self.gene_layout())
 
     def to_genes(self, cfg: SubConfig, dormant: Sequence[int] | None = None) -> list[int]:
         """Encode as a flat gene list; dormant genes (past layer_num) come from ``dormant``
         (a previous gene list) when given, else repeat the last active value."""
-        E, D = self.encoder_layers, self.decoder_layers
-
-        def pad(values: Sequence[int], n: int, offset: int) -> list[int]:
-            out = list(values)
-            for i in range(len(out), n):
-                out.append(dormant[offset + i] if dormant is not None else out[-1])
-            return out
-
-        g = [cfg.encoder_embed_dim, cfg.encoder_layer_num]
-        g += pad(cfg.encoder_ffn_embed_dim, E, len(g))
-        g += pad(cfg.encoder_self_attention_heads, E, len(g))
-        g += [cfg.decoder_embed_dim, cfg.decoder_layer_num]
-        for name in DECODER_LISTS:
-            g += pad(getattr(cfg, name), D, len(g))
+        g: list[int] = []
+        for name, k in self.gene_layout():
+            values = _values(cfg, name)
+            for i in range(len(values), k):
+                values.append(dormant[len(g) + i] if dormant is not None else values[-1])
+            g += values
         return g
 
     def from_genes(self, genes: Sequence[int]) -> SubConfig:
         """Decode a gene list (dormant genes ignored)."""
         if len(genes) != self.num_genes:
             raise HatConfigError(f"expected {self.num_genes} genes, got {len(genes)}")
-        E, D = self.encoder_layers, self.decoder_layers
         g = [int(x) for x in genes]
-        en = g[1]
-        ef, eh = g[2 : 2 + E][:en], g[2 + E : 2 + 2 * E][:en]
-        o = 2 + 2 * E
-        dd, dn = g[o], g[o + 1]
-        o += 2
-        lists = [g[o + i * D : o + (i + 1) * D][:dn] for i in range(4)]
-        return SubConfig(g[0], en, ef, eh, dd, dn, *lists)
+        vals: dict[str, Any] = {}
+        at = 0
+        for name, k in self.gene_layout():
+            vals[name] = g[at : at + k] if DIMENSION[name].count else g[at]
+            at += k
+        for name in ENCODER_LISTS + DECODER_LISTS:
+            vals[name] = vals[name][: vals[DIMENSION[name].count]]
+        return SubConfig(**vals)
 
     def gene_choices(self) -> list[tuple[int, ...]]:
         """The allowed values of every gene position, in gene order."""
-        E, D = self.encoder_layers, self.decoder_layers
-        return (
-            [self.encoder_embed_choice, self.encoder_layer_num_choice]
-            + [self.encoder_ffn_embed_dim_choice] * E
-            + [self.encoder_self_attention_heads_choice] * E
-            + [self.decoder_embed_choice, self.decoder_layer_num_choice]
-            + [self.decoder_ffn_embed_dim_choice] * D
-            + [self.decoder_self_attention_heads_choice] * D
-            + [self.decoder_ende_attention_heads_choice] * D
-            + [self.decoder_arbitrary_ende_attn_choice] * D
-        )
+        return [getattr(self, DIMENSION[name].choice) for name, k in self.gene_layout()
+                for _ in range(k)]
 
     def sample_genes(self, rng: random.Random) -> list[int]:
         """A sampled SubTransformer as genes, dormant genes drawn uniformly afterwards."""
@@ -530,25 +466,24 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
-_SUPER_OF = {
-    "encoder_embed_choice": "encoder_embed_dim",
-    "decoder_embed_choice": "decoder_embed_dim",
-    "encoder_layer_num_choice": "encoder_layers",
-    "decoder_layer_num_choice": "decoder_layers",
-    "encoder_ffn_embed_dim_choice": "encoder_ffn_embed_dim",
-    "decoder_ffn_embed_dim_choice": "decoder_ffn_embed_dim",
-    "encoder_self_attention_heads_choice": "encoder_attention_heads",
-    "decoder_self_attention_heads_choice": "decoder_attention_heads",
-    "decoder_ende_attention_heads_choice": "decoder_attention_heads",
-}
-_CHOICE_OF = {
-    "encoder_ffn_embed_dim": "encoder_ffn_embed_dim_choice",
-    "encoder_self_attention_heads": "encoder_self_attention_heads_choice",
-    "decoder_ffn_embed_dim": "decoder_ffn_embed_dim_choice",
-    "decoder_self_attention_heads": "decoder_self_attention_heads_choice",
-    "decoder_ende_attention_heads": "decoder_ende_attention_heads_choice",
-    "decoder_arbitrary_ende_attn": "decoder_arbitrary_ende_attn_choice",
-}
+# HAT's spaces: space0 of the WMT tasks (the defaults) and space1 of IWSLT14 De-En
+WMT_SPACE0 = SearchSpace()
+IWSLT_SPACE1 = SearchSpace(
+    encoder_ffn_embed_dim=2048,
+    decoder_ffn_embed_dim=2048,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_embed_dim_choice=(2048, 1024, 512),
+    decoder_ffn_embed_dim_choice=(2048, 1024, 512),
+    encoder_self_attention_heads_choice=(4, 2),
+    decoder_self_attention_heads_choice=(4, 2),
+    decoder_ende_attention_heads_choice=(4, 2),
+)
+
+
+def _values(cfg: SubConfig, name: str) -> list[int]:
+    v = getattr(cfg, name)
+    return list(v) if isinstance(v, tuple) else [v]
 
 
 # ----- SubTransformer YAML files ------------------------------------------------------------
@@ -577,25 +512,4 @@ def write_subtransformer_yaml(
     cfg: SubConfig, path: str | os.PathLike, header: str | None = None
 ) -> None:
     """Write a SubTransformer YAML atomically (lists cut to layer_num)."""
-    text = yaml.safe_dump(subtransformer_yaml_dict(cfg), sort_keys=False, default_flow_style=None)
-    if header:
-        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    atomic_write_text(path, text)
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a YAML mapping with clear errors for missing files and bad syntax."""
-    path = Path(path)
-    if not path.is_file():
-        raise HatConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise HatConfigError(f"{path}: not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise HatConfigError(
-            f"{path}: expected a mapping of keys to values, got {type(data).__name__}"
-        )
-    return data
+    write_yaml(path, subtransformer_yaml_dict(cfg), header)

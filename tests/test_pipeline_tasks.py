@@ -13,7 +13,7 @@ from hat.pipeline import run_pipeline
 from hat.pipeline.presets import preset
 from hat.pipeline.stages import Context, retrain_recipe
 from hat.pipeline.tasks import TASKS, pipeline_task, prepared
-from hat.space import load_yaml
+from hat.yamlio import load_yaml
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -80,7 +80,7 @@ def build_parser() -> configargparse.ArgParser:
 
 def check_config_keys(parser: configargparse.ArgParser, argv: Sequence[str]) -> None:
     """Reject unknown YAML keys with a message naming the file and the key."""
-    from hat.space import load_yaml
+    from hat.yamlio import load_yaml
 
     known = {
         s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")

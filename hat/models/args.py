@@ -8,20 +8,8 @@ from typing import Any
 
 from hat.errors import HatConfigError
 from hat.modules.attention import ATTENTION_IMPLS
-from hat.space import SUB_YAML_KEYS, SearchSpace, SubConfig
+from hat.space import CHOICE_KEYS, SUB_YAML_KEYS, WMT_SPACE0, SearchSpace, SubConfig
 
-CHOICE_KEYS = (
-    "encoder_embed_choice",
-    "decoder_embed_choice",
-    "encoder_layer_num_choice",
-    "decoder_layer_num_choice",
-    "encoder_ffn_embed_dim_choice",
-    "decoder_ffn_embed_dim_choice",
-    "encoder_self_attention_heads_choice",
-    "decoder_self_attention_heads_choice",
-    "decoder_ende_attention_heads_choice",
-    "decoder_arbitrary_ende_attn_choice",
-)
 SUB_ARG_OF = {
     field: key.replace("-", "_") for field, key in SUB_YAML_KEYS.items()
 }  # SubConfig field -> args attribute (e.g. encoder_embed_dim_subtransformer)
@@ -86,20 +74,6 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-WMT_SPACE0 = SearchSpace()
-IWSLT_SPACE1 = SearchSpace(
-    encoder_ffn_embed_dim=2048,
-    decoder_ffn_embed_dim=2048,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_embed_dim_choice=(2048, 1024, 512),
-    decoder_ffn_embed_dim_choice=(2048, 1024, 512),
-    encoder_self_attention_heads_choice=(4, 2),
-    decoder_self_attention_heads_choice=(4, 2),
-    decoder_ende_attention_heads_choice=(4, 2),
-)
-
-
 def fill_defaults(args: Any, space: SearchSpace = WMT_SPACE0, dropout: float = 0.3) -> None:
     """Fill every unset model key from a search space and HAT's recipe defaults."""
     defaults: dict[str, Any] = {
@@ -147,7 +121,7 @@ def sub_config_source(args: Any) -> str:
     """Where the SubTransformer keys came from: the last config file given (--configs,
     --sub-configs, --evo-configs, in the order they apply) that holds any ``*-subtransformer``
     key, else the command line."""
-    from hat.space import load_yaml
+    from hat.yamlio import load_yaml
 
     holder = None
     for name in ("configs", "sub_configs", "evo_configs"):

@@ -13,8 +13,6 @@ from fairseq.models import (
 
 from hat.errors import HatConfigError
 from hat.models.args import (
-    IWSLT_SPACE1,
-    WMT_SPACE0,
     add_model_args,
     fill_defaults,
     space_from_args,
@@ -29,7 +27,7 @@ from hat.models.transformer import (
     new_output_weight,
 )
 from hat.modules.attention import prefer_shape_agnostic_sdpa
-from hat.space import SearchSpace, SubConfig
+from hat.space import IWSLT_SPACE1, WMT_SPACE0, SearchSpace, SubConfig
 
 
 def regularization(args: Any) -> Regularization:

@@ -219,7 +219,7 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
 
 
 def _qkv(ctx: Context) -> int:
-    from hat.space import load_yaml
+    from hat.yamlio import load_yaml
 
     return int(load_yaml(ctx.super_yaml).get("qkv-dim", 512))
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hat.errors import HatConfigError
 from hat.pipeline.presets import Preset
 from hat.pipeline.tasks import TASKS, PipelineTask, prepared
-from hat.space import SearchSpace, SubConfig, load_yaml, read_subtransformer_yaml
+from hat.space import SearchSpace, SubConfig, read_subtransformer_yaml
+from hat.yamlio import load_yaml, write_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,12 +193,7 @@ def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str
 
 def write_config(path: Path, keys: dict[str, Any], header: str) -> Path:
     """A YAML config a stage's CLI reads (HAT's keys), with a comment saying what it is."""
-    from hat.atomic import atomic_write_text
-
-    lines = "".join(f"# {ln}\n" for ln in header.splitlines())
-    body = yaml.safe_dump(keys, sort_keys=False, default_flow_style=None, width=100)
-    atomic_write_text(path, lines + body)
-    return path
+    return write_yaml(path, keys, header, width=100)
 
 
 def _python() -> str:

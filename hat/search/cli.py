@@ -142,7 +142,8 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
     """The SuperTransformer checkpoint: readable, a SuperTransformer, the same dims as
     ``--configs``, and a search space inside the one it was trained with."""
     from hat.checkpoint import check_super_dims, checkpoint_args, read_checkpoint
-    from hat.models.args import CHOICE_KEYS, space_from_args
+    from hat.models.args import space_from_args
+    from hat.space import CHOICE_KEYS
 
     if not path or path == "checkpoint_last.pt":
         raise HatConfigError("restore-file (the SuperTransformer checkpoint) is not set")

@@ -50,7 +50,7 @@ def load_predictor(path: str | None, feature_norm: Sequence[float] | None,
 def how_to_make_predictor(path: str | Path, configs: str | Path = "configs") -> str:
     """The command that writes the predictor ``path``: the predictor config whose ckpt-path it
     is (and, for HAT's hardware, how to fetch HAT's dataset first)."""
-    from hat.space import load_yaml
+    from hat.yamlio import load_yaml
 
     makers = []
     for cfg in sorted(Path(configs).glob("*/latency_predictor/*.yml")):
