@@ -27,8 +27,9 @@ case "${1:-}" in
   }
   # the from-scratch trainings take GPU1 once the latency stages are done with it
   done_stage latency_predictor
+  # (on one GPU at most 10 at once: 20 trainings at 16k tokens did not fit in its 140 GB)
   CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python bench/fidelity.py "${FID[@]}" --part scratch \
-    --jobs 20 --stop-minutes 6 > "$RUN/fidelity_scratch.log" 2>&1 &
+    --jobs 10 --stop-minutes 6 > "$RUN/fidelity_scratch.log" 2>&1 &
   fid=$!
   # the inherited losses need the SuperTransformer: beside the search on GPU0
   done_stage supertransformer
@@ -64,8 +65,12 @@ json.dump(got, open(f"{run}/bleu_test_unseen.json", "w"), indent=1)
 print(json.dumps({k: v.get("bleu") for k, v in got.items()}))
 EOF
   ;;
+3)  # the from-scratch trainings of the fidelity check on both GPUs (when part 1 could not)
+  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python bench/fidelity.py \
+    "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
+  ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh 1|2" >&2
+  echo "usage: bash bench/debian_gpu.sh 1|2|3" >&2
   exit 2
   ;;
 esac

@@ -95,7 +95,8 @@ def sample_configs(run: Path, n: int, seed: int) -> list[Any]:
 
 
 def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: str,
-                 out: Path, stop_minutes: float | None = None) -> dict[str, Any]:
+                 out: Path, stop_minutes: float | None = None, gpus: int = 1
+                 ) -> dict[str, Any]:
     """Train every SubTransformer from scratch (the pipeline's retraining recipe, ``updates``
     each) and score it; trainings finished earlier are kept (the check resumes)."""
     from hat.pipeline.stages import checkpoint_updates, retrain_recipe
@@ -115,7 +116,8 @@ def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: st
                 "--max-update", str(updates)]
         if stop_minutes:  # a safety cap: rows that hit it are reported as short
             argv += ["--stop-time-hours", f"{stop_minutes / 60:.4f}"]
-        todo.append((f"sub{i:02d}", argv, out / f"sub{i:02d}.log"))
+        gpu = {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus > 1 else {}
+        todo.append((f"sub{i:02d}", argv, out / f"sub{i:02d}.log", gpu))
     ctx = Context(out=out, preset=None, say=lambda m: print(m, flush=True))  # type: ignore[arg-type]
     t0 = time.monotonic()
     env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
@@ -138,7 +140,8 @@ def inherited_part(run: Path, cfgs: list[Any], device: str) -> dict[str, Any]:
 
 
 def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int | None = None,
-            part: str = "all", stop_minutes: float | None = None) -> dict[str, Any] | None:
+            part: str = "all", stop_minutes: float | None = None, gpus: int = 1
+            ) -> dict[str, Any] | None:
     """(a), in two parts that can run apart (each saved in ``run/fidelity_<updates>/``):
     ``scratch`` needs no SuperTransformer, ``inherited`` needs no retraining."""
     from hat.atomic import atomic_write_json
@@ -150,7 +153,7 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int |
     out.mkdir(parents=True, exist_ok=True)
     key = {"samples": n, "seed": seed}
     parts = {"scratch": lambda: scratch_part(run, cfgs, updates, jobs, device, out,
-                                             stop_minutes),
+                                             stop_minutes, gpus),
              "inherited": lambda: inherited_part(run, cfgs, device)}
     got = {}
     for name, fn in parts.items():
@@ -228,6 +231,8 @@ def main() -> int:
     ap.add_argument("--stop-minutes", type=float, default=None,
                     help="safety cap per from-scratch training (rows that hit it are listed "
                          "in short_of_budget)")
+    ap.add_argument("--gpus", type=int, default=1,
+                    help="spread the from-scratch trainings over this many GPUs")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     args = ap.parse_args()
     if not (args.run / "pipeline.json").is_file():
@@ -236,7 +241,7 @@ def main() -> int:
         return 2
     if args.part != "all":
         check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
-                args.part, args.stop_minutes)
+                args.part, args.stop_minutes, args.gpus)
         return 0
     if not (args.run / "results.json").is_file():
         print(f"error: {args.run}/results.json not found: finish python -m hat.pipeline --out "
