@@ -45,15 +45,20 @@ def plot(res: dict[str, Any], path: Path) -> Path:
     base = [m for m in res["models"] if m["latency_limit_ms"] is None]
     ax.plot([m["measured_latency_ms"] for m in found], [m["bleu"] for m in found], "o-",
             label="HAT SubTransformers (found, retrained)")
+    points: dict[str, tuple[tuple[float, float], list[str]]] = {}  # limits that found one model
     for m in found:
-        ax.annotate(f"limit {m['latency_limit_ms']:g}", (m["measured_latency_ms"], m["bleu"]),
+        xy = (m["measured_latency_ms"], m["bleu"])
+        points.setdefault(str(m.get("checkpoint") or xy), (xy, []))[1].append(
+            f"{m['latency_limit_ms']:g}")
+    for xy, limits in points.values():
+        ax.annotate(f"limit{'s' if len(limits) > 1 else ''} {', '.join(limits)} ms", xy,
                     textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.plot([m["measured_latency_ms"] for m in base], [m["bleu"] for m in base], "s",
             color="tab:red", label="Transformer (uniformly scaled down)")
     ax.set_xlabel(f"measured latency (ms, {res['device']})")
     ax.set_ylabel("BLEU (test)")
-    ax.set_title(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}",
-                 fontsize=9)
+    ax.set_title(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}, "
+                 f"{res['date']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_png(fig, path)
