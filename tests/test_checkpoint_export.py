@@ -23,7 +23,7 @@ from fairseq.sequence_generator import SequenceGenerator
 
 from hat.checkpoint import ShapeTask, build_from_checkpoint, read_checkpoint
 from hat.compat import LegacyObject, trusted_load
-from hat.data.prepare import fairseq_preprocess
+from hat.data.text import fairseq_preprocess
 from hat.errors import HatConfigError
 from hat.export import export
 from hat.models import TransformerSuperModel

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from hat.data import fetch, recipes, text
 from hat.data import prepare as prep
 from hat.data import toy_corpus as toy
-from hat.data.prepare import DataPrepError, TaskRecipe
+from hat.data.recipes import DataPrepError, TaskRecipe
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic corpus
@@ -139,14 +140,14 @@ SGM = """<srcset setid="newstest2014" srclang="any">
 def test_read_sgm_and_xml(tmp_path: Path) -> None:
     path = tmp_path / "t.sgm"
     path.write_text(SGM, encoding="utf-8")
-    assert list(prep.read_sgm(path)) == [
+    assert list(text.read_sgm(path)) == [
         "Gutach: Noch mehr Sicherheit", "Die Ampel – sie ist „gut“."]
     xml = tmp_path / "IWSLT14.TED.dev2010.de-en.de.xml"
     xml.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<mteval>\n<srcset setid="x">\n'
                    '<doc docid="535" genre="lectures">\n<url>http://x</url>\n<talkid>535</talkid>\n'
                    '<title>Ein Titel</title>\n<seg id="1"> Ich bin’s. </seg>\n'
                    '<seg id="2">Zwei</seg>\n</doc>\n</srcset>\n</mteval>\n', encoding="utf-8")
-    assert list(prep.read_sgm(xml)) == ["Ich bin’s.", "Zwei"]
+    assert list(text.read_sgm(xml)) == ["Ich bin’s.", "Zwei"]
 
 
 def test_read_iwslt_tags(tmp_path: Path) -> None:
@@ -155,7 +156,7 @@ def test_read_iwslt_tags(tmp_path: Path) -> None:
                     "<talkid>1</talkid>\n<title>Al Gore: Ein Titel</title>\n"
                     "<description>TED Talk: etwas</description>\nVielen Dank, Chris.\n"
                     "Es ist mir eine Ehre.\n", encoding="utf-8")
-    assert list(prep.read_iwslt_tags(path)) == [
+    assert list(text.read_iwslt_tags(path)) == [
         "Al Gore: Ein Titel", "TED Talk: etwas", "Vielen Dank, Chris.", "Es ist mir eine Ehre."]
 
 
@@ -163,22 +164,22 @@ def test_read_tsv_gzip_and_line_breaks(tmp_path: Path) -> None:
     path = tmp_path / "x.de-en.tsv.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write("Hallo\tHello\nnur deutsch\n\tonly english\na\rb\tc\n")
-    assert prep.resolve_raw(tmp_path, "x.de-en.tsv") == path
-    assert list(prep.read_tsv_column(path, 0)) == ["Hallo", "nur deutsch", "", "a\rb"]
-    assert list(prep.read_tsv_column(path, 1)) == ["Hello", "", "only english", "c"]
+    assert fetch.resolve_raw(tmp_path, "x.de-en.tsv") == path
+    assert list(text.read_tsv_column(path, 0)) == ["Hallo", "nur deutsch", "", "a\rb"]
+    assert list(text.read_tsv_column(path, 1)) == ["Hello", "", "only english", "c"]
 
 
 def test_clean_pairs_like_clean_corpus_n() -> None:
     pairs = [("a  b c", "x y z"), ("a", ""), ("a b c d", "x"), ("a|b c", "x y"),
              ("a " * 6, "b " * 5), ("a " * 8, "b " * 5)]
-    assert list(prep.clean_pairs(pairs, 1, 7, 1.5)) == [
+    assert list(text.clean_pairs(pairs, 1, 7, 1.5)) == [
         ("a b c", "x y z"), ("ab c", "x y"), ("a a a a a a", "b b b b b")]
 
 
 def test_moses_processor_matches_recipe_options() -> None:
-    wmt = prep.MosesProcessor("en", normalize_punct=True, aggressive_dash=True)
+    wmt = text.MosesProcessor("en", normalize_punct=True, aggressive_dash=True)
     assert wmt("A well-known  “test”\x07 &") == "A well @-@ known &quot; test &quot; &amp;"
-    iwslt_eval = prep.MosesProcessor("de", fix_quotes=True, lowercase=True)
+    iwslt_eval = text.MosesProcessor("de", fix_quotes=True, lowercase=True)
     assert iwslt_eval("Ich bin’s, Hans-Peter.") == "ich bin &apos; s , hans-peter ."
 
 
@@ -273,7 +274,7 @@ def _check_data_bin(data_bin: Path, recipe: TaskRecipe, n_test: int) -> None:
 
 @pytest.mark.parametrize("task", ["wmt14.en-de", "wmt19.en-de", "iwslt14.de-en"])
 def test_task_end_to_end(task: str, tmp_path: Path) -> None:
-    recipe = prep.task_recipe(task)
+    recipe = recipes.task_recipe(task)
     raw = tmp_path / "raw"
     sizes = make_raw(recipe, raw)
     out = tmp_path / "out"
@@ -292,7 +293,7 @@ def test_task_end_to_end(task: str, tmp_path: Path) -> None:
 
 
 def test_wmt14_en_fr_valid_split(tmp_path: Path) -> None:
-    recipe = prep.task_recipe("wmt14.en-fr")
+    recipe = recipes.task_recipe("wmt14.en-fr")
     raw = tmp_path / "raw"
     make_raw(recipe, raw, n_train=270, n_eval=5)  # 5 corpora -> 1350 lines, one valid line
     data_bin = prep.prepare("wmt14.en-fr", tmp_path / "out", raw_dir=raw, bpe_tokens=50)
@@ -301,12 +302,12 @@ def test_wmt14_en_fr_valid_split(tmp_path: Path) -> None:
 
 
 def test_resume_skips_finished_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    recipe = prep.task_recipe("iwslt14.de-en")
+    recipe = recipes.task_recipe("iwslt14.de-en")
     raw, out = tmp_path / "raw", tmp_path / "out"
     make_raw(recipe, raw)
     prep.prepare(recipe.name, out, raw_dir=raw, bpe_tokens=50)
     dict_mtime = (out / "data-bin" / "dict.de.txt").stat().st_mtime_ns
-    caplog.set_level(logging.INFO, logger="hat.data.prepare")
+    caplog.set_level(logging.INFO, logger="hat.data")
     caplog.clear()
     prep.prepare(recipe.name, out, raw_dir=raw, bpe_tokens=50)
     skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
@@ -329,19 +330,19 @@ def test_resume_skips_finished_steps(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 def test_map_lines_in_parallel_keeps_order() -> None:
-    proc = prep.MosesProcessor("en")
+    proc = text.MosesProcessor("en")
     lines = [f"Line {i}, with-dash." for i in range(25)]
-    assert list(prep.map_lines(proc, lines, workers=2, chunk_size=4)) == [proc(x) for x in lines]
+    assert list(text.map_lines(proc, lines, workers=2, chunk_size=4)) == [proc(x) for x in lines]
 
 
 def test_download_extract_and_prepare_without_raw_dir(tmp_path: Path) -> None:
-    recipe = prep.task_recipe("iwslt14.de-en")
+    recipe = recipes.task_recipe("iwslt14.de-en")
     sizes = make_raw(recipe, tmp_path / "src")
     archive = tmp_path / "de-en.tgz"
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(tmp_path / "src" / "de-en", arcname="de-en")
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    dl = prep.Download("de-en.tgz", (f"file://{tmp_path}/missing.tgz", f"file://{archive}"),
+    dl = recipes.Download("de-en.tgz", (f"file://{tmp_path}/missing.tgz", f"file://{archive}"),
                        size=archive.stat().st_size, sha256=sha)
     local = replace(recipe, downloads=(dl,))
     out = tmp_path / "out"
@@ -351,12 +352,12 @@ def test_download_extract_and_prepare_without_raw_dir(tmp_path: Path) -> None:
     assert not list((out / "orig").glob("*.part"))
     # complete files are not fetched again (the URLs are gone now)
     archive.rename(tmp_path / "moved.tgz")
-    prep.fetch_raw(local, out / "orig")
+    fetch.fetch_raw(local, out / "orig")
     bad = replace(recipe, downloads=(replace(dl, sha256="0" * 64),))
     with pytest.raises(DataPrepError, match="sha256 mismatch"):
-        prep.fetch_raw(bad, out / "orig")
+        fetch.fetch_raw(bad, out / "orig")
     with pytest.raises(DataPrepError, match="could not download de-en.tgz"):
-        prep.fetch_raw(bad, tmp_path / "empty")
+        fetch.fetch_raw(bad, tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def test_download_extract_and_prepare_without_raw_dir(tmp_path: Path) -> None:
 
 
 def test_missing_raw_file_names_file_and_task(tmp_path: Path, capsys) -> None:
-    recipe = prep.task_recipe("wmt14.en-de")
+    recipe = recipes.task_recipe("wmt14.en-de")
     raw = tmp_path / "raw"
     make_raw(recipe, raw)
     (raw / "test-full" / "newstest2014-deen-ref.de.sgm").unlink()
@@ -381,13 +382,13 @@ def test_missing_raw_file_names_file_and_task(tmp_path: Path, capsys) -> None:
 def test_unknown_task_lists_allowed(capsys) -> None:
     with pytest.raises(DataPrepError, match="allowed tasks: debian.en-de, debian.en-fr, "
                                             "iwslt14.de-en, wmt14.en-de"):
-        prep.task_recipe("wmt16.en-de")
+        recipes.task_recipe("wmt16.en-de")
     assert prep.main(["--task", "wmt16.en-de", "--raw-dir", "."]) == 2
     assert "wmt19.en-de" in capsys.readouterr().err
 
 
 def test_non_parallel_corpus_is_an_error(tmp_path: Path) -> None:
-    recipe = prep.task_recipe("iwslt14.de-en")
+    recipe = recipes.task_recipe("iwslt14.de-en")
     raw = tmp_path / "raw"
     make_raw(recipe, raw)
     with open(raw / "de-en" / "train.tags.de-en.en", "a", encoding="utf-8") as f:
@@ -397,7 +398,7 @@ def test_non_parallel_corpus_is_an_error(tmp_path: Path) -> None:
 
 
 def test_expected_files_and_list_files(capsys) -> None:
-    files = dict(prep.expected_files("iwslt14.de-en"))
+    files = dict(recipes.expected_files("iwslt14.de-en"))
     assert files["de-en/train.tags.de-en.de"] == "de-en.tgz"
     assert "de-en/IWSLT14.TEDX.dev2012.de-en.en.xml" in files
     assert prep.main(["--task", "wmt19.en-de", "--list-files"]) == 0

@@ -20,7 +20,7 @@ import yaml
 
 import hat.download as dl
 from hat.checkpoint import save_checkpoint
-from hat.data.prepare import fairseq_preprocess
+from hat.data.text import fairseq_preprocess
 from hat.download import (
     HAT_DATA,
     HAT_MODELS,

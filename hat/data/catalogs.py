@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from hat.data.prepare import DataPrepError
+from hat.data.recipes import DataPrepError
 
 # --------------------------------------------------------------------------------------------
 # GNU .mo files

@@ -235,7 +235,7 @@ def make_toy_corpus(out_dir: Path, n_train: int = 6000, seed: int = 0,
 
     A second call with the same arguments on a complete ``out_dir`` returns at once.
     """
-    from hat.data.prepare import fairseq_preprocess
+    from hat.data.text import fairseq_preprocess
 
     out_dir = Path(out_dir)
     params = {"version": _FORMAT_VERSION, "n_train": n_train, "n_valid": n_valid,
