@@ -7,7 +7,7 @@
 #                                # SubTransformers trained from scratch; then their inherited loss
 #   bash bench/debian_gpu.sh 2   # retrain the found models and the baseline (2 per GPU), BLEU,
 #                                # measured latency; BLEU on the unseen-packages split too
-#   python bench/fidelity.py --run runs/debian --device cpu   # combine (no GPU needed)
+#   python -m bench.fidelity --run runs/debian --device cpu   # combine (no GPU needed)
 #
 # The same run on one GPU, in one command: python -m hat.pipeline --task debian.en-de --out DIR
 set -u
@@ -28,12 +28,12 @@ case "${1:-}" in
   # the from-scratch trainings take GPU1 once the latency stages are done with it
   done_stage latency_predictor
   # (on one GPU at most 10 at once: 20 trainings at 16k tokens did not fit in its 140 GB)
-  CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python bench/fidelity.py "${FID[@]}" --part scratch \
+  CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python -m bench.fidelity "${FID[@]}" --part scratch \
     --jobs 10 --stop-minutes 6 > "$RUN/fidelity_scratch.log" 2>&1 &
   fid=$!
   # the inherited losses need the SuperTransformer: beside the search on GPU0
   done_stage supertransformer
-  CUDA_VISIBLE_DEVICES=0 python bench/fidelity.py "${FID[@]}" --part inherited \
+  CUDA_VISIBLE_DEVICES=0 python -m bench.fidelity "${FID[@]}" --part inherited \
     > "$RUN/fidelity_inherited.log" 2>&1 &
   inh=$!
   wait $pipe
@@ -66,7 +66,7 @@ print(json.dumps({k: v.get("bleu") for k, v in got.items()}))
 EOF
   ;;
 3)  # the from-scratch trainings of the fidelity check on both GPUs (when part 1 could not)
-  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python bench/fidelity.py \
+  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python -m bench.fidelity \
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)

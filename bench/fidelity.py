@@ -14,7 +14,7 @@
 Writes bench/results/fidelity_<preset>_<device>.json and a scatter plot PNG beside it.
 
     python -m hat.pipeline --out runs/quickstart
-    python bench/fidelity.py --run runs/quickstart [--samples 20 --jobs 2]
+    python -m bench.fidelity --run runs/quickstart [--samples 20 --jobs 2]
 
 (a) has two parts that can run on different machines or at different times (``--part scratch``
 before the SuperTransformer exists, ``--part inherited`` after); the plain command reuses them.
@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.pipeline.stages import Context, _rel, run_parallel, script  # noqa: E402
-from hat.search.latency import spearman  # noqa: E402
+from bench.common import ROOT
+from hat.pipeline.stages import Context, _rel, run_parallel, script
+from hat.search.latency import spearman
 
 
 def kendall(a: list[float], b: list[float]) -> float:

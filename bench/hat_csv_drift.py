@@ -11,7 +11,7 @@ the test rows of split seed 1 the accuracy of our default recipe and of gradient
 random forest against the measured latencies and against the drift-corrected ones (the data's
 limit without the drift). Writes ``bench/results/hat_csv_drift.json``.
 
-    python bench/hat_csv_drift.py [--data DIR] [--seed 1] [--block 50]
+    python -m bench.hat_csv_drift [--data DIR] [--seed 1] [--block 50]
 """
 
 from __future__ import annotations
@@ -20,21 +20,15 @@ import argparse
 import json
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from predictor_accuracy import NAMES, baselines, data_bases, find_csv, run_info, train_on  # noqa: E402
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.drift import cost_fitter, cross_fitted_predictions, estimate_drift  # noqa: E402
-from hat.latency.fit import fit_recipe, split_indices  # noqa: E402
-from hat.latency.report import metrics  # noqa: E402
+from bench.common import NAMES, ROOT, baselines, data_bases, find_csv, run_info, train_on
+from hat.atomic import atomic_write_json
+from hat.latency.csvio import load_latency_csv
+from hat.latency.drift import cost_fitter, cross_fitted_predictions, estimate_drift
+from hat.latency.fit import fit_recipe, split_indices
+from hat.latency.report import metrics
 
 
 def block_ratios(x: np.ndarray, y: np.ndarray, block: int) -> list[float]:

@@ -12,10 +12,10 @@ baseline. Agreement with A is reported for "off" (each row's first attempt, unco
 control), "retry_only" (kept attempt, uncorrected) and "on" (kept and drift-corrected).
 ``--timer wall|thread`` compares elapsed time with the measuring thread's CPU time.
 
-    python bench/latency_bench.py --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
-    python bench/latency_bench.py --configs configs/wmt14.en-de/latency_dataset/gpu_h100.yml
-    python bench/latency_bench.py --rows 4 --retest 16 --stress 1 --timer wall --out x.json
-    python bench/latency_bench.py --summary   # -> bench/results/latency_bench.json
+    python -m bench.latency_bench --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
+    python -m bench.latency_bench --configs configs/wmt14.en-de/latency_dataset/gpu_h100.yml
+    python -m bench.latency_bench --rows 4 --retest 16 --stress 1 --timer wall --out x.json
+    python -m bench.latency_bench --summary   # -> bench/results/latency_bench.json
 
 ``--summary`` measures nothing: it gathers rows/minute from the latency_bench_<hw>.json files,
 from the sessions of the committed datasets' sidecars (rows and seconds of the real runs, e.g.
@@ -37,15 +37,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.dataset import measure_dataset  # noqa: E402
-from hat.latency.dataset_cli import build_model, noise_from_args, parse_args, protocol_from_args  # noqa: E402
-from hat.latency.machine import machine_info  # noqa: E402
-from hat.latency.noise import NoiseControl  # noqa: E402
-from hat.latency.timing import LatencyMeter, relative_agreement  # noqa: E402
+from bench.common import ROOT
+from hat.atomic import atomic_write_json
+from hat.latency.dataset import measure_dataset
+from hat.latency.dataset_cli import build_model, noise_from_args, parse_args, protocol_from_args
+from hat.latency.machine import machine_info
+from hat.latency.noise import NoiseControl
+from hat.latency.timing import LatencyMeter, relative_agreement
 
 
 def _burn(stop: float, period: float) -> None:

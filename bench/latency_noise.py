@@ -7,7 +7,7 @@ corrected one (HAT's columns). This trains the default predictor on each version
 the raw data drift over the run (blocks of consecutive rows) next to the reference's correction
 factor for the same rows: where the two disagree, the reference did not track the drift.
 
-    python bench/latency_noise.py latency_dataset/noise_study/wmt14ende_cpu_epyc_shared_load.csv
+    python -m bench.latency_noise latency_dataset/noise_study/wmt14ende_cpu_epyc_shared_load.csv
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.drift import cross_fitted_predictions, measurement_order  # noqa: E402
-from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor  # noqa: E402
-from hat.latency.report import metrics  # noqa: E402
+from bench.common import ROOT
+from hat.atomic import atomic_write_json
+from hat.latency.csvio import load_latency_csv
+from hat.latency.drift import cross_fitted_predictions, measurement_order
+from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
+from hat.latency.report import metrics
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROWS = ("c_fairseq_transformer", "b_largest_subnet_fixed", "best_largest_fp16_mt32k",
         "best_largest_bf16_mt32k")

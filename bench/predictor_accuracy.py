@@ -2,24 +2,22 @@
 """Latency-predictor accuracy on HAT's four latency CSVs (test split of one seeded 80/10/10 split).
 
 Compares our default recipe (HAT's MLP on a cost-term linear base), the MLP alone (``mlp``),
-HAT's recipe (seeded; also on the extra split seeds), HAT's
+HAT's recipe (seeded; on other split and training seeds: ``bench.predictor_train_seeds``), HAT's
 shipped predictor (eval only; note it was trained on an unknown split, so it has probably seen
 some of our test rows) and
 nonparametric baselines (sklearn gradient boosting / random forest; bench-only dependency).
 Also few-shot new-hardware fits from 50 rows. Writes bench/results/predictor_accuracy.json and a
 small scatter-plot PNG.
 
-    python bench/predictor_accuracy.py [--data DIR] [--seed 1] [--quick] [--fewshot-only]
+    python -m bench.predictor_accuracy [--data DIR] [--seed 1] [--quick] [--fewshot-only]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import sys
 import time
 import warnings
@@ -29,25 +27,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.fewshot import (  # noqa: E402
+from bench.common import (
+    NAMES,
+    ROOT,
+    baselines,
+    data_bases,
+    find_csv,
+    find_file,
+    lat_norm_of,
+    run_info,
+    train_on,
+)
+from hat.atomic import atomic_write_json
+from hat.latency.csvio import load_latency_csv
+from hat.latency.fewshot import (
     DATA_METHODS,
     METHODS,
     component_predictors,
     fit_fewshot,
 )
-from hat.latency.fit import Recipe, fit_recipe, split_indices, train_predictor  # noqa: E402
-from hat.latency.machine import cpu_model  # noqa: E402
-from hat.latency.predictor import FEATURE_NORM, LatencyPredictor  # noqa: E402
-from hat.latency.report import metrics  # noqa: E402
+from hat.latency.fit import fit_recipe, split_indices
+from hat.latency.predictor import FEATURE_NORM, LatencyPredictor
+from hat.latency.report import metrics
 
-NAMES = ("wmt14ende_cpu_raspberrypi", "wmt14ende_cpu_xeon", "wmt14ende_gpu_titanxp",
-         "iwslt14deen_gpu_titanxp")
-LAT_NORM = {"titanxp": 200.0, "xeon": 300.0, "raspberrypi": 5000.0}
 FEWSHOT_PAIRS = (  # (source, target)
     ("wmt14ende_gpu_titanxp", "wmt14ende_cpu_xeon"),
     ("wmt14ende_cpu_xeon", "wmt14ende_cpu_raspberrypi"),
@@ -56,68 +58,6 @@ FEWSHOT_PAIRS = (  # (source, target)
 )
 N_SHOTS = 50
 N_DRAWS = 3  # the first 50 training rows, then 2 random draws of 50
-
-
-def find_file(bases: list[Path], candidates: list[str]) -> Path | None:
-    """The first existing ``base / candidate``, bases in order (then candidates)."""
-    return next((b / c for b in bases for c in candidates if (b / c).is_file()), None)
-
-
-def find_csv(name: str, bases: list[Path]) -> Path | None:
-    """``<name>_all.csv`` under the first base that has it (also under ``latency/``); prints a
-    skip line when none does."""
-    path = find_file(bases, [f"{name}_all.csv", f"latency/{name}_all.csv"])
-    if path is None:
-        print(f"skip {name}: CSV not found under {', '.join(map(str, bases))}")
-    return path
-
-
-def reference_dir() -> Path:
-    """HAT's reference data: ``$HAT_REFERENCE_DIR`` or ``../shared/hat-reference``."""
-    return Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
-
-
-def data_bases(data: str | None, ours: bool = True) -> list[Path]:
-    """Folders to look for CSVs in: ``--data`` alone if given, else the reference data (and,
-    with ``ours``, this repository's ``latency_dataset/``)."""
-    if data:
-        return [Path(data)]
-    return [reference_dir(), ROOT / "latency_dataset"] if ours else [reference_dir()]
-
-
-def run_info() -> dict:
-    """Date (UTC), CPU, torch and Python versions for a report's header."""
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
-def lat_norm_of(name: str) -> float:
-    """HAT's lat-norm for the hardware a CSV name ends with (``..._raspberrypi`` -> 5000)."""
-    return LAT_NORM[name.rsplit("_", 1)[1]]
-
-
-def train_on(name: str, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
-             recipe: Recipe | str, seed: int) -> LatencyPredictor:
-    """``train_predictor`` with HAT's feature-norm and the lat-norm of CSV ``name``."""
-    return train_predictor(x, y, tr, va, recipe, feature_norm=FEATURE_NORM,
-                           lat_norm=lat_norm_of(name), seed=seed)
-
-
-def baselines(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, seed: int) -> dict:
-    """Gradient boosting and random forest on the raw features (same split)."""
-    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
-
-    out = {}
-    gbm = GradientBoostingRegressor(n_estimators=500, max_depth=4, learning_rate=0.05,
-                                    subsample=0.8, random_state=seed)
-    rf = RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=2)
-    for label, model in (("gbm", gbm), ("random_forest", rf)):
-        t0 = time.perf_counter()
-        model.fit(x[tr], y[tr])
-        out[label] = metrics(model.predict(x[te]), y[te]) | {
-            "train_seconds": round(time.perf_counter() - t0, 2)}
-    return out
 
 
 def scatter_grid(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> None:
@@ -153,8 +93,6 @@ def main() -> int:
                     help="folder with <name>_all.csv (default: hat-reference, latency_dataset)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="few steps (smoke test only)")
-    ap.add_argument("--extra-seeds", type=int, nargs="*", default=[2, 3],
-                    help="further split seeds on which ours and HAT's recipe are compared")
     ap.add_argument("--fewshot-only", action="store_true",
                     help="only redo the few-shot section of an existing --out JSON")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "predictor_accuracy.json"))
@@ -204,18 +142,6 @@ def main() -> int:
             "ours_within10_ge_hat_recipe": o["within10_pct"] >= h["within10_pct"],
             "ours_within10_ge_best_nonparametric_minus_3": o["within10_pct"] >= best_np - 3,
         }
-        row["other_seeds"] = {}  # the same comparison on other seeded splits
-        for s2 in args.extra_seeds:
-            tr2, va2, te2 = split_indices(len(y), s2)
-            cmp = {}
-            for label, recipe in (("ours_default", r_def), ("hat_recipe", r_hat)):
-                p2 = train_on(name, x, y, tr2, va2, recipe, s2)
-                cmp[label] = metrics(p2.predict(x[te2]), y[te2])
-            cmp["rmse_le_hat_recipe"] = (cmp["ours_default"]["rmse_ms"]
-                                         <= cmp["hat_recipe"]["rmse_ms"])
-            cmp["within10_ge_hat_recipe"] = (cmp["ours_default"]["within10_pct"]
-                                             >= cmp["hat_recipe"]["within10_pct"])
-            row["other_seeds"][str(s2)] = cmp
         results[name] = row
         print(name, json.dumps({k: row[k] for k in row if k not in ("csv",)}, default=str))
 

@@ -10,7 +10,7 @@ measurement spikes (rows measured far slower than any similar SubTransformer) de
 median tells how close a predictor is on typical rows. Writes
 ``bench/results/predictor_residuals.json``.
 
-    python bench/predictor_residuals.py [--data DIR] [--seed 1] [--top 5]
+    python -m bench.predictor_residuals [--data DIR] [--seed 1] [--top 5]
 """
 
 from __future__ import annotations
@@ -19,20 +19,14 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from predictor_accuracy import NAMES, data_bases, find_csv, run_info, train_on  # noqa: E402
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.fit import split_indices  # noqa: E402
+from bench.common import NAMES, ROOT, data_bases, find_csv, run_info, train_on
+from hat.atomic import atomic_write_json
+from hat.latency.csvio import load_latency_csv
+from hat.latency.fit import split_indices
 
 
 def residual_stats(pred: np.ndarray, true: np.ndarray, top: int) -> dict:

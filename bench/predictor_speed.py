@@ -5,7 +5,7 @@ Uses HAT's shipped TITAN Xp predictor when the reference data (or a fetched copy
 otherwise a randomly initialised network of the same shape (speed does not depend on weights).
 Writes bench/results/predictor_speed.json.
 
-    python bench/predictor_speed.py [--ckpt PATH --lat-norm 200]
+    python -m bench.predictor_speed [--ckpt PATH --lat-norm 200]
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.machine import cpu_model  # noqa: E402
-from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor  # noqa: E402
+from bench.common import ROOT
+from hat.atomic import atomic_write_json
+from hat.latency.machine import cpu_model
+from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor
 
 BATCHES = (1, 125, 1000, 10_000, 100_000)
 

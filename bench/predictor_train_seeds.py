@@ -10,7 +10,7 @@ training seed. With ``--split-seeds 1,...,10`` every (split seed, training seed)
 paired run: a different test split of the same device, a stand-in for further datasets. Runs on
 2 worker processes (one torch thread each). Writes ``bench/results/predictor_train_seeds.json``.
 
-    python bench/predictor_train_seeds.py [--data DIR] [--split-seeds 1] [--train-seeds 5]
+    python -m bench.predictor_train_seeds [--data DIR] [--split-seeds 1] [--train-seeds 5]
 """
 
 from __future__ import annotations
@@ -20,20 +20,14 @@ import json
 import sys
 import warnings
 from multiprocessing import Pool
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from predictor_accuracy import NAMES, data_bases, find_csv, run_info, train_on  # noqa: E402
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.csvio import load_latency_csv  # noqa: E402
-from hat.latency.fit import split_indices  # noqa: E402
-from hat.latency.report import metrics  # noqa: E402
+from bench.common import NAMES, ROOT, data_bases, find_csv, run_info, train_on
+from hat.atomic import atomic_write_json
+from hat.latency.csvio import load_latency_csv
+from hat.latency.fit import split_indices
+from hat.latency.report import metrics
 
 RECIPES = ("default", "hat")
 KEYS = ("rmse_ms", "mape_pct", "within10_pct")

@@ -6,7 +6,7 @@ backward + fused Adam on fixed batches for: the largest SubTransformer with arbi
 -1 (the same computation as a stock Transformer), with arbitrary 1, and a new random
 SubTransformer every step. Prints tokens/s, step time, peak memory and the top CUDA kernels.
 
-python bench/profile_step.py --out bench/results/profile_step.json
+python -m bench.profile_step --out bench/results/profile_step.json
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import ROOT
 
 
 def build(vocab: int, device: str, attn_impl: str = "sdpa"):

@@ -20,8 +20,8 @@ extrapolated per generation (``extrapolated: true``, the generations measured). 
 winner with and without the cache (a short search), the Spearman correlation of ``fastest`` and
 ``naive`` losses on fixed random SubTransformers, and a profile of one fitness evaluation.
 
-    python bench/search_bench.py --out bench/results/search_bench.json        # GPU
-    python bench/search_bench.py --tiny --out /tmp/sb.json                    # CPU smoke test
+    python -m bench.search_bench --out bench/results/search_bench.json        # GPU
+    python -m bench.search_bench --tiny --out /tmp/sb.json                    # CPU smoke test
 """
 
 from __future__ import annotations
@@ -40,16 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.evaluate import ValidLoss, _to  # noqa: E402
-from hat.latency.machine import cpu_model  # noqa: E402
-from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState  # noqa: E402
-from hat.search.latency import LatencyModel, load_predictor, spearman  # noqa: E402
-from hat.search.report import config_hash  # noqa: E402
-from hat.space import SubConfig  # noqa: E402
+from bench.common import ROOT
+from hat.atomic import atomic_write_json
+from hat.evaluate import ValidLoss, _to
+from hat.latency.machine import cpu_model
+from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState
+from hat.search.latency import LatencyModel, load_predictor, spearman
+from hat.search.report import config_hash
+from hat.space import SubConfig
 
 SPACE0 = ROOT / "configs" / "wmt14.en-de" / "supertransformer" / "space0.yml"
 PREDICTOR = ROOT / "latency_dataset" / "predictors" / "wmt14ende_gpu_h100.pt"

@@ -15,14 +15,13 @@ re-scored at the end to check that).
 
 Writes bench/results/search_pareto.json and prints a Markdown table.
 
-    python bench/search_pareto.py [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
+    python -m bench.search_pareto [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import os
 import statistics
 import sys
@@ -32,12 +31,10 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.search.evolution import Evolution, EvoSettings, Limits  # noqa: E402
-from hat.search.report import config_hash  # noqa: E402
+from bench.common import ROOT
+from hat.atomic import atomic_write_json
+from hat.search.evolution import Evolution, EvoSettings, Limits
+from hat.search.report import config_hash
 
 TIE_TOL = 1e-6  # losses closer than this: a tie (in practice the same SubTransformer)
 TOL = 0.01  # "as good": Pareto's winner loss <= separate's + TOL
@@ -49,12 +46,10 @@ def _log(msg: str) -> None:
 
 
 def _search_quality() -> Any:
-    """bench/search_quality.py as a module (its fitness construction and memo)."""
-    spec = importlib.util.spec_from_file_location("search_quality",
-                                                  ROOT / "bench" / "search_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """bench.search_quality (its fitness construction and memo)."""
+    import bench.search_quality
+
+    return bench.search_quality
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -18,7 +18,7 @@ Markdown table.
     python scripts/make_toy_corpus.py --out data/toy
     python train.py --configs=configs/toy/supertransformer/tiny.yml \\
         --save-dir checkpoints/toy/supertransformer_bench
-    python bench/search_quality.py [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
+    python -m bench.search_quality [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -36,15 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency.machine import cpu_model  # noqa: E402
-from hat.search.evolution import Evolution, EvoSettings, Limits, config_key  # noqa: E402
-from hat.search.latency import LatencyModel, load_predictor  # noqa: E402
-from hat.search.report import config_hash  # noqa: E402
-from hat.space import SearchSpace, SubConfig  # noqa: E402
+from bench.common import ROOT
+from hat.atomic import atomic_write_json
+from hat.latency.machine import cpu_model
+from hat.search.evolution import Evolution, EvoSettings, Limits, config_key
+from hat.search.latency import LatencyModel, load_predictor
+from hat.search.report import config_hash
+from hat.space import SearchSpace, SubConfig
 
 TIE_TOL = 1e-6  # losses closer than this count as a tie (in practice: the same SubTransformer)
 N_LATENCY_SAMPLES = 20_000  # random SubTransformers for the feasible-fraction estimate

@@ -11,7 +11,7 @@ core, ``--pin-core``); ``nogc`` (Python's garbage collector off; ``measure`` now
 anyway); ``interleave`` (the dataset's interleaved reference: spread of the raw and of the
 corrected values across cycles).
 
-    python bench/timing_stability.py configs/wmt14.en-de/latency_dataset/gpu_h100.yml \
+    python -m bench.timing_stability configs/wmt14.en-de/latency_dataset/gpu_h100.yml \
         --cycles 10 --settings plain pin+nogc --out bench/results/timing_stability_h100.json
     (any other option is a latency_dataset.py key overriding the config, e.g. --latiter 5)
 """
@@ -22,19 +22,15 @@ import argparse
 import datetime
 import gc
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hat.atomic import atomic_write_json  # noqa: E402
-from hat.latency import dataset as D  # noqa: E402
-from hat.latency import dataset_cli as M  # noqa: E402
-from hat.latency import machine as H  # noqa: E402
-from hat.latency import timing as T  # noqa: E402
+from hat.atomic import atomic_write_json
+from hat.latency import dataset as D
+from hat.latency import dataset_cli as M
+from hat.latency import machine as H
+from hat.latency import timing as T
 
 
 def cv(x: np.ndarray) -> float:

@@ -7,7 +7,7 @@ that fairseq logs (``wps`` of the train_inner lines after the first ``--skip`` i
 peak GPU memory, the loss curve and MFU (model FLOPs from hat.profile's analytic count incl.
 the output projection, x3 for forward+backward, over the GPU's dense bf16/fp16 peak).
 
-python bench/train_throughput.py --out bench/results/train_throughput.json
+python -m bench.train_throughput --out bench/results/train_throughput.json
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import ROOT
 
 DIMS = ["--encoder-embed-dim", "640", "--decoder-embed-dim", "640", "--encoder-ffn-embed-dim",
         "3072", "--decoder-ffn-embed-dim", "3072", "--encoder-layers", "6", "--decoder-layers",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -75,12 +77,11 @@ def tiny_space() -> SearchSpace:
 
 
 def load_script(relpath: str) -> ModuleType:
-    """Import a script of the repository (e.g. ``bench/latency_bench.py``) as a module."""
-    path = ROOT / relpath
-    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """Import a script of the repository (e.g. ``bench/latency_bench.py``) as its module
+    (``bench.latency_bench``), the way ``python -m`` runs it from the repository root."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(relpath.removesuffix(".py").replace("/", "."))
 
 
 def synthetic_features(n: int, rng: np.random.Generator) -> np.ndarray:
