@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Download HAT's released models (HAT's command; see hat/download.py).
+"""Download HAT's released models (HAT's command; see hat/download/).
 
 python download_model.py --model-name=HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8
 python download_model.py --download-all [--save-path ./downloaded_models] [--mirror DIR]
@@ -7,7 +7,7 @@ python download_model.py --download-all [--save-path ./downloaded_models] [--mir
 
 import sys
 
-from hat.download import models_main
+from hat.download.cli import models_main
 
 if __name__ == "__main__":
     sys.exit(models_main())

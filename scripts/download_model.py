@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hat.download import models_main  # noqa: E402
+from hat.download.cli import models_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(models_main(prog="scripts/download_model.py"))

@@ -26,13 +26,12 @@ from hat.download import (
     HAT_MODELS,
     MARKER,
     DownloadError,
-    data_main,
     databin_missing,
     direct_url,
     download_model,
     fetch_data,
-    models_main,
 )
+from hat.download.cli import data_main, models_main
 from hat.errors import HatConfigError
 from tests.conftest import ROOT
 
