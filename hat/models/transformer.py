@@ -25,6 +25,7 @@ from hat.modules import (
     SinusoidalPositions,
     scaled_dropout,
 )
+from hat.modules.attention import STATIC_STEP
 from hat.space import SubConfig, attended_layers
 
 EncoderOut = dict[str, list[Tensor]]
@@ -214,9 +215,14 @@ class HatDecoder(FairseqIncrementalDecoder):
         """Decoder states before the output projection, ``[B, T, d]``."""
         assert encoder_out is not None, "HatDecoder needs the encoder output"
         d = self.sample_embed_dim
-        positions = self.embed_positions(
-            prev_output_tokens, incremental=incremental_state is not None
-        )
+        step = incremental_state.get(STATIC_STEP) if incremental_state is not None else None
+        if step is not None:  # static cache: the position comes from the step, not the shape
+            positions = self.embed_positions.at(step + (self.padding_idx + 1),
+                                                prev_output_tokens.size(0))
+        else:
+            positions = self.embed_positions(
+                prev_output_tokens, incremental=incremental_state is not None
+            )
         tokens = prev_output_tokens[:, -1:] if incremental_state is not None else prev_output_tokens
         x = math.sqrt(d) * F.embedding(
             tokens, slice_cols(self.embed_tokens.weight, d), self.padding_idx

@@ -15,6 +15,12 @@ from torch import Tensor, nn
 from hat.modules.elastic import ElasticLinear
 
 IncrementalState = dict[str, dict[str, Tensor | None]]
+# Keys of an incremental state that asks for a STATIC key/value cache (hat.generate): the decode
+# step as a 0-d long tensor, and the cache length. Self-attention then writes this step's keys and
+# values into preallocated buffers at that step and attends to the positions up to it, so every
+# shape stays the same from step to step (a decode step can be captured as a CUDA graph).
+STATIC_STEP = "hat_static_step"
+STATIC_LEN = "hat_static_len"
 ATTENTION_IMPLS = ("sdpa", "reference")
 
 
@@ -122,7 +128,9 @@ class ElasticAttention(nn.Module):
             kw, kb = self.kv_weights()
             k, v = F.linear(query if self_attn else key, kw, kb).chunk(2, dim=-1)
             k, v = self._heads(k), self._heads(v)
-            if incremental_state is not None:
+            if incremental_state is not None and self_attn and STATIC_STEP in incremental_state:
+                k, v, key_padding_mask = self._static_write(incremental_state, saved, k, v)
+            elif incremental_state is not None:
                 if self_attn and saved is not None:
                     k = torch.cat([saved["k"], k], dim=2)
                     v = torch.cat([saved["v"], v], dim=2)
@@ -149,6 +157,22 @@ class ElasticAttention(nn.Module):
             keep = keep & torch.ones(t, s, dtype=torch.bool, device=q.device).tril()
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
 
+    def _static_write(self, state: IncrementalState, saved: dict | None, k: Tensor, v: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """Write one step's keys/values into the static cache (allocated at the first step);
+        returns the whole cache and the mask of the positions after this step."""
+        n, h, _, hd = k.shape
+        length = int(state[STATIC_LEN])  # type: ignore[arg-type]
+        if saved is None:
+            saved = {"k": k.new_zeros(n, h, length, hd), "v": v.new_zeros(n, h, length, hd)}
+            self._set_cache(state, saved)
+        step = state[STATIC_STEP]
+        assert isinstance(step, Tensor)
+        saved["k"].index_copy_(2, step.view(1), k)
+        saved["v"].index_copy_(2, step.view(1), v)
+        later = torch.arange(length, device=k.device) > step
+        return saved["k"], saved["v"], later.unsqueeze(0).expand(n, length)
+
     def _get_cache(self, incremental_state: IncrementalState | None) -> dict | None:
         if incremental_state is None:
             return None
@@ -162,7 +186,12 @@ class ElasticAttention(nn.Module):
     ) -> None:
         """Follow the beam: reorder the cached keys/values along the batch."""
         saved = self._get_cache(incremental_state)
-        if saved is not None:
+        if saved is None:
+            return
+        if STATIC_STEP in incremental_state:  # in place: the buffers keep their addresses
+            for t in saved.values():
+                t.copy_(t.index_select(0, new_order))
+        else:
             self._set_cache(
                 incremental_state, {k: v.index_select(0, new_order) for k, v in saved.items()}
             )

@@ -126,3 +126,15 @@ class SinusoidalPositions(nn.Module):
         if need > self.table.size(0):
             self.table = sinusoid_table(need, self.super_dim, self.padding_idx).to(self.table)
         return F.embedding(positions, self.table[:, : self.sample_dim]).detach()
+
+    def at(self, position: Tensor, n: int) -> Tensor:
+        """The embedding ``[n, 1, d]`` of one position given as a 0-d tensor (static decoding:
+        no shape depends on the step)."""
+        row = self.table[:, : self.sample_dim].index_select(0, position.view(1))  # [1, d]
+        return row.unsqueeze(0).expand(n, 1, -1).detach()
+
+    def reserve(self, positions: int) -> None:
+        """Make the table hold ``positions`` positions after the padding index."""
+        need = self.padding_idx + positions + 1
+        if need > self.table.size(0):
+            self.table = sinusoid_table(need, self.super_dim, self.padding_idx).to(self.table)

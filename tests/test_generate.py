@@ -1,0 +1,95 @@
+"""The static-cache beam search gives fairseq SequenceGenerator's hypotheses and scores."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from fairseq.sequence_generator import SequenceGenerator
+
+from hat.generate import BeamSettings, StaticBeamSearch
+from hat.space import SearchSpace
+from tests.conftest import TINY_SPACE, tiny_supernet
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _batch(vocab: int, bsz: int, seed: int, pad: int = 1, eos: int = 2
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded source sentences of different lengths (fairseq's default layout)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 9, (bsz,), generator=g)
+    src = torch.full((bsz, int(lengths.max())), pad, dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        src[i, -n:] = torch.randint(4, vocab, (n,), generator=g)
+        src[i, -1] = eos
+    return src, lengths
+
+
+def _model(seed: int, eos_boost: float):
+    model = tiny_supernet(seed=seed)
+    model.set_sample_config(SearchSpace(**TINY_SPACE).sample(random.Random(seed)))
+    return _boost_eos(model, eos_boost)
+
+
+def _boost_eos(model, eos_boost: float):
+    project = model.decoder.output_layer
+
+    def output_layer(features: torch.Tensor) -> torch.Tensor:
+        """Random weights rarely pick EOS: raise its logit by an amount that depends on the
+        decoder state, so hypotheses end at different steps."""
+        logits = project(features)
+        logits[..., 2] += eos_boost * (1 + features[..., 0])
+        return logits
+
+    model.decoder.output_layer = output_layer
+    return model
+
+
+def _fairseq(model, dictionary, src, lengths, s: BeamSettings):
+    gen = SequenceGenerator([model], dictionary, beam_size=s.beam, len_penalty=s.lenpen,
+                            min_len=s.min_len, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
+                            unk_penalty=s.unk_penalty)
+    return gen.generate([model], {"net_input": {"src_tokens": src, "src_lengths": lengths}})
+
+
+def _same(ours, theirs) -> None:
+    assert len(ours) == len(theirs)
+    for a_sent, b_sent in zip(ours, theirs):
+        assert len(a_sent) == len(b_sent)
+        for a, b in zip(a_sent, b_sent):
+            assert torch.equal(a["tokens"], b["tokens"])
+            torch.testing.assert_close(a["score"], b["score"], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(a["positional_scores"], b["positional_scores"],
+                                       rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed,eos_boost,settings", [
+    (4, 1.5, BeamSettings(beam=5, max_len_b=20)),
+    (1, 0.5, BeamSettings(beam=4, lenpen=0.6, max_len_b=15)),
+    (2, 1.0, BeamSettings(beam=3, min_len=4, max_len_a=1.2, max_len_b=3)),
+    (3, 0.0, BeamSettings(beam=5, max_len_b=6, unk_penalty=0.5)),  # never EOS: max length
+    (4, 0.5, BeamSettings(beam=2, lenpen=1.3, max_len_b=20)),
+])
+def test_same_hypotheses_as_fairseq(seed: int, eos_boost: float, settings: BeamSettings) -> None:
+    model = _model(seed, eos_boost)
+    dictionary = model.decoder.dictionary
+    src, lengths = _batch(len(dictionary), 6, seed)
+    theirs = _fairseq(model, dictionary, src, lengths, settings)
+    ours = StaticBeamSearch(model, dictionary, settings).generate(src, lengths)
+    _same(ours, theirs)
+    ended = {len(h["tokens"]) for sent in theirs for h in sent}
+    assert len(ended) > 1 or settings.max_len_b == 6  # the cases exercise early EOS
+
+
+def test_exported_subtransformer_decodes_like_its_supertransformer() -> None:
+    from hat.export import build_compact
+
+    model = _model(4, 1.5)
+    dictionary = model.decoder.dictionary
+    sub = _boost_eos(build_compact(model, model.sample_config).eval(), 1.5)
+    src, lengths = _batch(len(dictionary), 4, 4)
+    s = BeamSettings(beam=4, max_len_b=10)
+    _same(StaticBeamSearch(sub, dictionary, s).generate(src, lengths),
+          _fairseq(model, dictionary, src, lengths, s))
