@@ -258,8 +258,11 @@ def average_into(checkpoint: str, n: int, by: str, tmp_dir: str) -> tuple[str, l
 def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen: float = 1.0,
               max_tokens: int | None = None, batch_size: int | None = None,
               remove_bpe: bool = False, device: str = "cpu", max_len_a: float = 0.0,
-              max_len_b: int = 200) -> tuple[list[str], list[str]]:
-    """Beam search over ``subset``: (1-best hypotheses, references), in test-set order."""
+              max_len_b: int = 200, generator_kind: str = "fairseq"
+              ) -> tuple[list[str], list[str]]:
+    """Beam search over ``subset``: (1-best hypotheses, references), in test-set order.
+    ``generator_kind``: fairseq's ``SequenceGenerator`` or ``static`` (:mod:`hat.generate`,
+    the same hypotheses over a static key/value cache)."""
     from fairseq import utils
     from fairseq.dataclass.configs import GenerationConfig
 
@@ -268,6 +271,12 @@ def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen
     model.to(device)
     generator = task.build_generator([model], GenerationConfig(
         beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
+    static = None
+    if generator_kind == "static":
+        from hat.generate import BeamSettings, StaticBeamSearch
+
+        static = StaticBeamSearch(model, task.target_dictionary, BeamSettings(
+            beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
     itr = task.get_batch_iterator(
         dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size,
         max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
@@ -285,8 +294,12 @@ def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen
             if "net_input" not in sample:
                 continue
             sample = utils.move_to_cuda(sample) if device != "cpu" else sample
-            with torch.no_grad():
-                out = task.inference_step(generator, [model], sample)
+            if static is not None:
+                net = sample["net_input"]
+                out = static.generate(net["src_tokens"], net["src_lengths"])
+            else:
+                with torch.no_grad():
+                    out = task.inference_step(generator, [model], sample)
             for i, sid in enumerate(sample["id"].tolist()):
                 best = out[i][0]["tokens"].int().cpu()
                 target = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int().cpu()
@@ -360,7 +373,8 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         task, model, kind = load_model(checkpoint, s.data, sub_yaml)
     batch_size = args.batch_size if args.batch_size or args.max_tokens else 128
     hyps, refs = translate(task, model, args.subset, s.beam, s.lenpen, args.max_tokens,
-                           batch_size, s.remove_bpe, device, args.max_len_a, args.max_len_b)
+                           batch_size, s.remove_bpe, device, args.max_len_a, args.max_len_b,
+                           args.generator)
     config = getattr(model, "sample_config", None)
     detok = None
     if args.metric == "normal":
@@ -429,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first average the last N checkpoints of the checkpoint's directory")
     p.add_argument("--average-by", choices=("update", "epoch"), default="update",
                    help="with --average-last: checkpoint_<e>_<update>.pt or checkpoint<e>.pt")
+    p.add_argument("--generator", choices=("fairseq", "static"), default="fairseq",
+                   help="beam search: fairseq's SequenceGenerator, or 'static' (hat.generate: "
+                        "the same hypotheses over a static key/value cache)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is there")
     p.add_argument("--out", help="directory for hypotheses, references and the score")
     p.add_argument("--json", action="store_true", help="print a JSON line last")

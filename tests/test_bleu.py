@@ -263,6 +263,18 @@ def test_exported_and_retrained_give_same_hypotheses(toy, one_thread, capsys) ->
     assert hyps["exported"] == hyps["super"] == hyps["retrained"]
 
 
+def test_static_generator_gives_fairseqs_hypotheses(toy, one_thread, capsys) -> None:
+    hyps = {}
+    for kind in ("fairseq", "static"):
+        out = toy["root"] / f"gen_{kind}"
+        r = _bleu(capsys, "--task", "toy", "--data", str(toy["data"]), "--checkpoint",
+                  str(toy["trained"]), "--sub-config", str(toy["sub"]), "--generator", kind,
+                  "--out", str(out))
+        hyps[kind] = ((out / "test.hyp").read_text(), r["bleu"])
+    assert hyps["static"] == hyps["fairseq"]
+    assert len(hyps["static"][0].splitlines()) == 100
+
+
 def test_average_last_from_bleu(toy, one_thread, capsys) -> None:
     rc = bleu_main(["--task", "toy", "--data", str(toy["data"]), "--checkpoint",
                     str(toy["trained"]), "--average-last", "2", "--json", *FAST])
