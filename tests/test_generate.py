@@ -93,3 +93,29 @@ def test_exported_subtransformer_decodes_like_its_supertransformer() -> None:
     s = BeamSettings(beam=4, max_len_b=10)
     _same(StaticBeamSearch(sub, dictionary, s).generate(src, lengths),
           _fairseq(model, dictionary, src, lengths, s))
+
+
+def test_graph_path_twin_runs_every_step_with_the_same_hypotheses() -> None:
+    """What a CUDA graph replays: every step (no early stop), the length limit and an always
+    applied padding mask fixed before the capture; on a CPU GraphBeamSearch runs eagerly."""
+    from hat.generate import GraphBeamSearch
+
+    model = _model(4, 1.5)
+    dictionary = model.decoder.dictionary
+    src, lengths = _batch(len(dictionary), 6, 7)
+    assert bool(src.eq(dictionary.pad()).any())  # left padding: the mask matters
+    s = BeamSettings(beam=4, max_len_b=20)
+    search = StaticBeamSearch(model, dictionary, s)
+    expected = _fairseq(model, dictionary, src, lengths, s)
+    with torch.inference_mode():
+        st, enc = search.start(src, lengths, max_len=search.max_len(lengths), has_padding=True)
+        search.run_all(st, enc)
+    assert bool(st.finished.all())
+    _same(search.results(st), expected)
+    _same(GraphBeamSearch(model, dictionary, s).generate(src, lengths), expected)
+    longest = lengths == lengths.max()
+    no_pad, no_pad_lengths = src[longest], lengths[longest]
+    with torch.inference_mode():  # a batch without padding, the mask still applied
+        st, enc = search.start(no_pad, no_pad_lengths, max_len=20, has_padding=True)
+        search.run_all(st, enc)
+    _same(search.results(st), _fairseq(model, dictionary, no_pad, no_pad_lengths, s))

@@ -4,5 +4,6 @@ hypotheses; every tensor keeps its shape from step to step, so on a GPU a decode
 replayed as a CUDA graph."""
 
 from hat.generate.beam import BeamSettings, BeamState, StaticBeamSearch
+from hat.generate.graph import GraphBeamSearch
 
-__all__ = ["BeamSettings", "BeamState", "StaticBeamSearch"]
+__all__ = ["BeamSettings", "BeamState", "GraphBeamSearch", "StaticBeamSearch"]

@@ -80,27 +80,35 @@ class StaticBeamSearch:
 
     # ------------------------------------------------------------------ the search
     @torch.inference_mode()
-    def generate(self, src_tokens: Tensor, src_lengths: Tensor) -> list[list[dict[str, Tensor]]]:
+    def generate(self, src_tokens: Tensor, src_lengths: Tensor, early_stop: bool = True
+                 ) -> list[list[dict[str, Tensor]]]:
         """Hypotheses per sentence, best first, as fairseq's generator returns them
-        (``tokens`` ending with EOS, ``score``, ``positional_scores``)."""
+        (``tokens`` ending with EOS, ``score``, ``positional_scores``). ``early_stop=False``
+        runs every step, as a CUDA graph replay does (same hypotheses)."""
         st, enc = self.start(src_tokens, src_lengths)
-        for step in range(st.max_len + 1):
-            self.step(st, enc, step)
-            if bool(st.finished.all()):
-                break
+        self.run_all(st, enc, early_stop)
         return self.results(st)
 
-    def start(self, src_tokens: Tensor, src_lengths: Tensor) -> tuple[BeamState, Any]:
-        """Encode the batch (repeated beam times) and allocate the search's tensors."""
-        if self.s.min_len > self.max_len(src_lengths):
+    def run_all(self, st: BeamState, enc: Any, early_stop: bool = False) -> None:
+        """Every decode step (until all sentences are done, with ``early_stop``)."""
+        for step in range(st.max_len + 1):
+            self.step(st, enc, step)
+            if early_stop and bool(st.finished.all()):
+                break
+
+    def start(self, src_tokens: Tensor, src_lengths: Tensor, max_len: int | None = None,
+              has_padding: bool | None = None) -> tuple[BeamState, Any]:
+        """Encode the batch (repeated beam times) and allocate the search's tensors. A CUDA
+        graph capture passes ``max_len`` and ``has_padding`` (nothing may read the GPU then)."""
+        max_len = self.max_len(src_lengths) if max_len is None else max_len
+        if self.s.min_len > max_len:
             raise ValueError("min_len cannot be larger than max_len")
         bsz, beam = src_tokens.size(0), self.s.beam
-        enc = self.model.encoder(src_tokens, src_lengths)
+        enc = self.model.encoder(src_tokens, src_lengths, has_padding=has_padding)
         order = torch.arange(bsz, device=src_tokens.device).repeat_interleave(beam)
         enc = self.model.encoder.reorder_encoder_out(enc, order)
-        self.model.decoder.embed_positions.reserve(self.max_len(src_lengths) + 2)
-        return BeamState(bsz, beam, self.max_len(src_lengths), self.pad, self.eos,
-                         src_tokens.device), enc
+        self.model.decoder.embed_positions.reserve(max_len + 2)
+        return BeamState(bsz, beam, max_len, self.pad, self.eos, src_tokens.device), enc
 
     def lprobs(self, st: BeamState, enc: Any, step: int) -> Tensor:
         """Log-probabilities of the next token for every live hypothesis, ``[bsz*beam, V]``."""

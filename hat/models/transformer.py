@@ -232,7 +232,7 @@ class HatDecoder(FairseqIncrementalDecoder):
         pad = (
             encoder_out["encoder_padding_mask"][0] if encoder_out["encoder_padding_mask"] else None
         )
-        if pad is not None and not pad.any():
+        if pad is not None and step is None and not pad.any():  # (static: no device read)
             pad = None
         memo: dict[int, tuple[Tensor, Tensor | None]] = {}
         for i, layer in enumerate(self.layers[: self.sample_layer_num]):
