@@ -119,3 +119,36 @@ def test_graph_path_twin_runs_every_step_with_the_same_hypotheses() -> None:
         st, enc = search.start(no_pad, no_pad_lengths, max_len=20, has_padding=True)
         search.run_all(st, enc)
     _same(search.results(st), _fairseq(model, dictionary, no_pad, no_pad_lengths, s))
+
+
+@pytest.mark.parametrize("deployment", ["generate", "fairseq-generate"])
+def test_latency_meter_times_the_deployed_generator(deployment: str) -> None:
+    """The meter's generator protocols decode exactly src_len steps, on the CPU eagerly."""
+    from hat.latency.timing import LatencyMeter, Protocol
+
+    model = tiny_supernet(seed=1)
+    cfg = SearchSpace(**TINY_SPACE).sample(random.Random(2))
+    meter = LatencyMeter(model, Protocol(src_len=6, beam=3, warmup=1, iters=3,
+                                         deployment=deployment))
+    m = meter.measure(cfg)
+    assert m.enc_mean > 0 and m.dec_mean > 0
+    model.set_sample_config(cfg)
+    with torch.inference_mode():
+        enc = model.encoder.reorder_encoder_out(meter.encode(), meter.beam_order)
+        out = meter.deployed_decode(enc)()
+    if deployment == "generate":
+        assert out.shape == (1, 3) and bool(torch.isfinite(out).all())  # 3 hypotheses finished
+    else:
+        assert [len(h["tokens"]) for h in out[0]] == [6, 6, 6]  # 5 tokens and EOS
+
+
+def test_protocol_refuses_impossible_deployments() -> None:
+    from hat.errors import HatConfigError
+    from hat.latency.timing import Protocol
+
+    with pytest.raises(HatConfigError, match="lat-deployment 'beam'"):
+        Protocol(deployment="beam")
+    with pytest.raises(HatConfigError, match="cannot be a CUDA graph"):
+        Protocol(device="cuda", cuda_graph=True, deployment="fairseq-generate")
+    with pytest.raises(HatConfigError, match="eval mode"):
+        Protocol(train_mode=True, deployment="generate")

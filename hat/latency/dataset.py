@@ -25,7 +25,7 @@ from hat.errors import HatConfigError
 from hat.latency import csvio
 from hat.latency.machine import hardware, machine_info, now
 from hat.latency.noise import NoiseControl, QuickFit, drift_factor, measure_with_retries
-from hat.latency.timing import LatencyMeter, Measurement
+from hat.latency.timing import DEPLOYMENTS, LatencyMeter, Measurement
 from hat.runstate import check_resume
 from hat.space import SearchSpace, SubConfig
 
@@ -160,6 +160,8 @@ def check_dataset_resume(path: Path, side: Path, settings: dict[str, Any]) -> di
         old = json.loads(side.read_text())
     except ValueError as e:
         raise HatConfigError(f"{side}: unreadable sidecar ({e})") from None
+    if isinstance(old.get("protocol"), dict):  # sidecars before lat-deployment: HAT's
+        old["protocol"].setdefault("deployment", "hat")
     check_resume(side, old, settings, RESUME_KEYS, "latency dataset",
                  "use another lat-dataset-path or the same settings")
     return old
@@ -270,6 +272,7 @@ class DatasetWriter:
             **self.settings,
             "measure_mode": "train mode, autograd on (HAT's)" if p.train_mode
             else "eval mode, torch.inference_mode",
+            "deployment": DEPLOYMENTS[p.deployment],
             "timer": "CUDA events around CUDA-graph replays" if p.cuda_graph else
             "CUDA events" if self.meter.device.type == "cuda" else
             "time.thread_time (CPU time of the measuring thread)" if p.timer == "thread"

@@ -44,6 +44,12 @@ def add_args(parser: Any) -> None:
       help="GPU: capture the encoder and the whole incremental decode as CUDA graphs and time "
            "their replays (the device's latency without Python's kernel-launch overhead, which "
            "dominates small models on fast GPUs and varies with the host's load)")
+    a("--lat-deployment", choices=("hat", "generate", "fairseq-generate"), default="hat",
+      help="what the decoder time is: hat = HAT's protocol (decoder steps on dummy tokens, no "
+           "beam search; HAT's CSVs); generate = the beam search of `python -m hat.bleu "
+           "--generator static` (a CUDA graph with latgpu-cuda-graph); fairseq-generate = "
+           "fairseq's generator (fairseq-generate, test.sh); both forced to "
+           "lat-sentence-length steps. Recorded in the sidecar and the predictor")
     a("--lat-sentence-length", type=int, metavar="N",
       help="dummy source length and decode steps (default: 23 for IWSLT archs, else 30)")
     a("--lat-beam", type=int, default=5, metavar="N", help="hypotheses decoded at once (HAT: 5)")
@@ -102,7 +108,8 @@ def protocol_from_args(args: Any) -> Protocol:
     return Protocol(src_len=length, beam=args.lat_beam, warmup=args.latwarmup, iters=iters,
                     device=device, threads=threads, train_mode=args.hat_train_mode_measure,
                     timer=args.latcpu_timer if kind == "cpu" else "wall",
-                    cuda_graph=args.latgpu_cuda_graph)
+                    cuda_graph=args.latgpu_cuda_graph,
+                    deployment=getattr(args, "lat_deployment", "hat"))
 
 
 def noise_from_args(args: Any) -> NoiseControl:

@@ -31,6 +31,20 @@ from hat.space import SubConfig
 EOS, DUMMY_TOKEN = 2, 7
 
 
+# What the decoder part of a measurement times, i.e. the deployment path a latency number is for:
+DEPLOYMENTS = {
+    # HAT's protocol (HAT's published CSVs): src_len incremental decoder steps over beam copies
+    # of a dummy target, no beam search
+    "hat": "HAT's protocol: incremental decoder steps on dummy tokens, no beam search",
+    # hat.generate's beam search (static key/value cache; one CUDA graph with cuda_graph),
+    # forced to decode exactly src_len tokens
+    "generate": "hat.generate's beam search (python -m hat.bleu --generator static)",
+    # fairseq's SequenceGenerator (what fairseq-generate runs), forced to src_len tokens; its
+    # time includes the encoder, so the encoder's mean is subtracted for the decoder part
+    "fairseq-generate": "fairseq's SequenceGenerator (fairseq-generate, test.sh)",
+}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one SubTransformer is timed."""
@@ -45,6 +59,7 @@ class Protocol:
     train_mode: bool = False  # HAT's accident: train mode, autograd on
     timer: str = "wall"  # wall: perf_counter / CUDA events; thread: CPU time of this thread
     cuda_graph: bool = False  # GPU: time CUDA-graph replays (no host launch overhead)
+    deployment: str = "hat"  # which decode is timed: one of DEPLOYMENTS
 
     def __post_init__(self) -> None:
         for name in ("src_len", "beam", "iters"):
@@ -64,6 +79,15 @@ class Protocol:
         if self.cuda_graph and not self.device.startswith("cuda"):
             raise HatConfigError("latgpu-cuda-graph times CUDA-graph replays: it needs latgpu "
                                  f"(got device {self.device})")
+        if self.deployment not in DEPLOYMENTS:
+            raise HatConfigError(f"lat-deployment {self.deployment!r}: allowed "
+                                 f"{', '.join(DEPLOYMENTS)}")
+        if self.deployment == "fairseq-generate" and self.cuda_graph:
+            raise HatConfigError("lat-deployment fairseq-generate times fairseq's eager "
+                                 "generator: it cannot be a CUDA graph (drop latgpu-cuda-graph)")
+        if self.deployment != "hat" and self.train_mode:
+            raise HatConfigError(f"lat-deployment {self.deployment} times a generator, which "
+                                 "runs in eval mode: drop hat-train-mode-measure")
         if self.timer == "thread" and (self.device != "cpu" or self.threads != 1):
             raise HatConfigError(
                 "latcpu-timer thread times the CPU time of the measuring thread: it needs latcpu "
@@ -185,6 +209,35 @@ class LatencyMeter:
 
         return run
 
+    def deployed_decode(self, enc_out: Any) -> Callable[[], Any]:
+        """The decode the protocol's deployment path runs (see :data:`DEPLOYMENTS`); the
+        generators are forced to ``src_len`` decoder steps (``src_len - 1`` tokens, then EOS),
+        as many as HAT's protocol runs."""
+        p = self.protocol
+        if p.deployment == "hat":
+            return self.decoder_run(enc_out, p.src_len)
+        tgt_dict = self.model.decoder.dictionary
+        steps = p.src_len - 1
+        if p.deployment == "fairseq-generate":
+            from fairseq.sequence_generator import SequenceGenerator
+
+            gen = SequenceGenerator([self.model], tgt_dict, beam_size=p.beam, min_len=steps,
+                                    max_len_b=steps)
+            sample = {"net_input": {"src_tokens": self.src, "src_lengths": self.src_lengths}}
+            return lambda: gen.generate([self.model], sample)
+        from hat.generate import BeamSettings, BeamState, StaticBeamSearch
+
+        search = StaticBeamSearch(self.model, tgt_dict, BeamSettings(
+            beam=p.beam, min_len=steps, max_len_b=steps))
+        self.model.decoder.embed_positions.reserve(steps + 2)
+
+        def run() -> Any:
+            st = BeamState(1, p.beam, steps, tgt_dict.pad(), tgt_dict.eos(), self.device)
+            search.run_all(st, enc_out)
+            return st.fin_score
+
+        return run
+
     def _time(self, fn: Callable[[], Any]) -> tuple[list[float], Any]:
         """Warm up, then ``iters`` timed runs of ``fn`` (eager, or replays of its CUDA graph);
         returns the times (ms) and the last run's output."""
@@ -233,6 +286,9 @@ class LatencyMeter:
         if p.cuda_graph:
             raise HatConfigError("lat-ref-interleave times eager runs: it cannot be combined "
                                  "with latgpu-cuda-graph")
+        if p.deployment != "hat":
+            raise HatConfigError("lat-ref-interleave times HAT's protocol: it cannot be "
+                                 f"combined with lat-deployment {p.deployment}")
         with self._grad_context(), _gc_paused():
             outs = {}
             for name, c in (("row", cfg), ("ref", ref)):
@@ -272,8 +328,10 @@ class LatencyMeter:
         with self._grad_context(), _gc_paused():
             enc_t, enc_out = self._time(self.encode)
             enc_out = model.encoder.reorder_encoder_out(enc_out, self.beam_order)
-            dec_t, _ = self._time(self.decoder_run(enc_out, p.src_len))
+            dec_t, _ = self._time(self.deployed_decode(enc_out))
         em, es = trimmed_stats(enc_t, p.trim)
+        if p.deployment == "fairseq-generate":  # its runs include the encoder
+            dec_t = [t - em for t in dec_t]
         dm, ds = trimmed_stats(dec_t, p.trim)
         m = Measurement(em, dm, es, ds)
         return (m, dec_t) if return_runs else m

@@ -84,8 +84,10 @@ class MeasureSetup:
         p = self.protocol
         extra = ", CUDA-graph replays" if p.cuda_graph else ""
         thr = f", {p.threads} thread(s), {p.timer} timer" if p.device == "cpu" else ""
+        from hat.latency.timing import DEPLOYMENTS
+
         return (f"{p.device}{thr}{extra}, length {p.src_len}, beam {p.beam}, warm-up {p.warmup}, "
-                f"{p.iters} timed runs ({self.source})")
+                f"{p.iters} timed runs, decode: {DEPLOYMENTS[p.deployment]} ({self.source})")
 
 
 def measure_setup(predictor: LatencyPredictor, device: str, search_args: Any) -> MeasureSetup:
