@@ -152,3 +152,24 @@ def test_protocol_refuses_impossible_deployments() -> None:
         Protocol(device="cuda", cuda_graph=True, deployment="fairseq-generate")
     with pytest.raises(HatConfigError, match="eval mode"):
         Protocol(train_mode=True, deployment="generate")
+
+
+def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
+    """bench.generate_speed's CPU smoke run: every row measured, the searches agree."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "g.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.generate_speed", "--quick", "--device",
+                           "cpu", "--iters", "2", "--warmup", "1", "--batches", "1,3",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, 3]
+    assert all(r["eager_equals_fairseq"] for r in rows)
+    assert all(r[k] > 0 for r in rows for k in ("fairseq_stock", "fairseq_exported",
+                                                "static_eager"))
+    assert rows[0]["meter_hat"] > 0 and rows[0]["meter_generate"] > 0
