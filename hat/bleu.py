@@ -261,8 +261,9 @@ def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen
               max_len_b: int = 200, generator_kind: str = "fairseq"
               ) -> tuple[list[str], list[str]]:
     """Beam search over ``subset``: (1-best hypotheses, references), in test-set order.
-    ``generator_kind``: fairseq's ``SequenceGenerator`` or ``static`` (:mod:`hat.generate`,
-    the same hypotheses over a static key/value cache)."""
+    ``generator_kind``: fairseq's ``SequenceGenerator``, ``static`` (:mod:`hat.generate`, the
+    same hypotheses over a static key/value cache) or ``graph`` (that search replayed as CUDA
+    graphs on a GPU, one per batch shape; eager on a CPU)."""
     from fairseq import utils
     from fairseq.dataclass.configs import GenerationConfig
 
@@ -272,10 +273,11 @@ def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen
     generator = task.build_generator([model], GenerationConfig(
         beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
     static = None
-    if generator_kind == "static":
-        from hat.generate import BeamSettings, StaticBeamSearch
+    if generator_kind in ("static", "graph"):
+        from hat.generate import BeamSettings, GraphBeamSearch, StaticBeamSearch
 
-        static = StaticBeamSearch(model, task.target_dictionary, BeamSettings(
+        kind = GraphBeamSearch if generator_kind == "graph" else StaticBeamSearch
+        static = kind(model, task.target_dictionary, BeamSettings(
             beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
     itr = task.get_batch_iterator(
         dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size,
@@ -443,9 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first average the last N checkpoints of the checkpoint's directory")
     p.add_argument("--average-by", choices=("update", "epoch"), default="update",
                    help="with --average-last: checkpoint_<e>_<update>.pt or checkpoint<e>.pt")
-    p.add_argument("--generator", choices=("fairseq", "static"), default="fairseq",
-                   help="beam search: fairseq's SequenceGenerator, or 'static' (hat.generate: "
-                        "the same hypotheses over a static key/value cache)")
+    p.add_argument("--generator", choices=("fairseq", "static", "graph"), default="fairseq",
+                   help="beam search: fairseq's SequenceGenerator; 'static' (hat.generate: the "
+                        "same hypotheses over a static key/value cache); 'graph' (that search "
+                        "replayed as CUDA graphs on a GPU, one captured per batch shape: for "
+                        "repeated shapes, e.g. --batch-size 1 with fixed lengths; eager on a CPU)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is there")
     p.add_argument("--out", help="directory for hypotheses, references and the score")
     p.add_argument("--json", action="store_true", help="print a JSON line last")

@@ -265,13 +265,13 @@ def test_exported_and_retrained_give_same_hypotheses(toy, one_thread, capsys) ->
 
 def test_static_generator_gives_fairseqs_hypotheses(toy, one_thread, capsys) -> None:
     hyps = {}
-    for kind in ("fairseq", "static"):
+    for kind in ("fairseq", "static", "graph"):  # graph: eager on a CPU
         out = toy["root"] / f"gen_{kind}"
         r = _bleu(capsys, "--task", "toy", "--data", str(toy["data"]), "--checkpoint",
                   str(toy["trained"]), "--sub-config", str(toy["sub"]), "--generator", kind,
                   "--out", str(out))
         hyps[kind] = ((out / "test.hyp").read_text(), r["bleu"])
-    assert hyps["static"] == hyps["fairseq"]
+    assert hyps["static"] == hyps["fairseq"] == hyps["graph"]
     assert len(hyps["static"][0].splitlines()) == 100
 
 

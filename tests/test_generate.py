@@ -173,3 +173,21 @@ def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
     assert all(r[k] > 0 for r in rows for k in ("fairseq_stock", "fairseq_exported",
                                                 "static_eager"))
     assert rows[0]["meter_hat"] > 0 and rows[0]["meter_generate"] > 0
+
+
+def test_search_measures_winners_with_the_predictors_deployment() -> None:
+    """evo_search's --measure-latency takes the deployment path from the predictor's dataset
+    (and HAT's protocol when the predictor records none)."""
+    from types import SimpleNamespace
+
+    from hat.search.latency import measure_setup
+    from tests.conftest import tiny_args
+
+    proto = {"src_len": 6, "beam": 3, "warmup": 1, "iters": 2, "device": "cpu",
+             "deployment": "generate"}
+    setup = measure_setup(SimpleNamespace(meta={"dataset": {"protocol": proto}}), "cpu",
+                          tiny_args())
+    assert setup.protocol.deployment == "generate"
+    assert "hat.generate's beam search" in setup.describe()
+    hat = measure_setup(SimpleNamespace(meta={}), "cpu", tiny_args())
+    assert hat.protocol.deployment == "hat" and "HAT's protocol" in hat.describe()
