@@ -96,8 +96,8 @@ def test_exported_subtransformer_decodes_like_its_supertransformer() -> None:
 
 
 def test_graph_path_twin_runs_every_step_with_the_same_hypotheses() -> None:
-    """What a CUDA graph replays: every step (no early stop), the length limit and an always
-    applied padding mask fixed before the capture; on a CPU GraphBeamSearch runs eagerly."""
+    """What a CUDA graph replays: every step (no early stop), with the length limit and the
+    padding mask (on or off) fixed before the capture; on a CPU GraphBeamSearch runs eagerly."""
     from hat.generate import GraphBeamSearch
 
     model = _model(4, 1.5)
@@ -115,10 +115,12 @@ def test_graph_path_twin_runs_every_step_with_the_same_hypotheses() -> None:
     _same(GraphBeamSearch(model, dictionary, s).generate(src, lengths), expected)
     longest = lengths == lengths.max()
     no_pad, no_pad_lengths = src[longest], lengths[longest]
-    with torch.inference_mode():  # a batch without padding, the mask still applied
-        st, enc = search.start(no_pad, no_pad_lengths, max_len=20, has_padding=True)
-        search.run_all(st, enc)
-    _same(search.results(st), _fairseq(model, dictionary, no_pad, no_pad_lengths, s))
+    expected = _fairseq(model, dictionary, no_pad, no_pad_lengths, s)
+    for mask in (True, False):  # a batch without padding, with and without a mask
+        with torch.inference_mode():
+            st, enc = search.start(no_pad, no_pad_lengths, max_len=20, has_padding=mask)
+            search.run_all(st, enc)
+        _same(search.results(st), expected)
 
 
 @pytest.mark.parametrize("deployment", ["generate", "fairseq-generate"])

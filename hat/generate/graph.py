@@ -6,7 +6,7 @@ flow depends only on the step number, never on data; so the encoder pass and all
 (it cannot stop when all sentences are done early); the finished hypotheses are the same, since
 finished sentences are masked (:meth:`StaticBeamSearch.generate` with ``early_stop=False`` is
 this path's eager twin, which the CPU tests compare). Graphs are kept per (batch size, source
-length, max length).
+length, max length, padding or not).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ class _Captured:
     """One recorded search: its input buffers, its state, and the graph."""
 
     def __init__(self, search: StaticBeamSearch, src_tokens: Tensor, src_lengths: Tensor,
-                 warmup: int = 2) -> None:
+                 has_padding: bool, warmup: int = 2) -> None:
         self.src = src_tokens.clone()
         self.lengths = src_lengths.clone()
-        # decided before the capture, for every replay of this shape: the length limit, and
-        # the padding mask always applied (an all-False mask when a batch has no padding)
-        start = {"max_len": search.max_len(src_lengths), "has_padding": True}
+        # decided before the capture, for every replay of this graph: the length limit and
+        # whether a padding mask is applied (a batch without padding gets a graph without mask:
+        # attention kernels without a mask are faster)
+        start = {"max_len": search.max_len(src_lengths), "has_padding": has_padding}
         device = src_tokens.device
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
@@ -54,14 +55,15 @@ class GraphBeamSearch(StaticBeamSearch):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.graphs: dict[tuple[int, int, int], _Captured] = {}
+        self.graphs: dict[tuple[int, int, int, bool], _Captured] = {}
 
     @torch.inference_mode()
     def generate(self, src_tokens: Tensor, src_lengths: Tensor, early_stop: bool = True
                  ) -> list[list[dict[str, Tensor]]]:
         if src_tokens.device.type != "cuda":
             return super().generate(src_tokens, src_lengths, early_stop)
-        key = (src_tokens.size(0), src_tokens.size(1), self.max_len(src_lengths))
+        padded = bool(src_tokens.eq(self.pad).any())
+        key = (src_tokens.size(0), src_tokens.size(1), self.max_len(src_lengths), padded)
         if key not in self.graphs:
-            self.graphs[key] = _Captured(self, src_tokens, src_lengths)
+            self.graphs[key] = _Captured(self, src_tokens, src_lengths, padded)
         return self.results(self.graphs[key].replay(src_tokens, src_lengths))
