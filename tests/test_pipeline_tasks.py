@@ -83,3 +83,10 @@ def test_stop_after_ends_early_and_records_the_task(tmp_path: Path) -> None:
     # the same run with another task is refused (its settings differ)
     with pytest.raises(HatConfigError, match="task"):
         run_pipeline(tmp_path, "tiny", task="debian.en-de", stop_after="corpus")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPU")
+def test_debian_preset_without_a_gpu_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(HatConfigError, match="--task debian.en-de: torch sees no CUDA device.*"
+                                             "--device cpu"):
+        run_pipeline(tmp_path, task="debian.en-de")

@@ -73,8 +73,11 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
         import torch
 
         if not torch.cuda.is_available():
-            raise HatConfigError("--device cuda: torch sees no CUDA device here; run without it "
-                                 "(the CPU preset)")
+            how = ("run without --device cuda (the CPU preset)" if t.name == "toy" else
+                   f"the '{p.name}' preset is sized for a GPU; --device cpu runs it on the CPU "
+                   "(hours), --preset tiny a smoke run of it")
+            raise HatConfigError(f"{'--device cuda' if device == 'cuda' else f'--task {t.name}'}"
+                                 f": torch sees no CUDA device here; {how}")
         if gpus > torch.cuda.device_count():
             raise HatConfigError(f"--gpus {gpus}: torch sees {torch.cuda.device_count()} GPU(s)")
     if gpus < 1:
