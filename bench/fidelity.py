@@ -160,7 +160,7 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int |
         if saved is not None and saved.get("key") == key:
             got[name] = saved
         elif part in ("all", name):
-            got[name] = {"key": key, **fn()}
+            got[name] = {"key": key, "machine": _machine(device), **fn()}
             atomic_write_json(path, got[name], indent=1)
     if len(got) < 2:
         print(f"(a) part(s) {', '.join(got)} saved in {out}; run again with the other part")
@@ -172,7 +172,19 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int |
     short = [i for i, r in enumerate(rows) if (r["scratch_updates"] or 0) < updates]
     return {"samples": rows, "spearman": spearman(a, b), "kendall": kendall(a, b),
             "retrain_updates": updates, "short_of_budget": short,
+            "parts_ran_on": {k: v.get("machine") for k, v in got.items()},
             **{k: got["scratch"][k] for k in ("train_seconds", "jobs")}}
+
+
+def _machine(device: str) -> str:
+    """Where a part ran: the GPU's name or the CPU's, and torch's version."""
+    import torch
+
+    from hat.latency.machine import cpu_model
+
+    where = (torch.cuda.get_device_name(0) if device == "cuda"
+             else f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores")
+    return f"{where}, torch {torch.__version__}"
 
 
 def _super_args(run: Path) -> Any:
@@ -231,6 +243,8 @@ def main() -> int:
                          "in short_of_budget)")
     ap.add_argument("--gpus", type=int, default=1,
                     help="spread the from-scratch trainings over this many GPUs")
+    ap.add_argument("--parts-ran-on", default=None,
+                    help="where the parts ran, for parts saved before they recorded it")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     args = ap.parse_args()
     if not (args.run / "pipeline.json").is_file():
@@ -250,18 +264,16 @@ def main() -> int:
     a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
                 "all", args.stop_minutes)
     assert a is not None
-    import torch
 
-    from hat.latency.machine import cpu_model
 
     p = bc["pipeline"]
     name = f"fidelity_{p['preset']}_{p['device']}"
     out = args.out or ROOT / "bench" / "results" / f"{name}.json"
-    where = (torch.cuda.get_device_name(0) if args.device == "cuda"
-             else f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores")
-    record = {"what": "HAT's premise and the pipeline's results checked (bench/fidelity.py)",
+    if args.parts_ran_on:
+        a["parts_ran_on"] = {k: v or args.parts_ran_on for k, v in a["parts_ran_on"].items()}
+    record = {"what": "HAT's premise and the pipeline's results checked (bench.fidelity)",
               "date": datetime.date.today().isoformat(), "run": str(args.run),
-              "machine": where, "torch": torch.__version__, "a_ranking": a, **bc,
+              "combined_on": _machine(args.device), "a_ranking": a, **bc,
               "seconds": time.monotonic() - t0}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

@@ -161,14 +161,16 @@ def _same_tokens(a: list, b: list) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda or cpu (default: cuda when there is one)")
+    ap.add_argument("--steps", type=int, default=30, help="decoder steps (the source length)")
+    ap.add_argument("--batches", default="1,64", help="comma-separated batch sizes")
     ap.add_argument("--dtypes", default=None, help="default: fp32,fp16 on a GPU, fp32 on a CPU")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    ap.add_argument("--iters", type=int, default=10, help="timed runs (the median is reported)")
     ap.add_argument("--quick", action="store_true", help="tiny model, 4 steps (a smoke run)")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="JSON path (default: "
+                    "bench/results/generate_speed_<device>.json)")
     args = ap.parse_args()
     device = torch.device(args.device)
     dims = QUICK if args.quick else DIMS

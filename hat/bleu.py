@@ -328,6 +328,7 @@ class Evaluation:
     kind: str
     checkpoint: str
     averaged: list[str] = field(default_factory=list)
+    generator: str = "fairseq"
 
 
 def settings_for(args: argparse.Namespace) -> TaskSettings:
@@ -389,7 +390,8 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         lang = s.tgt or task.cfg.target_lang
         detok = moses_detokenize(hyps, lang)
         result = sacre_bleu(detok, refs_raw, lowercase=s.lowercase)
-    ev = Evaluation(result, hyps, refs, detok, config, kind, args.checkpoint, averaged)
+    ev = Evaluation(result, hyps, refs, detok, config, kind, args.checkpoint, averaged,
+                    args.generator)
     if args.out:
         write_outputs(ev, args.out, args.subset)
     return ev
@@ -414,6 +416,7 @@ def summary(ev: Evaluation) -> dict[str, Any]:
     r = ev.result
     return {"bleu": round(r.bleu, 4), "metric": r.metric, "signature": r.signature, "n": r.n,
             "checkpoint": ev.checkpoint, "kind": ev.kind, "averaged": ev.averaged,
+            "generator": ev.generator,
             "config": ev.config.to_dict() if ev.config is not None else None}
 
 

@@ -271,6 +271,7 @@ def test_static_generator_gives_fairseqs_hypotheses(toy, one_thread, capsys) -> 
                   str(toy["trained"]), "--sub-config", str(toy["sub"]), "--generator", kind,
                   "--out", str(out))
         hyps[kind] = ((out / "test.hyp").read_text(), r["bleu"])
+        assert r["generator"] == kind
     assert hyps["static"] == hyps["fairseq"] == hyps["graph"]
     assert len(hyps["static"][0].splitlines()) == 100
 

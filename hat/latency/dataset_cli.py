@@ -47,7 +47,8 @@ def add_args(parser: Any) -> None:
     a("--lat-deployment", choices=("hat", "generate", "fairseq-generate"), default="hat",
       help="what the decoder time is: hat = HAT's protocol (decoder steps on dummy tokens, no "
            "beam search; HAT's CSVs); generate = the beam search of `python -m hat.bleu "
-           "--generator static` (a CUDA graph with latgpu-cuda-graph); fairseq-generate = "
+           "--generator graph` on a GPU, timed as a CUDA graph with latgpu-cuda-graph "
+           "(`--generator static`, eager, on a CPU); fairseq-generate = "
            "fairseq's generator (fairseq-generate, test.sh); both forced to "
            "lat-sentence-length steps. Recorded in the sidecar and the predictor")
     a("--lat-sentence-length", type=int, metavar="N",

@@ -38,7 +38,8 @@ DEPLOYMENTS = {
     "hat": "HAT's protocol: incremental decoder steps on dummy tokens, no beam search",
     # hat.generate's beam search (static key/value cache; one CUDA graph with cuda_graph),
     # forced to decode exactly src_len tokens
-    "generate": "hat.generate's beam search (python -m hat.bleu --generator static)",
+    "generate": "hat.generate's beam search (python -m hat.bleu --generator graph on a GPU, "
+                "static on a CPU)",
     # fairseq's SequenceGenerator (what fairseq-generate runs), forced to src_len tokens; its
     # time includes the encoder, so the encoder's mean is subtracted for the decoder part
     "fairseq-generate": "fairseq's SequenceGenerator (fairseq-generate, test.sh)",

@@ -24,10 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (everything goes there)")
     ap.add_argument("--task", choices=sorted(TASKS), default="toy",
                     help="corpus: toy (synthetic, made in --out), debian.en-de / debian.en-fr "
-                         "(built once under data/ by scripts/prepare_data.py; default preset "
-                         "'debian', a GPU)")
+                         "(Debian's translation catalogs; when data/<task>/data-bin is missing "
+                         "the first stage builds it with scripts/prepare_data.py: ~600 MB of "
+                         "packages from Debian's mirror, ~5 min; default preset 'debian', a GPU)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                    help="sizes: default (2-core CPU, ~10 min), tiny (a test, ~2 min), cuda "
+                    help="sizes: default (2-core CPU, ~7 min), tiny (a workflow check, ~1-2 min, "
+                         "barely trained models), cuda "
                          "(toy on one GPU), debian (a Debian corpus on a GPU); default: the "
                          "task's ('cuda' for toy with --device cuda)")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")

@@ -309,8 +309,12 @@ def latency_limits(ctx: Context, baseline_ms: float) -> list[float]:
     limits = {float(f"{np.quantile(lat, q):.2g}") for q in ctx.preset.limit_quantiles}
     digits = 2 - math.floor(math.log10(baseline_ms))  # 3 significant digits, rounded up
     at_baseline = math.ceil(baseline_ms * 10**digits) / 10**digits
-    limits = {x for x in limits if abs(x / at_baseline - 1) > 0.1 and x < at_baseline}
-    return sorted(limits | {at_baseline})
+    kept = {x for x in limits if abs(x / at_baseline - 1) > 0.1 and x < at_baseline}
+    if len(kept) < len(ctx.preset.limit_quantiles):
+        ctx.say(f"  limits: {len(kept) + 1} instead of {len(ctx.preset.limit_quantiles) + 1}: "
+                f"quantile limits {sorted(limits - kept)} ms are within 10 % of or above the "
+                f"baseline's {at_baseline:g} ms (or equal to another)")
+    return sorted(kept | {at_baseline})
 
 
 def stage_search(ctx: Context, lat_norm: float, baseline_ms: float) -> dict[str, Any]:
