@@ -45,8 +45,9 @@ DIMS = {"embed": 512, "ffn": 2048, "heads": 8, "layers": 6, "vocab": 32768}
 QUICK = {"embed": 32, "ffn": 64, "heads": 4, "layers": 2, "vocab": 200}
 
 
-def models(d: dict[str, int]) -> tuple[Any, Any, Any, SubConfig]:
-    """(SuperTransformer with the config set, exported SubTransformer, fairseq transformer)."""
+def models(d: dict[str, int]) -> tuple[Any, Any, SubConfig]:
+    """(SubTransformer exported from a random SuperTransformer, fairseq ``transformer`` of the
+    same dims, the SubTransformer's config)."""
     from fairseq.models.transformer import TransformerModel, base_architecture
 
     n, e, f, h = d["layers"], d["embed"], d["ffn"], d["heads"]
@@ -73,7 +74,7 @@ def models(d: dict[str, int]) -> tuple[Any, Any, Any, SubConfig]:
         max_source_positions=1024, max_target_positions=1024)
     base_architecture(targs)
     stock = TransformerModel.build_model(targs, task).eval()
-    return sup, sub, stock, cfg
+    return sub, stock, cfg
 
 
 def timed(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int) -> float:
@@ -96,11 +97,11 @@ def timed(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int) 
 
 def run(device: torch.device, dims: dict[str, int], steps: int, batches: list[int],
         dtypes: list[str], warmup: int, iters: int) -> list[dict[str, Any]]:
-    sup, sub, stock, cfg = models(dims)
+    sub, stock, cfg = models(dims)
     rows = []
     for dtype in dtypes:
         cast = (lambda m: m.half()) if dtype == "fp16" else (lambda m: m.float())
-        for m in (sup, sub, stock):
+        for m in (sub, stock):
             cast(m).to(device)
         for bsz in batches:
             rows.append(one_batch(device, sub, stock, cfg, dtype, bsz, steps, warmup, iters))

@@ -58,7 +58,6 @@ class BeamState:
         self.cache: dict[str, Any] = {STATIC_STEP: self.step, STATIC_LEN: L + 1}
         self.bbsz_offsets = (torch.arange(bsz, device=device) * beam).unsqueeze(1)
         self.rows = torch.arange(bsz, device=device)
-        self.positions = torch.arange(L + 1, device=device)
 
 
 class StaticBeamSearch:

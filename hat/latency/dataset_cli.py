@@ -15,7 +15,13 @@ from hat.atomic import check_writable
 from hat.errors import HatConfigError
 from hat.latency.dataset import count_rows, measure_dataset, meta_path, require_sidecar
 from hat.latency.noise import NoiseControl
-from hat.latency.timing import DUMMY_TOKEN, LatencyMeter, Protocol, resolve_device
+from hat.latency.timing import (
+    DEPLOYMENTS,
+    DUMMY_TOKEN,
+    LatencyMeter,
+    Protocol,
+    resolve_device,
+)
 from hat.space import SearchSpace
 
 DEFAULT_LATITER = {"cpu": 10, "cuda": 20}
@@ -44,7 +50,7 @@ def add_args(parser: Any) -> None:
       help="GPU: capture the encoder and the whole incremental decode as CUDA graphs and time "
            "their replays (the device's latency without Python's kernel-launch overhead, which "
            "dominates small models on fast GPUs and varies with the host's load)")
-    a("--lat-deployment", choices=("hat", "generate", "fairseq-generate"), default="hat",
+    a("--lat-deployment", choices=tuple(DEPLOYMENTS), default="hat",
       help="what the decoder time is: hat = HAT's protocol (decoder steps on dummy tokens, no "
            "beam search; HAT's CSVs); generate = the beam search of `python -m hat.bleu "
            "--generator graph` on a GPU, timed as a CUDA graph with latgpu-cuda-graph "

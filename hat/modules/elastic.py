@@ -122,9 +122,7 @@ class SinusoidalPositions(nn.Module):
             positions = positions[:, -1:]
         # Largest possible position from the shape alone: no device->host sync per step (and
         # capturable in a CUDA graph).
-        need = self.padding_idx + tokens.size(1) + 1
-        if need > self.table.size(0):
-            self.table = sinusoid_table(need, self.super_dim, self.padding_idx).to(self.table)
+        self.reserve(tokens.size(1))
         return F.embedding(positions, self.table[:, : self.sample_dim]).detach()
 
     def at(self, position: Tensor, n: int) -> Tensor:

@@ -88,10 +88,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
 
     check_writable(out / STATE, "pipeline output folder")
     ctx = Context(out=out, preset=p, say=say, seed=seed, task=t, gpus=gpus)
-    settings = {**p.settings(), "seed": seed, "task": t.name}
-    if not t.built_in_run:  # the synthetic corpus's sizes do not apply to a real corpus
-        for key in ("n_train", "n_valid", "n_test"):
-            settings.pop(key)
+    settings = {**p.settings(t.built_in_run), "seed": seed, "task": t.name}
     state_path = out / STATE
     state = _load_state(state_path, settings)
     done: dict[str, Any] = state["stages"]
@@ -224,8 +221,7 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
             "supertransformer_updates": done["supertransformer"]["outputs"].get("updates"),
             "torch": torch.__version__, "date": datetime.date.today().isoformat(),
             "latency_protocol": lat["protocol"], "seed": ctx.seed,
-            "settings": {k: v for k, v in ctx.preset.settings().items()
-                         if ctx.task.built_in_run or k not in ("n_train", "n_valid", "n_test")}}
+            "settings": ctx.preset.settings(ctx.task.built_in_run)}
     return report.results(rows, {k: v["seconds"] for k, v in done.items()}, meta)
 
 

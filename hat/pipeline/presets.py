@@ -39,10 +39,14 @@ class Preset:
         ("latency_predictor", 25), ("baseline", 5), ("search", 45), ("retrain", 170),
         ("bleu", 45), ("latency", 20), ("report", 5))
 
-    def settings(self) -> dict[str, Any]:
-        """What a resumed run must share with the first one."""
+    def settings(self, synthetic_corpus: bool = True) -> dict[str, Any]:
+        """What a resumed run must share with the first one (the synthetic corpus's sizes only
+        when the run makes that corpus)."""
         d = asdict(self)
         d.pop("plan_s")
+        if not synthetic_corpus:
+            for key in ("n_train", "n_valid", "n_test"):
+                d.pop(key)
         d["limit_quantiles"] = list(self.limit_quantiles)
         return d
 

@@ -78,7 +78,9 @@ class Context:
             keys["warmup-updates"] = p.warmup_updates
         # checkpoints every save-interval-updates and at the end, not after every epoch (a
         # real corpus has short epochs: per-epoch saves would cost more than the training)
-        keys.update({"no-epoch-checkpoints": True, "save-interval": 1000})
+        keys.update({"no-epoch-checkpoints": True, "save-interval": 1000,
+                     "keep-interval-updates": 1, "log-interval": 25})
+        keys.pop("keep-last-epochs", None)
         return keys
 
     @property
@@ -225,9 +227,7 @@ def stage_supertransformer(ctx: Context) -> dict[str, Any]:
     keys = ctx.train_keys(load_yaml(src))
     keys.update({"data": _rel(ctx.data_bin), "max-update": p.super_updates,
                  "save-dir": _rel(ctx.super_ckpt.parent), "seed": ctx.seed,
-                 "save-interval-updates": max(50, p.super_updates // 4),
-                 "keep-interval-updates": 1, "log-interval": 25})
-    keys.pop("keep-last-epochs", None)
+                 "save-interval-updates": max(50, p.super_updates // 4)})
     if p.super_stop_minutes:
         keys["stop-time-hours"] = round(p.super_stop_minutes / 60, 4)
     stop = (f", stopped after {p.super_stop_minutes:g} minutes if not done"
@@ -406,9 +406,8 @@ def retrain_recipe(ctx: Context) -> Path:
     src = ctx.task.config(ctx.task.retrain_config)
     keys = ctx.train_keys(load_yaml(src))
     keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
-                 "seed": ctx.seed, "log-interval": 25, "keep-interval-updates": 1,
+                 "seed": ctx.seed,
                  "save-interval-updates": max(50, ctx.preset.retrain_updates // 2)})
-    keys.pop("keep-last-epochs", None)
     return write_config(ctx.path("configs", "retrain.yml"), keys,
                         f"Retraining recipe of the pipeline ({_rel(src)}; from scratch, the same "
                         "budget for every model)")
