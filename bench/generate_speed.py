@@ -9,7 +9,9 @@ with min = max length), batch 1 and 64, fp32 and fp16. Rows:
 * ``fairseq_exported``: the same generator on the exported SubTransformer (``hat_subtransformer``);
 * ``static_eager``: hat.generate's beam search, eager (``python -m hat.bleu --generator static``
   on a CPU);
-* ``static_graph``: the same search replayed as one CUDA graph (GPU only);
+* ``static_graph``: the same search replayed as one CUDA graph (GPU only), a whole
+  ``generate`` call (input copy, replay, hypotheses read back); ``static_graph_replay``: the
+  replay alone;
 * ``meter_hat`` / ``meter_generate``: the latency meter's measurement of the same model (CUDA-graph
   replays) with HAT's protocol and with the ``generate`` deployment, encoder + decoder.
 
@@ -140,6 +142,8 @@ def one_batch(device: torch.device, sub: Any, stock: Any, cfg: SubConfig, dtype:
         row["static_graph"] = timed(lambda: graph.generate(src, lengths), device,
                                     warmup, iters)
         row["graph_equals_eager"] = _same_tokens(graph.generate(src, lengths), ours)
+        (captured,) = graph.graphs.values()  # the replay alone: no input copy, no read-back
+        row["static_graph_replay"] = timed(lambda: captured.graph.replay(), device, warmup, iters)
         row["stock_over_graph"] = row["fairseq_stock"] / row["static_graph"]
     if bsz == 1:  # the meter times one sentence
         for dep in ("hat", "generate"):
@@ -148,6 +152,7 @@ def one_batch(device: torch.device, sub: Any, stock: Any, cfg: SubConfig, dtype:
                          deployment=dep)
             m = LatencyMeter(sub, p).measure(cfg)
             row[f"meter_{dep}"] = m.enc_mean + m.dec_mean
+            row[f"meter_{dep}_encoder"] = m.enc_mean
         if "static_graph" in row:
             row["graph_over_meter_generate"] = row["static_graph"] / row["meter_generate"]
     print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()},
