@@ -72,9 +72,10 @@ class StaticBeamSearch:
         self.vocab = len(tgt_dict)
         self.model_max_len = max_len or model.max_decoder_positions()
 
-    def max_len(self, src_lengths: Tensor) -> int:
-        """fairseq's: ``min(a * longest source + b, model positions - 1)``."""
-        longest = int(src_lengths.max())
+    def max_len(self, src_lengths: Tensor | int) -> int:
+        """fairseq's: ``min(a * longest source + b, model positions - 1)`` (``src_lengths``:
+        the lengths, or the longest)."""
+        longest = src_lengths if isinstance(src_lengths, int) else int(src_lengths.max())
         return min(int(self.s.max_len_a * longest + self.s.max_len_b), self.model_max_len - 1)
 
     # ------------------------------------------------------------------ the search
@@ -82,8 +83,8 @@ class StaticBeamSearch:
     def generate(self, src_tokens: Tensor, src_lengths: Tensor, early_stop: bool = True
                  ) -> list[list[dict[str, Tensor]]]:
         """Hypotheses per sentence, best first, as fairseq's generator returns them
-        (``tokens`` ending with EOS, ``score``, ``positional_scores``). ``early_stop=False``
-        runs every step, as a CUDA graph replay does (same hypotheses)."""
+        (``tokens`` ending with EOS, ``score``, ``positional_scores``), on the CPU.
+        ``early_stop=False`` runs every step, as a CUDA graph replay does (same hypotheses)."""
         st, enc = self.start(src_tokens, src_lengths)
         self.run_all(st, enc, early_stop)
         return self.results(st)
@@ -194,21 +195,34 @@ class StaticBeamSearch:
         done = seen & (st.fin_count.eq(K) | (step == L))
         st.finished |= done
 
-    def results(self, st: BeamState) -> list[list[dict[str, Tensor]]]:
-        """The finished hypotheses per sentence, best first (fairseq's order). Reads the
-        buffers with two copies and three small transfers (not one sync per hypothesis)."""
-        tokens, positional = st.fin_tokens.clone(), st.fin_pos.clone()
-        scores = st.fin_score.clone()
-        counts, lens = st.fin_count.tolist(), st.fin_len.tolist()
-        values = scores.tolist()
+    @staticmethod
+    def pack(st: BeamState) -> Tensor:
+        """The finished hypotheses as one float64 vector (counts, lengths, scores, tokens,
+        positional scores; exact for token ids and float32 scores), so that reading them to
+        the host is one transfer. A CUDA graph records this at the end of its search."""
+        return torch.cat([st.fin_count.double(), st.fin_len.double().flatten(),
+                          st.fin_score.double().flatten(), st.fin_tokens.double().flatten(),
+                          st.fin_pos.double().flatten()])
+
+    def results(self, st: BeamState, packed: Tensor | None = None
+                ) -> list[list[dict[str, Tensor]]]:
+        """The finished hypotheses per sentence, best first (fairseq's order), as CPU tensors,
+        read from the device in one transfer (``packed``: :meth:`pack`'s output, if made)."""
+        B, K, W = st.bsz, st.beam, st.max_len + 1
+        flat = (self.pack(st) if packed is None else packed).cpu()
+        counts, lens, scores, tokens, positional = torch.split(
+            flat, [B, B * K, B * K, B * K * W, B * K * W])
+        counts, lens = counts.long().tolist(), lens.long().view(B, K).tolist()
+        scores = scores.float().view(B, K)
+        tokens, positional = tokens.long().view(B, K, W), positional.float().view(B, K, W)
         out = []
-        for b in range(st.bsz):
+        for b in range(B):
             hyps = [{"tokens": tokens[b, k, :lens[b][k]], "score": scores[b, k],
                      "positional_scores": positional[b, k, :lens[b][k]],
                      "attention": torch.empty(0), "alignment": torch.empty(0)}
                     for k in range(counts[b])]
             if hyps:  # fairseq's sort: torch.sort of the float scores, descending
-                ranks = torch.sort(torch.tensor(values[b][:counts[b]]), descending=True)[1]
-                hyps = [hyps[int(i)] for i in ranks]
+                ranks = torch.sort(scores[b, : counts[b]], descending=True)[1].tolist()
+                hyps = [hyps[i] for i in ranks]
             out.append(hyps)
         return out

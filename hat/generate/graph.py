@@ -41,6 +41,7 @@ class _Captured:
         with torch.cuda.graph(self.graph), torch.inference_mode():
             st, enc = search.start(self.src, self.lengths, **start)
             search.run_all(st, enc)
+            self.packed = search.pack(st)  # the hypotheses, read back in one transfer
         self.state: BeamState = st
 
     def replay(self, src_tokens: Tensor, src_lengths: Tensor) -> BeamState:
@@ -57,13 +58,20 @@ class GraphBeamSearch(StaticBeamSearch):
         super().__init__(*args, **kwargs)
         self.graphs: dict[tuple[int, int, int, bool], _Captured] = {}
 
+    def graph_key(self, src_tokens: Tensor, src_lengths: Tensor) -> tuple[int, int, int, bool]:
+        """(batch size, source width, max length, padding or not): what picks the graph, read
+        from the device in one transfer."""
+        longest, padded = torch.stack([src_lengths.max(),
+                                       src_tokens.eq(self.pad).any().long()]).tolist()
+        return src_tokens.size(0), src_tokens.size(1), self.max_len(longest), bool(padded)
+
     @torch.inference_mode()
     def generate(self, src_tokens: Tensor, src_lengths: Tensor, early_stop: bool = True
                  ) -> list[list[dict[str, Tensor]]]:
         if src_tokens.device.type != "cuda":
             return super().generate(src_tokens, src_lengths, early_stop)
-        padded = bool(src_tokens.eq(self.pad).any())
-        key = (src_tokens.size(0), src_tokens.size(1), self.max_len(src_lengths), padded)
+        key = self.graph_key(src_tokens, src_lengths)
         if key not in self.graphs:
-            self.graphs[key] = _Captured(self, src_tokens, src_lengths, padded)
-        return self.results(self.graphs[key].replay(src_tokens, src_lengths))
+            self.graphs[key] = _Captured(self, src_tokens, src_lengths, has_padding=key[3])
+        captured = self.graphs[key]
+        return self.results(captured.replay(src_tokens, src_lengths), captured.packed)

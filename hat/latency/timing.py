@@ -36,8 +36,10 @@ DEPLOYMENTS = {
     # HAT's protocol (HAT's published CSVs): src_len incremental decoder steps over beam copies
     # of a dummy target, no beam search
     "hat": "HAT's protocol: incremental decoder steps on dummy tokens, no beam search",
-    # hat.generate's beam search (static key/value cache; one CUDA graph with cuda_graph),
-    # forced to decode exactly src_len tokens
+    # hat.generate's beam search (static key/value cache; replayed as a CUDA graph with
+    # cuda_graph), forced to decode exactly src_len tokens: the whole generate call at batch 1
+    # (input copy, search, hypotheses read back); its time includes the encoder, so the
+    # encoder's mean is subtracted for the decoder part
     "generate": "hat.generate's beam search (python -m hat.bleu --generator graph on a GPU, "
                 "static on a CPU)",
     # fairseq's SequenceGenerator (what fairseq-generate runs), forced to src_len tokens; its
@@ -213,7 +215,8 @@ class LatencyMeter:
     def deployed_decode(self, enc_out: Any) -> Callable[[], Any]:
         """The decode the protocol's deployment path runs (see :data:`DEPLOYMENTS`); the
         generators are forced to ``src_len`` decoder steps (``src_len - 1`` tokens, then EOS),
-        as many as HAT's protocol runs."""
+        as many as HAT's protocol runs, and their calls encode the source themselves
+        (``enc_out`` is for HAT's protocol)."""
         p = self.protocol
         if p.deployment == "hat":
             return self.decoder_run(enc_out, p.src_len)
@@ -226,24 +229,24 @@ class LatencyMeter:
                                     max_len_b=steps)
             sample = {"net_input": {"src_tokens": self.src, "src_lengths": self.src_lengths}}
             return lambda: gen.generate([self.model], sample)
-        from hat.generate import BeamSettings, BeamState, StaticBeamSearch
+        from hat.generate import BeamSettings, GraphBeamSearch, StaticBeamSearch
 
-        search = StaticBeamSearch(self.model, tgt_dict, BeamSettings(
-            beam=p.beam, min_len=steps, max_len_b=steps))
-        self.model.decoder.embed_positions.reserve(steps + 2)
+        kind = GraphBeamSearch if p.cuda_graph else StaticBeamSearch
+        search = kind(self.model, tgt_dict, BeamSettings(beam=p.beam, min_len=steps,
+                                                         max_len_b=steps))
 
-        def run() -> Any:
-            st = BeamState(1, p.beam, steps, tgt_dict.pad(), tgt_dict.eos(), self.device)
-            search.run_all(st, enc_out)
-            return st.fin_score
+        def run() -> Any:  # the whole call a user makes, hypotheses read back included
+            return search.generate(self.src, self.src_lengths)
 
+        run()  # a GraphBeamSearch captures its graph on the first call: never a timed one
         return run
 
-    def _time(self, fn: Callable[[], Any]) -> tuple[list[float], Any]:
-        """Warm up, then ``iters`` timed runs of ``fn`` (eager, or replays of its CUDA graph);
-        returns the times (ms) and the last run's output."""
+    def _time(self, fn: Callable[[], Any], capture: bool = True) -> tuple[list[float], Any]:
+        """Warm up, then ``iters`` timed runs of ``fn`` (eager, or replays of its CUDA graph
+        with ``cuda_graph`` and ``capture``); returns the times (ms) and the last run's
+        output."""
         p = self.protocol
-        if p.cuda_graph:
+        if p.cuda_graph and capture:
             fn = self._capture(fn)
         for _ in range(p.warmup):
             fn()
@@ -329,9 +332,10 @@ class LatencyMeter:
         with self._grad_context(), _gc_paused():
             enc_t, enc_out = self._time(self.encode)
             enc_out = model.encoder.reorder_encoder_out(enc_out, self.beam_order)
-            dec_t, _ = self._time(self.deployed_decode(enc_out))
+            # a generator's call is timed whole (hat.generate replays its own graphs)
+            dec_t, _ = self._time(self.deployed_decode(enc_out), capture=p.deployment == "hat")
         em, es = trimmed_stats(enc_t, p.trim)
-        if p.deployment == "fairseq-generate":  # its runs include the encoder
+        if p.deployment != "hat":  # a generator's runs include the encoder
             dec_t = [t - em for t in dec_t]
         dm, ds = trimmed_stats(dec_t, p.trim)
         m = Measurement(em, dm, es, ds)
