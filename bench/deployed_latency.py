@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Do SubTransformers run at the latency their dataset says? The latency meter against the
-deployed beam search, over random SubTransformers of one search space.
+"""Do SubTransformers run at the latency their dataset says (meter vs deployed beam search)?
+
+The latency meter against the deployed beam search, over SubTransformers of one search space.
 
 For ``--samples`` SubTransformers drawn from the space of a latency-dataset YAML (seeded, the
 smallest and the largest first), each at batch 1 on the YAML's dummy source (its
@@ -11,7 +12,8 @@ smallest and the largest first), each at batch 1 on the YAML's dummy source (its
 * ``meter_hat``: HAT's protocol, for scale;
 * ``deployed``: ``hat.generate`` on the SubTransformer exported on its own (``build_compact``),
   a whole ``generate`` call as ``python -m hat.bleu --generator graph`` makes it (median of
-  ``--iters`` after warm-up, device synchronized).
+  ``--iters`` after warm-up; on a GPU wall time with the device synchronized, on a CPU the
+  meter's own clock, e.g. the thread's CPU time with ``latcpu-timer thread``).
 
 Writes JSON (per SubTransformer and the ratio deployed / meter_generate summarised) and a PNG.
 
@@ -35,7 +37,7 @@ from hat.atomic import atomic_write_json
 from hat.export import build_compact
 from hat.generate import BeamSettings, GraphBeamSearch
 from hat.latency.dataset_cli import build_model, parse_args, protocol_from_args
-from hat.latency.timing import DUMMY_TOKEN, EOS, LatencyMeter
+from hat.latency.timing import DUMMY_TOKEN, EOS, LatencyMeter, Timer
 from hat.search.latency import calibration_configs
 from hat.space import SubConfig
 
@@ -43,7 +45,7 @@ CONFIG = "configs/debian.en-de/latency_dataset/gpu_h200_generate.yml"
 
 
 def deployed_ms(sup: Any, cfg: SubConfig, device: torch.device, src_len: int, beam: int,
-                warmup: int, iters: int) -> float:
+                warmup: int, iters: int, clock: Timer) -> float:
     """Median time of one batch-1 ``generate`` call of the exported SubTransformer."""
     sub = build_compact(sup, cfg).eval().to(device)
     vocab = sub.decoder.dictionary
@@ -52,7 +54,11 @@ def deployed_ms(sup: Any, cfg: SubConfig, device: torch.device, src_len: int, be
     lengths = torch.tensor([src_len], device=device)
     settings = BeamSettings(beam=beam, min_len=src_len - 1, max_len_b=src_len - 1)
     search = GraphBeamSearch(sub, vocab, settings)
-    return timed(lambda: search.generate(src, lengths), device, warmup, iters)
+    if device.type == "cuda":
+        return timed(lambda: search.generate(src, lengths), device, warmup, iters)
+    for _ in range(warmup):
+        search.generate(src, lengths)
+    return statistics.median(clock(lambda: search.generate(src, lengths)) for _ in range(iters))
 
 
 def main() -> int:
@@ -82,7 +88,7 @@ def main() -> int:
         for dep, meter in meters.items():
             row[f"meter_{dep}"] = float(meter.measure(cfg).total)
         row["deployed"] = deployed_ms(sup, cfg, device, proto.src_len, proto.beam, a.warmup,
-                                      a.iters)
+                                      a.iters, meters["generate"].timer)
         row["ratio"] = row["deployed"] / row["meter_generate"]
         rows.append(row)
         print(f"{i + 1}/{a.samples} meter generate {row['meter_generate']:.2f} ms, hat "
@@ -101,18 +107,20 @@ def main() -> int:
     out = a.out or str(RESULTS / f"deployed_latency_{device.type}.json")
     atomic_write_json(out, {**info, "configs": a.configs, "protocol": asdict(proto),
                             "samples": a.samples, "seed": a.seed,
+                            "deployed_warmup": a.warmup, "deployed_iters": a.iters,
                             "method": "meter: trimmed mean of the protocol's runs, encoder + "
                                       "decoder, the SuperTransformer sliced; deployed: median of "
                                       "--iters whole generate calls of the exported model at "
                                       "batch 1, after --warmup, device synchronized",
                             "summary": summary, "rows": rows}, indent=1)
-    plot(rows, out.removesuffix(".json") + ".png", info["device"])
+    label = "hat.generate (CUDA graph)" if device.type == "cuda" else "hat.generate (eager)"
+    plot(rows, out.removesuffix(".json") + ".png", info["device"], label)
     print("summary", {k: round(v, 3) for k, v in summary.items()})
     print("wrote", out)
     return 0
 
 
-def plot(rows: list[dict[str, Any]], path: str, device: str) -> None:
+def plot(rows: list[dict[str, Any]], path: str, device: str, label: str) -> None:
     from hat.plots import pyplot, save_png
 
     plt = pyplot()
@@ -124,7 +132,7 @@ def plot(rows: list[dict[str, Any]], path: str, device: str) -> None:
     ax.plot(lim, lim, "k-", lw=0.8, label="equal")
     ax.fill_between(lim, [0.9 * x for x in lim], [1.1 * x for x in lim], color="0.9",
                     label="±10 %")
-    ax.scatter(m, d, s=14, label="hat.generate (graph), exported")
+    ax.scatter(m, d, s=14, label=f"{label}, exported")
     ax.scatter(m, h, s=14, marker="x", label="HAT's protocol (meter)")
     ax.set(xlim=lim, ylim=lim, xlabel="dataset latency, lat-deployment generate (ms)",
            ylabel="latency (ms)", title=f"Deployed vs measured, batch 1\n{device}")

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -46,6 +46,9 @@ from hat.atomic import atomic_write_text, check_writable
 from hat.errors import HatConfigError
 from hat.space import SubConfig, read_subtransformer_yaml
 from hat.threads import use_cpu_threads
+
+if TYPE_CHECKING:
+    from hat.generate.clock import DecodeClock
 
 logger = logging.getLogger("hat.bleu")
 
@@ -258,12 +261,12 @@ def average_into(checkpoint: str, n: int, by: str, tmp_dir: str) -> tuple[str, l
 def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen: float = 1.0,
               max_tokens: int | None = None, batch_size: int | None = None,
               remove_bpe: bool = False, device: str = "cpu", max_len_a: float = 0.0,
-              max_len_b: int = 200, generator_kind: str = "fairseq"
-              ) -> tuple[list[str], list[str]]:
+              max_len_b: int = 200, generator_kind: str = "fairseq",
+              clock: DecodeClock | None = None) -> tuple[list[str], list[str]]:
     """Beam search over ``subset``: (1-best hypotheses, references), in test-set order.
     ``generator_kind``: fairseq's ``SequenceGenerator``, ``static`` (:mod:`hat.generate`, the
     same hypotheses over a static key/value cache) or ``graph`` (that search replayed as CUDA
-    graphs on a GPU, one per batch shape; eager on a CPU)."""
+    graphs on a GPU, one per batch shape; eager on a CPU). ``clock`` times every decode call."""
     from fairseq import utils
     from fairseq.dataclass.configs import GenerationConfig
 
@@ -296,12 +299,15 @@ def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen
             if "net_input" not in sample:
                 continue
             sample = utils.move_to_cuda(sample) if device != "cpu" else sample
-            if static is not None:
-                net = sample["net_input"]
-                out = static.generate(net["src_tokens"], net["src_lengths"])
-            else:
+            net = sample["net_input"]
+
+            def decode(sample: dict = sample, net: dict = net) -> list:
+                if static is not None:
+                    return static.generate(net["src_tokens"], net["src_lengths"])
                 with torch.no_grad():
-                    out = task.inference_step(generator, [model], sample)
+                    return task.inference_step(generator, [model], sample)
+
+            out = clock.run(decode, net["src_tokens"].size(1)) if clock else decode()
             for i, sid in enumerate(sample["id"].tolist()):
                 best = out[i][0]["tokens"].int().cpu()
                 target = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int().cpu()
@@ -329,6 +335,7 @@ class Evaluation:
     checkpoint: str
     averaged: list[str] = field(default_factory=list)
     generator: str = "fairseq"
+    clock: DecodeClock | None = None
 
 
 def settings_for(args: argparse.Namespace) -> TaskSettings:
@@ -374,10 +381,15 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
             checkpoint, paths = average_into(checkpoint, args.average_last, args.average_by, tmp)
             averaged = [str(p) for p in paths]
         task, model, kind = load_model(checkpoint, s.data, sub_yaml)
+    if device == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
     batch_size = args.batch_size if args.batch_size or args.max_tokens else 128
+    from hat.generate.clock import DecodeClock
+
+    clock = DecodeClock(device) if args.timing else None
     hyps, refs = translate(task, model, args.subset, s.beam, s.lenpen, args.max_tokens,
                            batch_size, s.remove_bpe, device, args.max_len_a, args.max_len_b,
-                           args.generator)
+                           args.generator, clock)
     config = getattr(model, "sample_config", None)
     detok = None
     if args.metric == "normal":
@@ -391,7 +403,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         detok = moses_detokenize(hyps, lang)
         result = sacre_bleu(detok, refs_raw, lowercase=s.lowercase)
     ev = Evaluation(result, hyps, refs, detok, config, kind, args.checkpoint, averaged,
-                    args.generator)
+                    args.generator, clock)
     if args.out:
         write_outputs(ev, args.out, args.subset)
     return ev
@@ -417,7 +429,8 @@ def summary(ev: Evaluation) -> dict[str, Any]:
     return {"bleu": round(r.bleu, 4), "metric": r.metric, "signature": r.signature, "n": r.n,
             "checkpoint": ev.checkpoint, "kind": ev.kind, "averaged": ev.averaged,
             "generator": ev.generator,
-            "config": ev.config.to_dict() if ev.config is not None else None}
+            "config": ev.config.to_dict() if ev.config is not None else None,
+            **({"timing": ev.clock.summary()} if ev.clock else {})}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "replayed as CUDA graphs on a GPU, one captured per batch shape: for "
                         "repeated shapes, e.g. --batch-size 1 with fixed lengths; eager on a CPU)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is there")
+    p.add_argument("--threads", type=int, help="CPU threads (a latency dataset's "
+                   "latcpu-threads, to decode as it measured)")
+    p.add_argument("--timing", action="store_true", help="time every decode call and print "
+                   "the medians (per call, per number of decoder steps); with --batch-size 1 "
+                   "comparable to a lat-deployment generate latency")
     p.add_argument("--out", help="directory for hypotheses, references and the score")
     p.add_argument("--json", action="store_true", help="print a JSON line last")
     p.add_argument("--verbose", action="store_true", help="show fairseq's log")
@@ -479,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {ev.kind}: {ev.config.describe()}")
     print(ev.result.line())
     print(f"| signature: {ev.result.signature}")
+    for line in ev.clock.lines() if ev.clock else []:
+        print(line)
     if args.out:
         print(f"| wrote {args.out}")
     if args.json:

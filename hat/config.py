@@ -62,7 +62,8 @@ def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
 
 
 def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Replace ``--configs``/``--sub-configs``/``--evo-configs`` by their keys.
+    """Replace ``--configs``/``--sub-configs``/``--evo-configs`` by their keys (the command
+    line's options follow them, so they win; ``--no-KEY`` switches off a YAML's ``KEY: true``).
 
     Returns (tokens, {option: file it came from}, {'configs': path, ...}).
     """
@@ -81,9 +82,21 @@ def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dic
             positional = pos or positional
             tokens += toks
             origin.update(org)
+    tokens, rest = _switch_off(tokens, rest)
     if rest and not rest[0].startswith("-"):  # data given on the command line wins
         return rest[:1] + tokens + rest[1:], origin, given
     return positional[-1:] + tokens + rest, origin, given
+
+
+def _switch_off(tokens: list[str], rest: list[str]) -> tuple[list[str], list[str]]:
+    """``--no-KEY`` on the command line switches off a flag a YAML set (``KEY: true``)."""
+    flags = {t for i, t in enumerate(tokens) if t.startswith("--")
+             and (i + 1 == len(tokens) or tokens[i + 1].startswith("--"))}
+    off = {"--" + t[5:] for t in rest if t.startswith("--no-") and "--" + t[5:] in flags}
+    if not off:
+        return tokens, rest
+    return ([t for t in tokens if t not in off],
+            [t for t in rest if not (t.startswith("--no-") and "--" + t[5:] in off)])
 
 
 def _known_options(parser: argparse.ArgumentParser) -> set[str]:

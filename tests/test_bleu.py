@@ -276,6 +276,21 @@ def test_static_generator_gives_fairseqs_hypotheses(toy, one_thread, capsys) -> 
     assert len(hyps["static"][0].splitlines()) == 100
 
 
+def test_timing_at_batch_one(toy, one_thread, capsys) -> None:
+    """--timing --batch-size 1: one timed call per sentence, grouped by decoder steps (the
+    returned hypotheses' length)."""
+    out = toy["root"] / "gen_timed"
+    r = _bleu(capsys, "--task", "toy", "--data", str(toy["data"]), "--checkpoint",
+              str(toy["trained"]), "--sub-config", str(toy["sub"]), "--generator", "static",
+              "--batch-size", "1", "--timing", "--threads", "1", "--out", str(out))
+    t = r["timing"]
+    assert t["calls"] == t["sentences"] == 100 and t["threads"] == 1
+    assert sum(v["calls"] for v in t["by_steps"].values()) == 100
+    assert 0 < t["median_ms_per_call"] and t["ms_per_sentence"] == pytest.approx(
+        t["mean_ms_per_call"])
+    assert json.loads((out / "test.normal.json").read_text())["timing"]["calls"] == 100
+
+
 def test_average_last_from_bleu(toy, one_thread, capsys) -> None:
     rc = bleu_main(["--task", "toy", "--data", str(toy["data"]), "--checkpoint",
                     str(toy["trained"]), "--average-last", "2", "--json", *FAST])

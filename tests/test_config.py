@@ -25,6 +25,18 @@ def test_yaml_keys_and_command_line_overrides() -> None:
     assert args.lr == [0.001] and args.warmup_updates == 10000
 
 
+def test_no_key_switches_off_a_yaml_flag() -> None:
+    """``share-all-embeddings: true`` in the YAML, ``--no-share-all-embeddings`` turns it off;
+    fairseq's own ``--no-*`` options still work."""
+    assert parse_fairseq_args([f"--configs={SPACE0}"]).share_all_embeddings
+    args = parse_fairseq_args([f"--configs={SPACE0}", "--no-share-all-embeddings",
+                               "--no-epoch-checkpoints"])
+    assert not args.share_all_embeddings and args.no_epoch_checkpoints
+    assert args.encoder_ffn_embed_dim_choice == [3072, 2048, 1024]  # lists untouched
+    with pytest.raises(HatConfigError, match="no-such-flag"):
+        parse_fairseq_args([f"--configs={SPACE0}", "--no-such-flag"])
+
+
 def test_sub_configs_layer_on_top() -> None:
     args = parse_fairseq_args([f"--configs={SUB}", f"--sub-configs={COMMON}"])
     assert args.train_subtransformer

@@ -216,3 +216,13 @@ def test_search_measures_winners_with_the_predictors_deployment() -> None:
     assert "hat.generate's beam search" in setup.describe()
     hat = measure_setup(SimpleNamespace(meta={}), "cpu", tiny_args())
     assert hat.protocol.deployment == "hat" and "HAT's protocol" in hat.describe()
+
+
+def test_predictor_says_which_decode_its_latencies_are_for() -> None:
+    from hat.latency.predictor import LatencyPredictor
+    from tests.conftest import ROOT
+
+    pred = LatencyPredictor.load(ROOT / "latency_dataset" / "predictors" / "toy_cpu_epyc.pt")
+    assert pred.deployment == "hat"  # measured before lat-deployment existed: HAT's protocol
+    pred.meta["dataset"] = {"protocol": {"deployment": "generate"}}
+    assert pred.deployment == "generate"

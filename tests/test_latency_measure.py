@@ -405,3 +405,11 @@ def test_interleave_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(HatConfigError, match="lat-ref-interleave replaces"):
         main(["--configs", str(tiny_yaml(tmp_path, **{"lat-ref-interleave": True,
                                                       "lat-ref-every": 3}))])
+    # with a generator: refused before anything is written; --no-lat-ref-interleave fixes it
+    yml = tiny_yaml(tmp_path, **{"lat-ref-interleave": True, "lat-deployment": "generate"})
+    with pytest.raises(HatConfigError, match="--no-lat-ref-interleave"):
+        main(["--configs", str(yml)])
+    assert not (tmp_path / "cli.csv").exists() and not (tmp_path / "cli.csv.meta.json").exists()
+    assert main(["--configs", str(yml), "--no-lat-ref-interleave"]) == 0
+    meta = json.loads((tmp_path / "cli.csv.meta.json").read_text())
+    assert meta["protocol"]["deployment"] == "generate"

@@ -242,6 +242,9 @@ def test_evo_search_cli_is_deterministic_and_writes_its_outputs(trained, tmp_pat
     summary = json.loads(a.with_name(a.stem + ".summary.json").read_text())
     w = summary["winners"][0]
     assert w["predicted_latency_ms"] <= 5.3
+    # the committed toy predictor is HAT's protocol: said in the log, the summary, the YAML
+    assert summary["lat_deployment"] == "hat" and "(lat-deployment hat)" in a.read_text()
+    assert "latencies for lat-deployment hat" in res.stderr
     cfg = read_subtransformer_yaml(a)
     pred = LatencyModel.__new__(LatencyModel)
     from hat.latency.predictor import LatencyPredictor

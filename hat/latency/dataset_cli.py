@@ -131,6 +131,17 @@ def noise_from_args(args: Any) -> NoiseControl:
                         interleave_steps=args.lat_ref_interleave_steps)
 
 
+def check_interleave(noise: NoiseControl, protocol: Protocol) -> None:
+    """lat-ref-interleave times eager runs of HAT's protocol: refuse it with a CUDA graph or a
+    generator before anything is built or written."""
+    clash = ("latgpu-cuda-graph" if protocol.cuda_graph else
+             f"lat-deployment {protocol.deployment}" if protocol.deployment != "hat" else None)
+    if noise.interleave and clash:
+        raise HatConfigError(f"lat-ref-interleave times eager runs of HAT's protocol: it cannot "
+                             f"be combined with {clash}; switch it off with "
+                             "--no-lat-ref-interleave (or delete it from the YAML)")
+
+
 def vocab_sizes(args: Any) -> tuple[int, int]:
     """(source, target) dictionary sizes: the data's dict files, else the config keys."""
     src, tgt = args.lat_src_vocab_size, args.lat_tgt_vocab_size
@@ -188,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise HatConfigError(f"lat-dataset-size must be >= 1, got {args.lat_dataset_size}")
     protocol = protocol_from_args(args)
     noise = noise_from_args(args)
+    check_interleave(noise, protocol)
     path = check_writable(args.lat_dataset_path, "lat-dataset-path", append=True)
     done = count_rows(path)
     if done >= args.lat_dataset_size:
@@ -206,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{protocol.device} (threads {protocol.threads}), length {protocol.src_len}, beam "
               f"{protocol.beam}, warmup {protocol.warmup}, latiter {protocol.iters}, "
               f"{'CUDA-graph replays, ' if protocol.cuda_graph else ''}"
-              f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}"
+              f"{'train mode (HAT)' if protocol.train_mode else 'eval + inference_mode'}, "
+              f"lat-deployment {protocol.deployment}"
               f"{f'; resuming after its {done} rows' if done else ''}", file=sys.stderr)
     try:
         res = measure_dataset(meter, space, args.lat_dataset_path, args.lat_dataset_size,

@@ -159,6 +159,14 @@ class LatencyPredictor:
         self.threads = 1
         self._compile()
 
+    @property
+    def deployment(self) -> str:
+        """Which decode its latencies are for (``lat-deployment``, see
+        :data:`hat.latency.timing.DEPLOYMENTS`): its dataset's, else HAT's protocol (HAT's
+        files and datasets measured before the key existed)."""
+        proto = (self.meta.get("dataset") or {}).get("protocol") or {}
+        return str(proto.get("deployment", "hat"))
+
     def _compile(self) -> None:
         inv = (1.0 / self.feature_norm).astype(np.float32)
         self._packed = []

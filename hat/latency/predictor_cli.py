@@ -229,7 +229,7 @@ def train_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.n
 
     def progress(step: int, loss: float) -> None:
         if step % 1000 == 0 or step == recipe.steps:
-            log.info("step %d/%d  train loss %.5f", step, recipe.steps, loss)
+            log.info("step %d/%d  train loss %.3g", step, recipe.steps, loss)
 
     pred = train_predictor(
         x, y, tr, va, recipe, feature_norm=fn, lat_norm=ln, seed=args.seed,
@@ -243,7 +243,10 @@ def train_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.n
                  d["rows_changed_over_2pct"], d["scale"])
     pred.meta["dataset"] = dataset_record(args.lat_dataset_path)
     pred.save(ckpt)
-    log.info("saved %s (+ %s)", ckpt, ckpt.name + ".json")
+    from hat.latency.timing import DEPLOYMENTS
+
+    log.info("saved %s (+ %s); its latencies are for lat-deployment %s: %s", ckpt,
+             ckpt.name + ".json", pred.deployment, DEPLOYMENTS[pred.deployment])
     summary.update(mode="train", recipe=recipe.name, members=recipe.members,
                    n_train=int(len(tr)), train_seconds=round(pred.meta["train_seconds"], 2))
     return pred

@@ -23,6 +23,7 @@ from hat.search.evolution import (
     Candidate,
     Evolution,
     EvoSettings,
+    InfeasibleError,
     Limits,
     SearchState,
 )
@@ -194,12 +195,34 @@ def output_paths(write_config_path: str, limits: list[Limits]) -> dict[str, Any]
             "plot": Path(f"{base}.png"), "summary": Path(f"{base}.summary.json")}
 
 
+def decode_note(predictor: Any) -> str:
+    """Which decode the predictor's latencies are for, and what that means for a user."""
+    from hat.latency.timing import DEPLOYMENTS
+
+    dep = predictor.deployment
+    note = f"latencies for lat-deployment {dep} ({DEPLOYMENTS[dep]})"
+    if dep == "hat":
+        note += ("; a beam search takes longer (README step 7: measure with lat-deployment "
+                 "generate for a limit you can deploy at)")
+    return note
+
+
+def check_feasible(evo: Evolution, predictor: Any) -> None:
+    """:meth:`Evolution.check_feasible`, its error naming the decode the latencies are for."""
+    try:
+        evo.check_feasible()
+    except InfeasibleError as e:
+        raise InfeasibleError(f"{e} (the predictor's latencies are for lat-deployment "
+                              f"{predictor.deployment})") from None
+
+
 def write_winner_yaml(path: Path, cfg: SubConfig, cand: Candidate, limit: Limits,
-                      seed: int) -> None:
+                      seed: int, deployment: str) -> None:
     """HAT's SubTransformer YAML, with what the search found as a comment."""
     header = (f"found by evo_search.py (seed {seed}) under {limit.describe()}\n"
               f"validation loss {cand.loss:.4f} (inherited weights), predicted latency "
-              f"{cand.latency_ms:.4g} ms, #params {cand.params_m:.2f}M")
+              f"{cand.latency_ms:.4g} ms (lat-deployment {deployment}), "
+              f"#params {cand.params_m:.2f}M")
     write_subtransformer_yaml(cfg, path, header=header)
 
 
@@ -294,6 +317,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     predictor = load_predictor(args.ckpt_path, args.feature_norm, args.lat_norm,
                                src("ckpt-path"))
     latency = LatencyModel(predictor)
+    _log(f"latency predictor {args.ckpt_path}: {decode_note(predictor)}")
     ckpt_state = check_checkpoint(args.restore_file, args, space, src)
     device = _device(args)
     if device == "cpu":
@@ -308,14 +332,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     evo = Evolution(space, settings, limits, fitness=lambda c: 0.0, latency=latency,
                     params=params, cache=not args.no_score_cache, log=_log)
     if not args.calibrate_latency:
-        evo.check_feasible()  # a limit nothing meets: seconds, before anything else
+        check_feasible(evo, predictor)  # a limit nothing meets: seconds, before anything else
     run_settings = resume_settings(args, settings, limits, space, device, precision)
     state, calibration = load_state(paths["state"], run_settings)
     if args.calibrate_latency:
         if not calibration:  # a resumed search keeps its calibration
             calibration = run_calibration(args, latency, predictor, space)
         latency.scale = calibration["scale"]
-        evo.check_feasible()  # with the calibrated predictor, before data and model load
+        check_feasible(evo, predictor)  # with the calibrated predictor, before data and model
     _log(f"search space: {space.num_genes} genes; limits: "
          + ", ".join(f"{lim.latency_ms:g} ms" for lim in limits)
          + (f", #params <= {args.params_constraint:g}M" if args.params_constraint else "")
@@ -396,7 +420,7 @@ def finish(args: Any, evo: Evolution, state: SearchState, limits: list[Limits],
     rows = []
     for lim, w, path in zip(limits, winners, paths["yamls"]):
         cfg = space.from_genes(w.genes)
-        write_winner_yaml(path, cfg, w, lim, args.seed)
+        write_winner_yaml(path, cfg, w, lim, args.seed, predictor.deployment)
         rows.append({"latency_limit_ms": lim.latency_ms, "params_limit_m": lim.params_m,
                      "yaml": str(path), "valid_loss": w.loss, "predicted_latency_ms": w.latency_ms,
                      "params_m": w.params_m, "config_hash": config_hash(w.key),
@@ -416,6 +440,7 @@ def finish(args: Any, evo: Evolution, state: SearchState, limits: list[Limits],
         "evaluations_per_s": (run_info["new_evaluations"] / run_info["search_seconds"]
                               if run_info["search_seconds"] > 0 else None),
         "calibration": calibration or None, "latency_scale": latency.scale,
+        "latency_predictor": str(args.ckpt_path), "lat_deployment": predictor.deployment,
         "seed": args.seed, "outputs": {k: (str(v) if not isinstance(v, list) else
                                            [str(x) for x in v]) for k, v in paths.items()},
         **run_info,
