@@ -246,7 +246,7 @@ def train_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.n
     from hat.latency.timing import DEPLOYMENTS
 
     log.info("saved %s (+ %s); its latencies are for lat-deployment %s: %s", ckpt,
-             ckpt.name + ".json", pred.deployment, DEPLOYMENTS[pred.deployment])
+             ckpt.name + ".json", pred.deployment, DEPLOYMENTS.get(pred.deployment, "?"))
     summary.update(mode="train", recipe=recipe.name, members=recipe.members,
                    n_train=int(len(tr)), train_seconds=round(pred.meta["train_seconds"], 2))
     return pred

@@ -200,7 +200,7 @@ def decode_note(predictor: Any) -> str:
     from hat.latency.timing import DEPLOYMENTS
 
     dep = predictor.deployment
-    note = f"latencies for lat-deployment {dep} ({DEPLOYMENTS[dep]})"
+    note = f"latencies for lat-deployment {dep} ({DEPLOYMENTS.get(dep, 'unknown')})"
     if dep == "hat":
         note += ("; a beam search takes longer (README step 7: measure with lat-deployment "
                  "generate for a limit you can deploy at)")
