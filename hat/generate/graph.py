@@ -23,13 +23,13 @@ class _Captured:
     """One recorded search: its input buffers, its state, and the graph."""
 
     def __init__(self, search: StaticBeamSearch, src_tokens: Tensor, src_lengths: Tensor,
-                 has_padding: bool, warmup: int = 2) -> None:
+                 max_len: int, has_padding: bool, warmup: int = 2) -> None:
         self.src = src_tokens.clone()
         self.lengths = src_lengths.clone()
         # decided before the capture, for every replay of this graph: the length limit and
         # whether a padding mask is applied (a batch without padding gets a graph without mask:
         # attention kernels without a mask are faster)
-        start = {"max_len": search.max_len(src_lengths), "has_padding": has_padding}
+        start = {"max_len": max_len, "has_padding": has_padding}
         device = src_tokens.device
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
@@ -72,6 +72,7 @@ class GraphBeamSearch(StaticBeamSearch):
             return super().generate(src_tokens, src_lengths, early_stop)
         key = self.graph_key(src_tokens, src_lengths)
         if key not in self.graphs:
-            self.graphs[key] = _Captured(self, src_tokens, src_lengths, has_padding=key[3])
+            self.graphs[key] = _Captured(self, src_tokens, src_lengths, max_len=key[2],
+                                         has_padding=key[3])
         captured = self.graphs[key]
         return self.results(captured.replay(src_tokens, src_lengths), captured.packed)

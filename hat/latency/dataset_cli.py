@@ -132,10 +132,9 @@ def noise_from_args(args: Any) -> NoiseControl:
 
 
 def check_interleave(noise: NoiseControl, protocol: Protocol) -> None:
-    """lat-ref-interleave times eager runs of HAT's protocol: refuse it with a CUDA graph or a
-    generator before anything is built or written."""
-    clash = ("latgpu-cuda-graph" if protocol.cuda_graph else
-             f"lat-deployment {protocol.deployment}" if protocol.deployment != "hat" else None)
+    """Refuse lat-ref-interleave with a protocol it cannot time (:meth:`Protocol.
+    interleave_clash`) before anything is built or written."""
+    clash = protocol.interleave_clash()
     if noise.interleave and clash:
         raise HatConfigError(f"lat-ref-interleave times eager runs of HAT's protocol: it cannot "
                              f"be combined with {clash}; switch it off with "

@@ -64,6 +64,13 @@ class Protocol:
     cuda_graph: bool = False  # GPU: time CUDA-graph replays (no host launch overhead)
     deployment: str = "hat"  # which decode is timed: one of DEPLOYMENTS
 
+    def interleave_clash(self) -> str | None:
+        """The setting that rules out lat-ref-interleave (which times eager runs of HAT's
+        protocol), or None."""
+        if self.cuda_graph:
+            return "latgpu-cuda-graph"
+        return None if self.deployment == "hat" else f"lat-deployment {self.deployment}"
+
     def __post_init__(self) -> None:
         for name in ("src_len", "beam", "iters"):
             if getattr(self, name) < 1:
@@ -287,12 +294,10 @@ class LatencyMeter:
         its runs. Returns (row ms, reference ms, trimmed per-run ratios row/reference): the
         ratio cancels whatever slowed both runs (the machine's speed changing within seconds)."""
         p, model = self.protocol, self.model
-        if p.cuda_graph:
-            raise HatConfigError("lat-ref-interleave times eager runs: it cannot be combined "
-                                 "with latgpu-cuda-graph")
-        if p.deployment != "hat":
-            raise HatConfigError("lat-ref-interleave times HAT's protocol: it cannot be "
-                                 f"combined with lat-deployment {p.deployment}")
+        clash = p.interleave_clash()
+        if clash:
+            raise HatConfigError(f"lat-ref-interleave times eager runs of HAT's protocol: it "
+                                 f"cannot be combined with {clash}")
         with self._grad_context(), _gc_paused():
             outs = {}
             for name, c in (("row", cfg), ("ref", ref)):
