@@ -8,7 +8,7 @@ from hat.compat import patch_fairseq
 
 patch_fairseq()
 
-from hat import models, tasks  # noqa: E402,F401  (registers models and task)
+from hat import models, optim, tasks  # noqa: E402,F401  (registers models, hat_adam, task)
 from hat.space import SearchSpace, SubConfig  # noqa: E402
 
 __all__ = ["SearchSpace", "SubConfig"]

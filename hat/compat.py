@@ -243,3 +243,30 @@ def patch_fairseq() -> None:
             if name.startswith(("fairseq", "fairseq_cli")) and getattr(
                     module, "convert_namespace_to_omegaconf", None) is convert:
                 module.convert_namespace_to_omegaconf = convert_with_gpu_bf16
+
+
+def optimizer_param_layout(wrapper: Any) -> tuple[Any, list[tuple[Any, list[tuple[Any, Any]]]]]:
+    """Where fairseq's optimizer keeps each model parameter.
+
+    Returns the torch optimizer that steps and, for each tensor it steps, the model parameters
+    inside: ``[(model_param, None)]`` when it is that parameter (fp32, or memory-efficient fp16)
+    or its own fp32 copy (the fp16/bf16 wrapper without flattening); ``[(model_param, offset),
+    ...]`` for the wrapper's flat fp32 buffer, in the wrapper's order.
+    """
+    if hasattr(wrapper, "fp32_optimizer"):  # FP16Optimizer (fp16 and bf16, fp32 master copy)
+        inner = wrapper.fp32_optimizer.optimizer
+        fp16, fp32 = wrapper.fp16_params, wrapper.fp32_params
+        if isinstance(fp32, dict):  # flattened: one buffer per device, params in order
+            if len(fp32) != 1:
+                raise NotImplementedError("hat_adam: pipeline-parallel fp16 buffers")
+            (flat,) = fp32.values()
+            offsets, offset = [], 0
+            for p in fp16:
+                offsets.append((p, offset))
+                offset += p.numel()
+            return inner, [(flat, offsets)]
+        return inner, [(p32, [(p, None)]) for p, p32 in zip(fp16, fp32)]
+    if hasattr(wrapper, "wrapped_optimizer"):  # MemoryEfficientFP16Optimizer: the model's own
+        wrapper = wrapper.wrapped_optimizer
+    inner = wrapper.optimizer
+    return inner, [(p, [(p, None)]) for g in inner.param_groups for p in g["params"]]

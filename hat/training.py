@@ -100,7 +100,8 @@ def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
         args.distributed_no_spawn = True
         logger.info("torchrun: rank %d of %d", args.distributed_rank, world)
     if args.task == "hat_translation":
-        for key, value in (("subnet_seed", 0), ("subnet_log", "")):
+        for key, value in (("subnet_seed", 0), ("subnet_log", ""),
+                           ("subnet_sampling", "uniform"), ("sandwich_random", 2)):
             if not hasattr(args, key):
                 setattr(args, key, value)
     return args

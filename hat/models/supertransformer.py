@@ -137,6 +137,23 @@ class TransformerSuperModel(FairseqEncoderDecoderModel):
         self.encoder.set_sample(cfg)
         self.decoder.set_sample(cfg)
 
+    def active_regions(self) -> dict[Any, list[tuple[slice, ...]]]:
+        """The blocks of every parameter the active SubTransformer uses (for ``hat_adam``); a
+        parameter it does not list (a skipped layer's) is unused."""
+        regions: dict[Any, list[tuple[slice, ...]]] = {}
+        for part in (self.encoder, self.decoder):
+            for layer in part.layers[: part.sample_layer_num]:
+                for module in layer.modules():
+                    if hasattr(module, "active_boxes"):
+                        for name, boxes in module.active_boxes().items():
+                            regions.setdefault(getattr(module, name), []).extend(boxes)
+            table = [(slice(None), slice(0, part.sample_embed_dim))]
+            regions.setdefault(part.embed_tokens.weight, []).extend(table)
+        if hasattr(self.decoder, "embed_out"):
+            regions.setdefault(self.decoder.embed_out, []).extend(
+                [(slice(None), slice(0, self.decoder.sample_embed_dim))])
+        return regions
+
     def max_positions(self) -> tuple[int, int]:
         """(source, target) maximum lengths."""
         return self.encoder.max_positions(), self.decoder.max_positions()

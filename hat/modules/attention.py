@@ -95,6 +95,19 @@ class ElasticAttention(nn.Module):
             w = w[:, : self.sample_kv]
         return w, self.in_proj_bias[q:]
 
+    def active_boxes(self) -> dict[str, list[tuple[slice, ...]]]:
+        """The blocks of its own parameters in use (``out_proj`` reports its own): every row of
+        the Q/K/V projections and their bias, the sampled input columns."""
+        q, all_ = self.qkv_dim, slice(None)
+        if self.fused:
+            boxes = {"in_proj_weight": [(slice(0, q), slice(0, self.sample_q)),
+                                        (slice(q, 3 * q), slice(0, self.sample_kv))]}
+        else:
+            boxes = {"q_proj_weight": [(all_, slice(0, self.sample_q))],
+                     "kv_proj_weight": [(all_, slice(0, self.sample_kv))]}
+        boxes["in_proj_bias"] = [(all_,)]
+        return boxes
+
     def active_params(self) -> int:
         """Parameters in use: sampled input columns x qkv, the whole bias, the sliced out_proj."""
         q = self.qkv_dim

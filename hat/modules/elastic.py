@@ -45,6 +45,13 @@ class ElasticLinear(nn.Linear):
         w, b = self.active_weights()
         return F.linear(x, w, b)
 
+    def active_boxes(self) -> dict[str, list[tuple[slice, ...]]]:
+        """The blocks of each parameter in use (for ``hat_adam``)."""
+        boxes = {"weight": [(slice(0, self.sample_out), slice(0, self.sample_in))]}
+        if self.bias is not None:
+            boxes["bias"] = [(slice(0, self.sample_out),)]
+        return boxes
+
     def active_params(self) -> int:
         """Number of parameters in use."""
         n = self.sample_out * self.sample_in
@@ -67,6 +74,10 @@ class ElasticLayerNorm(nn.LayerNorm):
         if d == self.normalized_shape[0]:
             return F.layer_norm(x, (d,), self.weight, self.bias, self.eps)
         return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
+
+    def active_boxes(self) -> dict[str, list[tuple[slice, ...]]]:
+        """The blocks of each parameter in use (for ``hat_adam``)."""
+        return {"weight": [(slice(0, self.sample_dim),)], "bias": [(slice(0, self.sample_dim),)]}
 
     def active_params(self) -> int:
         """Number of parameters in use."""

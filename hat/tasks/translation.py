@@ -4,6 +4,13 @@
   (HAT's stream for seed 0). fairseq calls it with the same update number for every
   ``update_freq`` micro-batch and on every worker, and restores the number on resume, so the
   subnet sequence is the same however the run is split or distributed.
+- ``--subnet-sampling sandwich``: each update trains the largest, the smallest and
+  ``--sandwich-random`` random SubTransformers on the same batch, their gradients averaged
+  (BigNAS's sandwich rule; the random ones come from the same seeded stream). Logged losses are
+  the mean over those passes; fairseq's token counts (``wps``) count every pass.
+- With ``--optimizer hat_adam`` every update hands the optimizer the parameter blocks its
+  SubTransformer(s) used, so nothing else moves (:mod:`hat.optim`); with ``--optimizer adam``
+  unused entries get zero gradients and Adam steps them on their stale moments (HAT).
 - ``valid_step``: the largest and the smallest SubTransformer are both evaluated and logged as
   ``loss_largest`` / ``loss_smallest``; ``loss`` is their mean (our default for "best");
   ``--best-checkpoint-metric loss_smallest`` reproduces HAT's choice.
@@ -16,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +34,10 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from hat.data.missing import how_to_get
 from hat.errors import HatConfigError
+from hat.optim import set_active_regions, uses_slice_adam
 from hat.space import SubConfig
+
+SAMPLINGS = ("uniform", "sandwich")
 
 
 @dataclass
@@ -36,6 +47,13 @@ class HatTranslationConfig(TranslationConfig):
     subnet_seed: int = field(
         default=0, metadata={"help": "added to the update number to seed SubTransformer "
                                      "sampling (0 reproduces HAT's sequence)"})
+    subnet_sampling: str = field(
+        default="uniform", metadata={"help": "SubTransformers per update: 'uniform' (HAT: one "
+                                             "random one) or 'sandwich' (the largest, the "
+                                             "smallest and --sandwich-random random ones)"})
+    sandwich_random: int = field(
+        default=2, metadata={"help": "random SubTransformers per update with "
+                                     "--subnet-sampling sandwich"})
     subnet_log: str = field(
         default="", metadata={"help": "append one JSON line per sampled SubTransformer "
                                       "(update, rank, hash, config) to this file"})
@@ -61,6 +79,15 @@ def zero_fill_unused_grads(model: Any) -> None:
             p.grad = torch.zeros_like(p)
 
 
+def _add_step_outputs(a: tuple, b: tuple) -> tuple:
+    """Sum two ``(loss, sample_size, logging_output)`` results of one update's passes."""
+    log = dict(a[2])
+    for key, value in b[2].items():
+        if isinstance(value, (int, float, torch.Tensor)) and key in log:
+            log[key] = log[key] + value
+    return a[0] + b[0], a[1] + b[1], log
+
+
 def config_hash(cfg: SubConfig) -> str:
     """Short stable hash of a SubTransformer."""
     return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -75,6 +102,11 @@ class HatTranslationTask(TranslationTask):
     @classmethod
     def setup_task(cls, cfg: HatTranslationConfig, **kwargs: Any) -> "HatTranslationTask":
         """Check the data directory before fairseq reads it."""
+        if cfg.subnet_sampling not in SAMPLINGS:
+            raise HatConfigError(f"--subnet-sampling {cfg.subnet_sampling!r}: allowed "
+                                 f"{', '.join(SAMPLINGS)}")
+        if cfg.sandwich_random < 0:
+            raise HatConfigError(f"--sandwich-random {cfg.sandwich_random}: must be >= 0")
         paths = utils.split_paths(cfg.data) if cfg.data else []
         if not paths:
             raise HatConfigError("no data directory given (key 'data' or the first argument)")
@@ -109,18 +141,53 @@ class HatTranslationTask(TranslationTask):
         core = unwrap(model)
         return hasattr(core, "space") and not getattr(core.args, "train_subtransformer", False)
 
+    def update_subnets(self, core: Any, update_num: int) -> list[SubConfig]:
+        """The SubTransformers one update trains (the same on every rank and after a resume)."""
+        seed = self.cfg.subnet_seed
+        if self.cfg.subnet_sampling == "uniform":
+            return [core.space.sample_for_update(update_num, seed)]
+        randoms = [core.space.sample(random.Random(f"sandwich {update_num} {seed} {k}"))
+                   for k in range(self.cfg.sandwich_random)]
+        return [core.space.largest(), core.space.smallest(), *randoms]
+
     def train_step(self, sample: Any, model: Any, criterion: Any, optimizer: Any,
                    update_num: int, ignore_grad: bool = False) -> Any:
-        """Activate this update's SubTransformer, then fairseq's step."""
-        if self._samples_subnets(model):
-            core = unwrap(model)
-            cfg = core.space.sample_for_update(update_num, self.cfg.subnet_seed)
+        """Activate this update's SubTransformer(s), run fairseq's step for each, then tell
+        ``hat_adam`` what they used."""
+        core = unwrap(model)
+        if not self._samples_subnets(model):
+            out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            if hasattr(core, "active_regions"):
+                self._hand_regions(optimizer, core, [core.sample_config])
+            zero_fill_unused_grads(model)
+            return out
+        configs = self.update_subnets(core, update_num)
+        total: Any = None
+        for cfg in configs:
             if cfg != core.sample_config:
                 core.set_sample_config(cfg)
             self._log_subnet(update_num, cfg)
-        out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            total = out if total is None else _add_step_outputs(total, out)
+        self._hand_regions(optimizer, core, configs)
         zero_fill_unused_grads(model)
-        return out
+        return total
+
+    def _hand_regions(self, optimizer: Any, core: Any, configs: list[SubConfig]) -> None:
+        """``hat_adam``: the parameter blocks used by ``configs`` (once per update)."""
+        key = tuple(configs)
+        if getattr(self, "_regions_for", None) == (id(optimizer), key):
+            return
+        if not uses_slice_adam(optimizer):
+            return
+        regions: dict[Any, list] = {}
+        for cfg in configs:
+            if cfg != core.sample_config:
+                core.set_sample_config(cfg)
+            for param, boxes in core.active_regions().items():
+                regions.setdefault(param, []).extend(boxes)
+        set_active_regions(optimizer, regions)
+        self._regions_for = (id(optimizer), key)
 
     def _log_subnet(self, update_num: int, cfg: SubConfig) -> None:
         if not self.cfg.subnet_log:
