@@ -286,3 +286,33 @@ def test_binarized_catalogs_train_a_tiny_supertransformer(debian_bin: Path,
         cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "num_updates" in res.stdout + res.stderr
+
+
+def test_split_and_dedup_on_the_tokenized_normalised_source(tmp_path: Path) -> None:
+    """Strings that differ only in ellipsis, quote or space characters become one sentence after
+    tokenization: they share a split, and equal pairs are kept once (and counted)."""
+    variants = [("Open\u2026", "\u00d6ffnen\u2026"), ("Open...", "\u00d6ffnen..."),
+                ("\u201cOpen\u201d", "\u201e\u00d6ffnen\u201c"), ('"Open"', '"\u00d6ffnen"'),
+                ("Save  the file\u2026", "Datei speichern\u2026"),
+                ("Save the file...", "Die Datei speichern...")]
+    root = tmp_path / "cat"
+    for p in range(40):  # many packages, so the variants would land in several splits by chance
+        msgs = {f"Message {p} {i}": f"Nachricht {p} {i}" for i in range(30)}
+        src, tgt = variants[p % len(variants)]
+        msgs[src] = tgt
+        write_mo(root / f"pkg{p}" / "de" / f"pkg{p}.mo", msgs)
+        (root / f"pkg{p}" / "VERSION").write_text("1\n")
+    c = deb.build_corpus(root, [f"pkg{p}" for p in range(40)], "de", held_out=[],
+                         valid_frac=0.3, test_frac=0.3)
+    key = deb.SplitKey("en")
+    where: dict[str, set[str]] = {}
+    for split, pairs in c.splits.items():
+        for s, _ in pairs:
+            where.setdefault(key(s), set()).add(split)
+    assert key("Open\u2026") == key("Open...") and key("\u201cOpen\u201d") == key('"Open"')
+    assert all(len(splits) == 1 for splits in where.values())
+    kept = [(s, t) for pairs in c.splits.values() for s, t in pairs if "Message" not in s]
+    # one of each normalised pair: Open..., "Open", and the two different Save translations
+    assert len(kept) == 4, kept
+    # exact repeats go to the cleaner's duplicate count; the two normalised twins are counted here
+    assert c.normalised_duplicates == 2

@@ -247,3 +247,66 @@ def test_truncated_last_checkpoint_names_the_newest_intact_one(toy: Path, tmp_pa
     assert "move checkpoint_last.pt away to start over" in err
     run(train_cmd(toy, save, "--max-update", "6", *extra, "--restore-file", str(newest)))
     assert torch.load(last, weights_only=False)["optimizer_history"][-1]["num_updates"] == 6
+
+
+def unused_masks(model, configs: list[SubConfig]) -> dict[str, torch.Tensor]:
+    """Per parameter name: the entries none of ``configs`` uses."""
+    used: dict = {}
+    for cfg in configs:
+        model.set_sample_config(cfg)
+        for p, boxes in model.active_regions().items():
+            m = used.setdefault(p, torch.zeros(p.shape, dtype=torch.bool))
+            for box in boxes:
+                m[box] = True
+    return {n: ~used.get(p, torch.zeros(p.shape, dtype=torch.bool))
+            for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("optimizer", ["hat_adam", "adam"])
+def test_what_no_update_used_stays_put_with_hat_adam_and_moves_with_hats_adam(
+        optimizer: str, toy: Path, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    run(train_cmd(toy, tmp_path / "ck", "--max-update", "8", "--save-interval-updates", "4",
+                  "--disable-validation", "--subnet-log", str(log), "--optimizer", optimizer))
+    (mid,) = (tmp_path / "ck").glob("checkpoint_*_4.pt")
+    before = torch.load(mid, weights_only=False)["model"]
+    after = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=False)["model"]
+    _, model = load_for_eval(str(tmp_path / "ck" / "checkpoint_last.pt"), str(toy))
+    later = [SubConfig.from_dict(json.loads(ln)["config"]) for ln in log.read_text().splitlines()
+             if json.loads(ln)["update"] >= 4]
+    assert len(later) == 4
+    unused = unused_masks(model, later)
+    assert sum(int(m.sum()) for m in unused.values()) > 0, "every entry was used: no test"
+    moved = [n for n, m in unused.items() if m.any() and
+             not torch.equal(before[n][m], after[n][m])]
+    if optimizer == "hat_adam":
+        assert moved == []
+    else:  # stale moments and weight decay move them (HAT)
+        assert len(moved) > len([m for m in unused.values() if m.any()]) // 2
+
+
+def test_sandwich_trains_the_largest_the_smallest_and_random_ones_each_update(
+        toy: Path, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    run(train_cmd(toy, tmp_path / "ck", "--max-update", "20", "--subnet-sampling", "sandwich",
+                  "--sandwich-random", "1", "--subnet-log", str(log)))
+    task, model = load_for_eval(str(tmp_path / "ck" / "checkpoint_last.pt"), str(toy))
+    space = model.space
+    recs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [r["update"] for r in recs] == [u for u in range(20) for _ in range(3)]
+    for u in range(20):
+        cfgs = [SubConfig.from_dict(r["config"]) for r in recs if r["update"] == u]
+        assert cfgs[:2] == [space.largest(), space.smallest()]
+    assert len({r["hash"] for r in recs[2::3]}) > 10  # the random ones differ per update
+    torch.manual_seed(1)
+    untrained = task.build_model(model.args).eval()
+    trained_loss, untrained_loss = ValidLoss(task, model), ValidLoss(task, untrained)
+    for cfg in (space.largest(), space.smallest()):
+        assert trained_loss(cfg) < untrained_loss(cfg) - 1.0, cfg.describe()
+
+
+def test_bad_sampling_options_are_refused(toy: Path, tmp_path: Path) -> None:
+    res = run(train_cmd(toy, tmp_path / "ck", "--max-update", "1", "--subnet-sampling",
+                        "greedy"), ok=False)
+    assert res.returncode != 0 and "--subnet-sampling 'greedy': allowed uniform, sandwich" \
+        in res.stderr

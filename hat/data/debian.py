@@ -27,9 +27,12 @@ Choices:
 * Fuzzy entries: ``msgfmt`` does not compile them into .mo files (without ``--use-fuzzy``),
   so every entry read is a finished translation; there is no fuzzy flag in the format.
 * The header (empty msgid) is skipped; its ``Plural-Forms`` is read.
-* Splits: by a SHA-256 of the normalised (casefolded, whitespace-collapsed) source, so one
-  English string never lands in two splits; :data:`HELD_OUT_PACKAGES` never reach train and
-  give ``test_unseen`` (minus sources seen in the other packages).
+* Splits: by a SHA-256 of the normalised source (Moses punctuation normalisation and
+  tokenization as the tokenize step does them, casefolded, whitespace collapsed), so two strings
+  that become one sentence after tokenization ("Open…" / "Open...", curly / straight quotes)
+  never land in two splits; pairs that are equal once both sides are normalised so are kept
+  once (``normalised_duplicates`` in the manifest). :data:`HELD_OUT_PACKAGES` never reach train
+  and give ``test_unseen`` (minus sources seen in the other packages).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from hat.data.catalogs import (
 )
 from hat.data.prepare import _Pipeline
 from hat.data.recipes import Corpus, DataPrepError, TaskRecipe
-from hat.data.text import _atomic_open, fairseq_preprocess, learn_bpe, read_lines
+from hat.data.text import MosesProcessor, _atomic_open, fairseq_preprocess, learn_bpe, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +217,25 @@ def fetch_catalogs(packages: Sequence[str], cache: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def split_of(source: str, valid_frac: float, test_frac: float) -> str:
-    """train/valid/test by a SHA-256 of the normalised source (independent of any seed)."""
-    digest = hashlib.sha256(normalize_source(source).encode("utf-8")).digest()
+class SplitKey:
+    """The normalised form of a sentence that splits and deduplication compare: what the
+    tokenize step makes of it (Moses punctuation normalisation and tokenizer), casefolded and
+    whitespace-collapsed. Memoised (catalogs repeat strings)."""
+
+    def __init__(self, lang: str, aggressive_dash: bool = False) -> None:
+        self.moses = MosesProcessor(lang, normalize_punct=True, aggressive_dash=aggressive_dash)
+        self.memo: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        key = self.memo.get(text)
+        if key is None:
+            key = self.memo[text] = normalize_source(self.moses(text))
+        return key
+
+
+def split_of(key: str, valid_frac: float, test_frac: float) -> str:
+    """train/valid/test by a SHA-256 of a normalised source (independent of any seed)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
     x = int.from_bytes(digest[:8], "big") / 2.0**64
     return "valid" if x < valid_frac else "test" if x < valid_frac + test_frac else "train"
 
@@ -229,6 +248,7 @@ class CatalogCorpus:
     packages: list[dict]
     cleaning: dict[str, int]
     unseen_dropped: int
+    normalised_duplicates: int = 0
 
 
 def package_catalogs(catalog_dir: Path, package: str, lang: str) -> list[Path]:
@@ -239,10 +259,14 @@ def package_catalogs(catalog_dir: Path, package: str, lang: str) -> list[Path]:
 
 def build_corpus(catalog_dir: Path, packages: Sequence[str], lang: str,
                  held_out: Iterable[str] = HELD_OUT_PACKAGES, valid_frac: float = 0.015,
-                 test_frac: float = 0.015, cleaner: Cleaner | None = None) -> CatalogCorpus:
+                 test_frac: float = 0.015, cleaner: Cleaner | None = None,
+                 src_lang: str = "en") -> CatalogCorpus:
     """Read, clean and split the ``lang`` catalogs of ``packages`` (train packages first,
     then held-out ones, each group in name order)."""
     cleaner = cleaner or Cleaner()
+    src_key, tgt_key = SplitKey(src_lang), SplitKey(lang)
+    seen_pairs: set[tuple[str, str]] = set()
+    duplicates = 0
     held = set(held_out)
     order = sorted(p for p in packages if p not in held) + sorted(p for p in packages if p in held)
     splits: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
@@ -261,19 +285,24 @@ def build_corpus(catalog_dir: Path, packages: Sequence[str], lang: str,
                 pair = cleaner.clean(context, src, tgt)
                 if pair is None:
                     continue
+                key = src_key(pair[0])
+                if (key, tgt_key(pair[1])) in seen_pairs:
+                    duplicates += 1
+                    continue
+                seen_pairs.add((key, tgt_key(pair[1])))
                 if package in held:
-                    if normalize_source(pair[0]) in seen_sources:
+                    if key in seen_sources:
                         unseen_dropped += 1
                         continue
                     splits["test_unseen"].append(pair)
                 else:
-                    seen_sources.add(normalize_source(pair[0]))
-                    splits[split_of(pair[0], valid_frac, test_frac)].append(pair)
+                    seen_sources.add(key)
+                    splits[split_of(key, valid_frac, test_frac)].append(pair)
                 n_pairs += 1
         stats.append({"package": package, "version": version, "catalogs": len(mos),
                       "messages": n_entries, "pairs": n_pairs, "held_out": package in held})
     stats.sort(key=lambda s: s["package"])
-    return CatalogCorpus(splits, stats, dict(cleaner.counts), unseen_dropped)
+    return CatalogCorpus(splits, stats, dict(cleaner.counts), unseen_dropped, duplicates)
 
 
 def corpus_stats(pairs: Sequence[tuple[str, str]]) -> dict:
@@ -313,14 +342,15 @@ class DebianPipeline(_Pipeline):
         if step == "corpus":
             params.update(versions=self.versions, held_out=sorted(self.held_out),
                           clean=self.cleaner.params(), valid=self.valid_frac,
-                          test=self.test_frac, catalog_dir=str(self.catalog_dir.resolve()))
+                          test=self.test_frac, catalog_dir=str(self.catalog_dir.resolve()),
+                          split_key="moses-normalised, tokenized, casefolded")
         if step == "bpe_learn":
             params["bpe_tokens"] = self.r.bpe_tokens
         return params
 
     def _corpus(self) -> None:
         corpus = build_corpus(self.catalog_dir, self.packages, self.r.tgt, self.held_out,
-                              self.valid_frac, self.test_frac, self.cleaner)
+                              self.valid_frac, self.test_frac, self.cleaner, self.r.src)
         files = [self.side(s, lang, self.raw) for s in SPLITS for lang in self.r.langs]
         with _atomic_open(files) as handles:
             for i, split in enumerate(SPLITS):
@@ -331,6 +361,7 @@ class DebianPipeline(_Pipeline):
         atomic_write_json(self.raw / "corpus.json", {
             "packages": corpus.packages, "cleaning": corpus.cleaning,
             "test_unseen_dropped_seen_source": corpus.unseen_dropped,
+            "normalised_duplicates": corpus.normalised_duplicates,
             "splits": {s: corpus_stats(p) for s, p in corpus.splits.items()}})
         for split in SPLITS:
             logger.info("  %s: %d pairs", split, len(corpus.splits[split]))
@@ -371,6 +402,7 @@ class DebianPipeline(_Pipeline):
             "failures": [{"package": p, "reason": r} for p, r in sorted(self.failures.items())],
             "cleaning": corpus["cleaning"],
             "test_unseen_dropped_seen_source": corpus["test_unseen_dropped_seen_source"],
+            "normalised_duplicates": corpus.get("normalised_duplicates", 0),
             "splits": corpus["splits"], "bpe_merges": self.r.bpe_tokens,
             "vocabulary_size": vocab + 4,  # dict.txt lists all but <s> <pad> </s> <unk>
             "vocabulary_note": "fairseq joined dictionary (BPE types + 4 special symbols)"})
