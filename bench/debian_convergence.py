@@ -145,13 +145,13 @@ def summarize(name: str, kind: str, overrides: list[str], extra: list[str], log:
 
 
 def converged(curve: list[dict], key: str) -> dict:
-    """Gain over the last 20 % of updates (``converged``: under :data:`CONVERGED_BITS`)."""
-    if len(curve) < 3:
-        return {"gain_last_20pct_bits": None, "converged": False}
-    last = curve[-1]["update"]
-    earlier = [r for r in curve if r["update"] <= 0.8 * last] or curve[:1]
-    gain = earlier[-1][key] - curve[-1][key]
-    return {"gain_last_20pct_bits": round(gain, 3), "converged": gain < CONVERGED_BITS}
+    """Gain over the last 20 % of updates (``converged``: under :data:`CONVERGED_BITS`), by the
+    rule ``train.py --stop-converged-bits`` stops with (:mod:`hat.convergence`)."""
+    from hat.convergence import gain_over_window
+
+    gain = gain_over_window([(r["update"], r[key]) for r in curve], 0.2)
+    return {"gain_last_20pct_bits": None if gain is None else round(gain, 3),
+            "converged": gain is not None and gain < CONVERGED_BITS}
 
 
 def gaps(jobs: dict[str, dict]) -> dict:

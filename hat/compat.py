@@ -218,7 +218,9 @@ def patch_fairseq() -> None:
       included (:data:`legacy_pickle`);
     - checkpoint_utils saves checkpoints and copies them to checkpoint_last/best.pt atomically;
     - ``convert_namespace_to_omegaconf`` (every fairseq entry point goes through it after
-      parsing) applies :func:`gpu_bf16`.
+      parsing) applies :func:`gpu_bf16`;
+    - (:func:`stop_when_converged`, called by the task when its option is on:
+      ``fairseq_cli.train.should_stop_early`` also stops a converged training.)
     """
     _import_fairseq_quietly()
     import fairseq.checkpoint_utils as cu
@@ -270,3 +272,36 @@ def optimizer_param_layout(wrapper: Any) -> tuple[Any, list[tuple[Any, list[tupl
         wrapper = wrapper.wrapped_optimizer
     inner = wrapper.optimizer
     return inner, [(p, [(p, None)]) for g in inner.param_groups for p in g["params"]]
+
+
+def stop_when_converged() -> None:
+    """Extend fairseq's early-stopping check with :mod:`hat.convergence` (idempotent; only
+    where fairseq's training loop is running, so ``import hat`` stays free of it)."""
+    ft = sys.modules.get("fairseq_cli.train")
+    if ft is None:
+        return
+
+    original = ft.should_stop_early
+    if getattr(original, "_hat_converged", False):
+        return
+
+    def should_stop_early(cfg: Any, valid_loss: Any) -> bool:
+        from hat import convergence
+
+        stop = original(cfg, valid_loss)
+        tracker = convergence.ACTIVE
+        if valid_loss is not None and tracker is not None:
+            warmup = int(getattr(cfg.lr_scheduler, "warmup_updates", 0) or 0)
+            if tracker.observe(cfg.checkpoint.save_dir, float(valid_loss), warmup) and not stop:
+                import logging
+
+                logging.getLogger("hat.train").info(
+                    "converged: valid %s gained %.3f bits over the last %d%% of updates "
+                    "(< %g); stopping", cfg.checkpoint.best_checkpoint_metric,
+                    convergence.gain_over_window(tracker.history, tracker.window),
+                    round(tracker.window * 100), tracker.bits)
+                stop = True
+        return stop
+
+    should_stop_early._hat_converged = True  # type: ignore[attr-defined]
+    ft.should_stop_early = should_stop_early

@@ -101,7 +101,8 @@ def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
         logger.info("torchrun: rank %d of %d", args.distributed_rank, world)
     if args.task == "hat_translation":
         for key, value in (("subnet_seed", 0), ("subnet_log", ""),
-                           ("subnet_sampling", "uniform"), ("sandwich_random", 2)):
+                           ("subnet_sampling", "uniform"), ("sandwich_random", 2),
+                           ("stop_converged_bits", 0.0), ("stop_converged_window", 0.2)):
             if not hasattr(args, key):
                 setattr(args, key, value)
     return args

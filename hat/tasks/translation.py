@@ -32,6 +32,8 @@ from fairseq import metrics, utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from hat import convergence
+from hat.compat import stop_when_converged
 from hat.data.missing import how_to_get
 from hat.errors import HatConfigError
 from hat.optim import set_active_regions, uses_slice_adam
@@ -54,6 +56,12 @@ class HatTranslationConfig(TranslationConfig):
     sandwich_random: int = field(
         default=2, metadata={"help": "random SubTransformers per update with "
                                      "--subnet-sampling sandwich"})
+    stop_converged_bits: float = field(
+        default=0.0, metadata={"help": "stop when the validation metric (base 2) gained less "
+                                       "than this over the last --stop-converged-window of "
+                                       "updates (0: off; history in <save-dir>/convergence.json)"})
+    stop_converged_window: float = field(
+        default=0.2, metadata={"help": "fraction of the updates --stop-converged-bits looks at"})
     subnet_log: str = field(
         default="", metadata={"help": "append one JSON line per sampled SubTransformer "
                                       "(update, rank, hash, config) to this file"})
@@ -107,6 +115,15 @@ class HatTranslationTask(TranslationTask):
                                  f"{', '.join(SAMPLINGS)}")
         if cfg.sandwich_random < 0:
             raise HatConfigError(f"--sandwich-random {cfg.sandwich_random}: must be >= 0")
+        if cfg.stop_converged_bits < 0 or not 0 < cfg.stop_converged_window < 1:
+            raise HatConfigError(
+                f"--stop-converged-bits {cfg.stop_converged_bits} / --stop-converged-window "
+                f"{cfg.stop_converged_window}: need bits >= 0 and 0 < window < 1")
+        convergence.ACTIVE = None
+        if cfg.stop_converged_bits > 0:
+            convergence.ACTIVE = convergence.ConvergenceStop(cfg.stop_converged_bits,
+                                                             cfg.stop_converged_window)
+            stop_when_converged()
         paths = utils.split_paths(cfg.data) if cfg.data else []
         if not paths:
             raise HatConfigError("no data directory given (key 'data' or the first argument)")
@@ -155,6 +172,8 @@ class HatTranslationTask(TranslationTask):
         """Activate this update's SubTransformer(s), run fairseq's step for each, then tell
         ``hat_adam`` what they used."""
         core = unwrap(model)
+        if convergence.ACTIVE is not None:
+            convergence.ACTIVE.update = update_num + 1
         if not self._samples_subnets(model):
             out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
             if hasattr(core, "active_regions"):
