@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import load_script
+import pytest
+
+from tests.conftest import ROOT, load_script
 
 
 def _bench():
@@ -79,3 +83,23 @@ def test_seed_summary_pairs_runs_and_names_the_losses() -> None:
     assert s["runs_ours_within10_lt_hat"] == ["split 1 train 1"]
     assert abs(s["default"]["rmse_ms"]["mean"] - 31 / 3) < 1e-12
     assert s["ours_mean_rmse_le_hat_mean"] and s["ours_mean_within10_ge_hat_mean"]
+
+
+def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> None:
+    """bench.debian_convergence --smoke: the GPU benchmark's code path on the toy task."""
+    out = tmp_path / "conv.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.debian_convergence", "--smoke", "--minutes", "0.15",
+         "--jobs", "super_hat_adam", "largest_alone", "smallest_alone", "--work",
+         str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert out.with_suffix(".png").is_file()
+    assert set(r["jobs"]) == {"super_hat_adam", "largest_alone", "smallest_alone"}
+    assert r["jobs"]["super_hat_adam"]["method_args"] == ["--optimizer", "hat_adam"]
+    gap = r["gaps"]["super_hat_adam"]
+    for which in ("largest", "smallest"):
+        row = gap[which]
+        assert row["gap_bits"] == pytest.approx(row["inherited_loss"] - row["standalone_loss"],
+                                                abs=1e-3)
+        assert isinstance(row["converged"], bool)
