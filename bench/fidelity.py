@@ -92,11 +92,21 @@ def sample_configs(run: Path, n: int, seed: int) -> list[Any]:
     return cfgs
 
 
+def _converged(save: Path) -> dict[str, Any]:
+    """What ``train.py --stop-converged-bits`` recorded in a save dir (empty without it)."""
+    path = save / "convergence.json"
+    if not path.is_file():
+        return {}
+    rec = json.loads(path.read_text())
+    return {"converged": rec["converged"], "gain_last_window_bits": rec["gain"]}
+
+
 def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: str,
-                 out: Path, stop_minutes: float | None = None, gpus: int = 1
-                 ) -> dict[str, Any]:
+                 out: Path, stop_minutes: float | None = None, gpus: int = 1,
+                 converged_bits: float | None = None) -> dict[str, Any]:
     """Train every SubTransformer from scratch (the pipeline's retraining recipe, ``updates``
-    each) and score it; trainings finished earlier are kept (the check resumes)."""
+    each, or until converged with ``converged_bits``: ``train.py --stop-converged-bits``) and
+    score it; trainings finished earlier are kept (the check resumes)."""
     from hat.pipeline.stages import checkpoint_updates, retrain_recipe
     from hat.space import write_subtransformer_yaml
 
@@ -107,11 +117,14 @@ def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: st
         yml.parent.mkdir(parents=True, exist_ok=True)
         write_subtransformer_yaml(c, yml, header=f"fidelity check: random SubTransformer {i}")
         save = out / f"sub{i:02d}"
-        if (checkpoint_updates(save / "checkpoint_last.pt") or -1) >= updates:
+        if (checkpoint_updates(save / "checkpoint_last.pt") or -1) >= updates or \
+                _converged(save).get("converged"):
             continue
         argv = [sys.executable, script("train.py"), f"--configs={_rel(yml)}",
                 f"--sub-configs={_rel(recipe)}", "--save-dir", _rel(save),
                 "--max-update", str(updates)]
+        if converged_bits:
+            argv += ["--stop-converged-bits", str(converged_bits)]
         if stop_minutes:  # a safety cap: rows that hit it are reported as short
             argv += ["--stop-time-hours", f"{stop_minutes / 60:.4f}"]
         gpu = {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus > 1 else {}
@@ -125,7 +138,8 @@ def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: st
     for i, c in enumerate(cfgs):
         ckpt = out / f"sub{i:02d}" / "checkpoint_last.pt"
         rows.append({"config": c.to_dict(), "scratch_loss": Scorer(run, ckpt, device)(c),
-                     "scratch_updates": checkpoint_updates(ckpt)})
+                     "scratch_updates": checkpoint_updates(ckpt),
+                     **_converged(out / f"sub{i:02d}")})
     return {"rows": rows, "retrain_updates": updates, "train_seconds": train_s, "jobs": jobs,
             "trained_now": len(todo)}
 
@@ -138,8 +152,8 @@ def inherited_part(run: Path, cfgs: list[Any], device: str) -> dict[str, Any]:
 
 
 def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int | None = None,
-            part: str = "all", stop_minutes: float | None = None, gpus: int = 1
-            ) -> dict[str, Any] | None:
+            part: str = "all", stop_minutes: float | None = None, gpus: int = 1,
+            converged_bits: float | None = None) -> dict[str, Any] | None:
     """(a), in two parts that can run apart (each saved in ``run/fidelity_<updates>/``):
     ``scratch`` needs no SuperTransformer, ``inherited`` needs no retraining."""
     from hat.atomic import atomic_write_json
@@ -149,9 +163,10 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int |
     cfgs = sample_configs(run, n, seed)
     out = run / f"fidelity_{updates}"
     out.mkdir(parents=True, exist_ok=True)
-    key = {"samples": n, "seed": seed}
+    key = {"samples": n, "seed": seed, **({"converged_bits": converged_bits}
+                                          if converged_bits else {})}
     parts = {"scratch": lambda: scratch_part(run, cfgs, updates, jobs, device, out,
-                                             stop_minutes, gpus),
+                                             stop_minutes, gpus, converged_bits),
              "inherited": lambda: inherited_part(run, cfgs, device)}
     got = {}
     for name, fn in parts.items():
@@ -169,9 +184,12 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int |
                                                        got["inherited"]["losses"])]
     a = [r["inherited_loss"] for r in rows]
     b = [r["scratch_loss"] for r in rows]
-    short = [i for i, r in enumerate(rows) if (r["scratch_updates"] or 0) < updates]
+    short = [i for i, r in enumerate(rows) if (r["scratch_updates"] or 0) < updates
+             and not r.get("converged")]
     return {"samples": rows, "spearman": spearman(a, b), "kendall": kendall(a, b),
             "retrain_updates": updates, "short_of_budget": short,
+            "converged_bits": converged_bits,
+            "scratch_converged": sum(bool(r.get("converged")) for r in rows),
             "parts_ran_on": {k: v.get("machine") for k, v in got.items()},
             **{k: got["scratch"][k] for k in ("train_seconds", "jobs")}}
 
@@ -243,6 +261,10 @@ def main() -> int:
                          "in short_of_budget)")
     ap.add_argument("--gpus", type=int, default=1,
                     help="spread the from-scratch trainings over this many GPUs")
+    ap.add_argument("--converged-bits", type=float, default=None,
+                    help="train each from-scratch model until converged (train.py "
+                         "--stop-converged-bits: less than this gained over its last 20 %% of "
+                         "updates), --max-update being the cap; rows record 'converged'")
     ap.add_argument("--parts-ran-on", default=None,
                     help="where the parts ran, for parts saved before they recorded it")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
@@ -253,7 +275,7 @@ def main() -> int:
         return 2
     if args.part != "all":
         check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
-                args.part, args.stop_minutes, args.gpus)
+                args.part, args.stop_minutes, args.gpus, args.converged_bits)
         return 0
     if not (args.run / "results.json").is_file():
         print(f"error: {args.run}/results.json not found: finish python -m hat.pipeline --out "
@@ -262,7 +284,7 @@ def main() -> int:
     t0 = time.monotonic()
     bc = checks_bc(args.run)
     a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
-                "all", args.stop_minutes)
+                "all", args.stop_minutes, args.gpus, args.converged_bits)
     assert a is not None
 
 

@@ -101,3 +101,19 @@ def test_resume_refuses_other_settings(run) -> None:
     r = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "cannot resume" in r.stderr
+
+
+def test_fidelity_trains_from_scratch_until_converged(run, tmp_path: Path) -> None:
+    """bench.fidelity --converged-bits: each from-scratch training stops by the convergence
+    rule (a lax bar here, so it stops at its first chance) and the rows say so."""
+    out, _ = run
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.fidelity", "--run", str(out), "--samples", "3",
+         "--max-update", "400", "--converged-bits", "50", "--jobs", "2",
+         "--out", str(tmp_path / "fid.json")], cwd=ROOT, capture_output=True, text=True,
+        timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    a = json.loads((tmp_path / "fid.json").read_text())["a_ranking"]
+    assert a["converged_bits"] == 50 and a["scratch_converged"] == 3
+    assert all(r["converged"] and r["scratch_updates"] < 400 for r in a["samples"])
+    assert a["short_of_budget"] == []
