@@ -58,6 +58,11 @@ JOBS: dict[str, tuple[str, list[str], list[str]]] = {
     "super_hat_adam_do0.1": ("super", DO1, HAT_ADAM),
     "super_sandwich_do0.1": ("super", DO1, SANDWICH),
     "super_sandwich0_do0.1": ("super", DO1, [*SANDWICH, "--sandwich-random", "0"]),
+    "super_sandwich1_do0.1": ("super", DO1, [*SANDWICH, "--sandwich-random", "1"]),
+    "super_sandwich1_distill_do0.1": ("super", DO1, [*SANDWICH, "--sandwich-random", "1",
+                                                     "--distill-weight", "0.5"]),
+    "super_sandwich0_distill_do0.1": ("super", DO1, [*SANDWICH, "--sandwich-random", "0",
+                                                     "--distill-weight", "0.5"]),
     "largest_alone_do0.1": ("largest", DO1, []),
     "smallest_alone_do0.1": ("smallest", DO1, []),
 }

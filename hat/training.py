@@ -102,7 +102,8 @@ def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.task == "hat_translation":
         for key, value in (("subnet_seed", 0), ("subnet_log", ""),
                            ("subnet_sampling", "uniform"), ("sandwich_random", 2),
-                           ("stop_converged_bits", 0.0), ("stop_converged_window", 0.2)):
+                           ("stop_converged_bits", 0.0), ("stop_converged_window", 0.2),
+                           ("distill_weight", 0.0)):
             if not hasattr(args, key):
                 setattr(args, key, value)
     return args

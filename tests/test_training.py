@@ -310,3 +310,51 @@ def test_bad_sampling_options_are_refused(toy: Path, tmp_path: Path) -> None:
                         "greedy"), ok=False)
     assert res.returncode != 0 and "--subnet-sampling 'greedy': allowed uniform, sandwich" \
         in res.stderr
+
+
+def test_inplace_distillation_adds_the_largest_as_teacher(toy: Path, tmp_path: Path) -> None:
+    """The criterion: a learner's loss is (1-W) LS-CE + W CE(teacher, learner); training with
+    it runs and learns."""
+    import copy
+
+    from fairseq.criterions.label_smoothed_cross_entropy import (
+        LabelSmoothedCrossEntropyCriterion,
+    )
+
+    from hat.tasks.distillation import InplaceDistillation
+
+    task, trained = load_for_eval(str(_trained(toy, tmp_path)), str(toy))
+    args = copy.copy(trained.args)
+    args.dropout = args.attention_dropout = args.activation_dropout = 0.0
+    model = task.build_model(args)  # no dropout: every pass computes the same distribution
+    model.load_state_dict(trained.state_dict())
+    model.train()
+    torch.manual_seed(0)
+    task.load_dataset("valid")
+    sample = next(iter(task.get_batch_iterator(
+        task.dataset("valid"), max_tokens=512).next_epoch_itr(shuffle=False)))
+    base = LabelSmoothedCrossEntropyCriterion(task, False, 0.1)
+    crit = InplaceDistillation(base, 0.25)
+    plain = base(model, sample)[0]
+    crit.mode = "teach"
+    teach = crit(model, sample)[0]
+    crit.mode = "learn"
+    learn = crit(model, sample)[0]
+    lprobs, target = base.get_lprobs_and_target(model, model(**sample["net_input"]), sample)
+    keep = target.ne(task.target_dictionary.pad())
+    entropy = -(lprobs.exp() * lprobs).sum(-1)[keep].sum()
+    assert teach.item() == pytest.approx(plain.item(), rel=1e-4)
+    assert learn.item() == pytest.approx(0.75 * plain.item() + 0.25 * entropy.item(), rel=1e-4)
+    log = tmp_path / "s.jsonl"
+    run(train_cmd(toy, tmp_path / "d", "--max-update", "12", "--subnet-sampling", "sandwich",
+                  "--sandwich-random", "1", "--distill-weight", "0.5", "--subnet-log",
+                  str(log)))
+    assert len(log.read_text().splitlines()) == 36
+    res = run(train_cmd(toy, tmp_path / "e", "--max-update", "1", "--distill-weight", "0.5"),
+              ok=False)
+    assert "--distill-weight needs --subnet-sampling sandwich" in res.stderr
+
+
+def _trained(toy: Path, tmp_path: Path) -> Path:
+    run(train_cmd(toy, tmp_path / "t", "--max-update", "5", "--disable-validation"))
+    return tmp_path / "t" / "checkpoint_last.pt"

@@ -170,10 +170,12 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
 
     say, out = ctx.say, ctx.out
     base = stage("baseline", lambda: stages.stage_baseline(ctx))
-    search = stage("search", lambda: stages.stage_search(ctx, pred["lat_norm"],
-                                                         base["predicted_latency_ms"]))
+    baselines = base.get("baselines", [base])
+    search = stage("search", lambda: stages.stage_search(
+        ctx, pred["lat_norm"], base["predicted_latency_ms"],
+        [b["predicted_latency_ms"] for b in baselines[1:]]))
     models = [dict(m) for m in search["found"]] + [
-        {"name": base["name"], "yaml": base["yaml"], "latency_limit_ms": None}]
+        {"name": b["name"], "yaml": b["yaml"], "latency_limit_ms": None} for b in baselines]
     retrain = stage("retrain", lambda: stages.stage_retrain(ctx, [dict(m) for m in models],
                                                               workers))
     for m in models:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m hat.pipeline",
         description="Train a SuperTransformer, measure latency on this machine, train the "
                     "predictor, search under 2-3 latency limits, retrain the found "
-                    "SubTransformers and a uniform Transformer baseline from scratch, and "
+                    "SubTransformers and uniform Transformer baselines from scratch, and "
                     "report BLEU and measured latency (synthetic toy corpus, or --task). Run the "
                     "same command again to continue an interrupted run.")
     ap.add_argument("--out", required=True, help="output folder (everything goes there)")

@@ -26,7 +26,14 @@ class Preset:
     mutation: int = 11
     crossover: int = 11
     retrain_updates: int = 400  # per found SubTransformer and the baseline, from scratch
+    # stop each retraining once converged (train.py --stop-converged-bits); retrain_updates is
+    # then the cap
+    retrain_converged_bits: float | None = None
     limit_quantiles: tuple[float, ...] = (0.15, 0.4)  # of the measured latencies
+    baselines: int = 1  # uniform Transformers retrained (fastest ... slowest of the space)
+    # with several baselines, one more limit at this fraction of each one's predicted latency
+    # (HAT's claim: a found model as good at <= 0.7x the latency)
+    baseline_limit_ratio: float = 0.7
     device: str = "cpu"
     # training batches and schedule (None: the task's config as committed)
     max_tokens: int | None = None  # None: the config's on the CPU, 8192 on a GPU
@@ -56,7 +63,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         "tiny", n_train=1500, n_valid=60, n_test=60, super_updates=60, lat_rows=40, latiter=3,
         predictor_steps=300, evo_iter=3, population=12, parents=4, mutation=4, crossover=4,
-        retrain_updates=30,
+        retrain_updates=30, baselines=2,
         plan_s=(("corpus", 8), ("supertransformer", 20), ("latency_dataset", 15),
                 ("latency_predictor", 10), ("baseline", 3), ("search", 15), ("retrain", 25),
                 ("bleu", 20), ("latency", 8), ("report", 3))),
@@ -69,11 +76,13 @@ PRESETS: dict[str, Preset] = {
                 ("bleu", 30), ("latency", 10), ("report", 5))),
     "debian": Preset(
         # real corpus (~200k pairs, ~1.6M target tokens a side): SuperTransformer training is
-        # 6000 updates of 16k tokens (~60 epochs) or 6 minutes, whichever ends first;
-        # every retraining 2500 updates (~25 epochs), the same for each model
+        # 6000 updates of 16k tokens (~30 epochs) or 6 minutes, whichever ends first;
+        # every retraining runs until converged (< 0.05 bits over its last 20 % of updates),
+        # at most 8000 updates; the same rule for each model
         "debian", super_updates=6000, lat_rows=300, latiter=20, predictor_steps=3000,
-        evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=2500,
-        device="cuda", max_tokens=16384, fp16=True, warmup_updates=1000,
+        evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=8000,
+        retrain_converged_bits=0.05,
+        device="cuda", max_tokens=16384, fp16=True, warmup_updates=1000, baselines=3,
         super_stop_minutes=6.0,
         plan_s=(("corpus", 5), ("supertransformer", 380), ("latency_dataset", 90),
                 ("latency_predictor", 40), ("baseline", 5), ("search", 60), ("retrain", 400),

@@ -7,6 +7,19 @@ from typing import Any
 
 from hat.atomic import atomic_write_json, atomic_write_text
 
+BLEU_SLACK, LATENCY_RATIO = 0.2, 0.7
+DOMINANCE = (f"a found model within {BLEU_SLACK} BLEU of the baseline (or better) at no more than "
+             f"{LATENCY_RATIO}x its measured latency")
+
+
+def dominated_by(base: dict[str, Any], found: list[dict[str, Any]]) -> str | None:
+    """The first found model that dominates a baseline by :data:`DOMINANCE` (None: none)."""
+    for m in sorted(found, key=lambda m: m["measured_latency_ms"]):
+        if m["bleu"] >= base["bleu"] - BLEU_SLACK and \
+                m["measured_latency_ms"] <= LATENCY_RATIO * base["measured_latency_ms"]:
+            return m["name"]
+    return None
+
 
 def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[str, Any]
             ) -> dict[str, Any]:
@@ -17,7 +30,11 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
     for r in rows:  # the measurement, not the prediction, decides
         lim = r["latency_limit_ms"]
         r["within_limit"] = None if lim is None else r["measured_latency_ms"] <= lim
-    return {"models": rows,
+    found = [r for r in rows if r["latency_limit_ms"] is not None]
+    for r in rows:
+        if r["latency_limit_ms"] is None:
+            r["dominated_by"] = dominated_by(r, found)
+    return {"models": rows, "dominance_rule": DOMINANCE,
             "stages": stages, "total_seconds": sum(stages.values()), **meta}
 
 
@@ -33,6 +50,9 @@ def markdown(res: dict[str, Any]) -> str:
         lim = "-" if m["latency_limit_ms"] is None else f"{m['latency_limit_ms']:g}"
         if m.get("within_limit") is False:
             lim += " (measured above it)"
+        if m["latency_limit_ms"] is None and "dominated_by" in m:
+            lim += f" (dominated by {m['dominated_by']})" if m["dominated_by"] else \
+                " (not dominated)"
         lines.append(f"| {m['name']} | {lim} | {m['predicted_latency_ms']:.2f} | "
                      f"{m['measured_latency_ms']:.2f} | {m['bleu']:.2f} | {m['params_m']:.3f} |")
     lines += ["", "| stage | wall (s) |", "| --- | ---: |"]
@@ -59,7 +79,8 @@ def plot(res: dict[str, Any], path: Path) -> Path:
     for xy, limits in points.values():
         ax.annotate(f"limit{'s' if len(limits) > 1 else ''} {', '.join(limits)} ms", xy,
                     textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax.plot([m["measured_latency_ms"] for m in base], [m["bleu"] for m in base], "s",
+    base.sort(key=lambda m: m["measured_latency_ms"])
+    ax.plot([m["measured_latency_ms"] for m in base], [m["bleu"] for m in base], "s--",
             color="tab:red", label="Transformer (uniformly scaled down)")
     ax.set_xlabel(f"measured latency (ms, {res['device']})")
     ax.set_ylabel("BLEU (test)")

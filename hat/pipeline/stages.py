@@ -296,10 +296,19 @@ def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
     return {"config": _rel(cfg), "predictor": _rel(ctx.predictor), "lat_norm": lat_norm}
 
 
-def latency_limits(ctx: Context, baseline_ms: float) -> list[float]:
-    """Limits at the preset's quantiles of the measured latencies (two significant digits),
-    plus the baseline's predicted latency (so one found model is compared at its latency)."""
+def _round_up(ms: float) -> float:
+    """Three significant digits, rounded up."""
     import math
+
+    digits = 2 - math.floor(math.log10(ms))
+    return math.ceil(ms * 10**digits) / 10**digits
+
+
+def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] = ()
+                   ) -> list[float]:
+    """Limits at the preset's quantiles of the measured latencies (two significant digits),
+    plus the fastest baseline's predicted latency (so one found model is compared at its
+    latency) and ``baseline_limit_ratio`` x each other baseline's (HAT's claim against it)."""
 
     import numpy as np
 
@@ -307,21 +316,26 @@ def latency_limits(ctx: Context, baseline_ms: float) -> list[float]:
 
     lat = load_latency_csv(ctx.latency_csv)[1]
     limits = {float(f"{np.quantile(lat, q):.2g}") for q in ctx.preset.limit_quantiles}
-    digits = 2 - math.floor(math.log10(baseline_ms))  # 3 significant digits, rounded up
-    at_baseline = math.ceil(baseline_ms * 10**digits) / 10**digits
+    at_baseline = _round_up(baseline_ms)
     kept = {x for x in limits if abs(x / at_baseline - 1) > 0.1 and x < at_baseline}
     if len(kept) < len(ctx.preset.limit_quantiles):
         ctx.say(f"  limits: {len(kept) + 1} instead of {len(ctx.preset.limit_quantiles) + 1}: "
                 f"quantile limits {sorted(limits - kept)} ms are within 10 % of or above the "
                 f"baseline's {at_baseline:g} ms (or equal to another)")
-    return sorted(kept | {at_baseline})
+    kept.add(at_baseline)
+    for ms in others_ms:
+        x = _round_up(ctx.preset.baseline_limit_ratio * ms)
+        if all(abs(x / y - 1) > 0.02 for y in kept):
+            kept.add(x)
+    return sorted(kept)
 
 
-def stage_search(ctx: Context, lat_norm: float, baseline_ms: float) -> dict[str, Any]:
-    """One Pareto search under two or three latency limits."""
+def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
+                 others_ms: Sequence[float] = ()) -> dict[str, Any]:
+    """One Pareto search under several latency limits (:func:`latency_limits`)."""
     p = ctx.preset
     keys = load_yaml(ctx.task.config(ctx.task.evo_config))
-    limits = latency_limits(ctx, baseline_ms)
+    limits = latency_limits(ctx, baseline_ms, others_ms)
     keys.update({"evo-iter": p.evo_iter, "population-size": p.population,
                  "parent-size": p.parents, "mutation-size": p.mutation,
                  "crossover-size": p.crossover, "ckpt-path": _rel(ctx.predictor),
@@ -371,9 +385,19 @@ def uniform_configs(space: SearchSpace) -> list[SubConfig]:
     return out
 
 
+def spread(n_items: int, n: int) -> list[int]:
+    """``n`` indexes from 0 to ``n_items - 1``, evenly spaced, both ends included."""
+    if n >= n_items:
+        return list(range(n_items))
+    if n == 1:
+        return [0]
+    return sorted({round(k * (n_items - 1) / (n - 1)) for k in range(n)})
+
+
 def stage_baseline(ctx: Context) -> dict[str, Any]:
-    """The fastest uniformly scaled-down Transformer of the space (by the predictor); the search
-    gets its latency as one limit, so a found model is compared with it at similar latency."""
+    """Uniformly scaled-down Transformers of the space: the fastest (by the predictor), and with
+    ``baselines`` > 1 more of them up to the slowest, evenly spaced in predicted latency rank
+    (HAT's "Transformer" curve). The search gets the fastest one's latency as one limit."""
     from hat.latency.predictor import LatencyPredictor
     from hat.search.latency import LatencyModel
     from hat.space import write_subtransformer_yaml
@@ -385,13 +409,19 @@ def stage_baseline(ctx: Context) -> dict[str, Any]:
         raise HatConfigError(f"{ctx.super_yaml}: the space has no uniform Transformer (no depth, "
                              "width or head count shared by encoder and decoder)")
     pred = model(cands)
-    i = min(range(len(cands)), key=lambda k: pred[k])
-    path = ctx.path("search", "transformer_baseline.yml")
-    write_subtransformer_yaml(cands[i], path, header=(
-        f"uniformly scaled-down Transformer baseline: predicted {pred[i]:.3g} ms, the fastest of "
-        f"the space's {len(cands)} uniform configs (same depth for encoder and decoder, one "
-        "width and head count everywhere)"))
-    return {"name": "transformer", "yaml": _rel(path), "predicted_latency_ms": float(pred[i])}
+    order = sorted(range(len(cands)), key=lambda k: pred[k])
+    picked = [order[j] for j in spread(len(order), ctx.preset.baselines)]
+    out = []
+    for rank, i in enumerate(picked, 1):
+        name = "transformer" if len(picked) == 1 else f"transformer-{rank}"
+        path = ctx.path("search", f"{name.replace('-', '_')}_baseline.yml")
+        write_subtransformer_yaml(cands[i], path, header=(
+            f"uniformly scaled-down Transformer baseline {name}: predicted {pred[i]:.3g} ms, "
+            f"number {order.index(i) + 1} by predicted latency of the space's {len(cands)} "
+            "uniform configs (same depth for encoder and decoder, one width and head count "
+            "everywhere)"))
+        out.append({"name": name, "yaml": _rel(path), "predicted_latency_ms": float(pred[i])})
+    return {**out[0], "baselines": out}
 
 
 def _super_args(ctx: Context) -> Any:
@@ -408,13 +438,17 @@ def retrain_recipe(ctx: Context) -> Path:
     keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
                  "seed": ctx.seed,
                  "save-interval-updates": max(50, ctx.preset.retrain_updates // 2)})
+    if ctx.preset.retrain_converged_bits:
+        keys["stop-converged-bits"] = ctx.preset.retrain_converged_bits
+    rule = (f"until converged (< {ctx.preset.retrain_converged_bits} bits over the last 20 % "
+            "of updates) or max-update" if ctx.preset.retrain_converged_bits else "the same budget")
     return write_config(ctx.path("configs", "retrain.yml"), keys,
-                        f"Retraining recipe of the pipeline ({_rel(src)}; from scratch, the same "
-                        "budget for every model)")
+                        f"Retraining recipe of the pipeline ({_rel(src)}; from scratch, {rule} "
+                        "for every model)")
 
 
 def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Train every found SubTransformer and the baseline from scratch, the same budget each
+    """Train every found SubTransformer and the baselines from scratch, the same budget each
     (spread over the GPUs when there are several)."""
     common = retrain_recipe(ctx)
     jobs: list[Job] = []

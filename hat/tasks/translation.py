@@ -56,6 +56,10 @@ class HatTranslationConfig(TranslationConfig):
     sandwich_random: int = field(
         default=2, metadata={"help": "random SubTransformers per update with "
                                      "--subnet-sampling sandwich"})
+    distill_weight: float = field(
+        default=0.0, metadata={"help": "in-place distillation with --subnet-sampling sandwich: "
+                                       "the other SubTransformers of an update also learn the "
+                                       "largest's output distribution with this weight (0: off)"})
     stop_converged_bits: float = field(
         default=0.0, metadata={"help": "stop when the validation metric (base 2) gained less "
                                        "than this over the last --stop-converged-window of "
@@ -115,6 +119,11 @@ class HatTranslationTask(TranslationTask):
                                  f"{', '.join(SAMPLINGS)}")
         if cfg.sandwich_random < 0:
             raise HatConfigError(f"--sandwich-random {cfg.sandwich_random}: must be >= 0")
+        if not 0 <= cfg.distill_weight <= 1:
+            raise HatConfigError(f"--distill-weight {cfg.distill_weight}: must be in [0, 1]")
+        if cfg.distill_weight > 0 and cfg.subnet_sampling != "sandwich":
+            raise HatConfigError("--distill-weight needs --subnet-sampling sandwich (the largest "
+                                 "SubTransformer of the update is the teacher)")
         if cfg.stop_converged_bits < 0 or not 0 < cfg.stop_converged_window < 1:
             raise HatConfigError(
                 f"--stop-converged-bits {cfg.stop_converged_bits} / --stop-converged-window "
@@ -158,6 +167,22 @@ class HatTranslationTask(TranslationTask):
         core = unwrap(model)
         return hasattr(core, "space") and not getattr(core.args, "train_subtransformer", False)
 
+    def build_criterion(self, cfg: Any, from_checkpoint: bool = False) -> Any:
+        """fairseq's criterion; with ``--distill-weight`` its in-place distillation form."""
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        if self.cfg.distill_weight > 0:
+            from fairseq.criterions.label_smoothed_cross_entropy import (
+                LabelSmoothedCrossEntropyCriterion,
+            )
+
+            from hat.tasks.distillation import InplaceDistillation
+
+            if type(criterion) is not LabelSmoothedCrossEntropyCriterion:
+                raise HatConfigError("--distill-weight needs --criterion "
+                                     "label_smoothed_cross_entropy")
+            criterion = InplaceDistillation(criterion, self.cfg.distill_weight)
+        return criterion
+
     def update_subnets(self, core: Any, update_num: int) -> list[SubConfig]:
         """The SubTransformers one update trains (the same on every rank and after a resume)."""
         seed = self.cfg.subnet_seed
@@ -181,13 +206,18 @@ class HatTranslationTask(TranslationTask):
             zero_fill_unused_grads(model)
             return out
         configs = self.update_subnets(core, update_num)
+        distill = hasattr(criterion, "teacher")
         total: Any = None
-        for cfg in configs:
+        for k, cfg in enumerate(configs):
             if cfg != core.sample_config:
                 core.set_sample_config(cfg)
             self._log_subnet(update_num, cfg)
+            if distill:  # the update's first SubTransformer (the largest) teaches the others
+                criterion.mode = "teach" if k == 0 else "learn"
             out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
             total = out if total is None else _add_step_outputs(total, out)
+        if distill:
+            criterion.mode, criterion.teacher = None, None
         self._hand_regions(optimizer, core, configs)
         zero_fill_unused_grads(model)
         return total
