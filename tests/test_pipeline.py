@@ -130,3 +130,6 @@ def test_fidelity_trains_from_scratch_until_converged(run, tmp_path: Path) -> No
     assert a["converged_bits"] == 50 and a["scratch_converged"] == 3
     assert all(r["converged"] and r["scratch_updates"] < 400 for r in a["samples"])
     assert a["short_of_budget"] == []
+    w = json.loads((tmp_path / "fid.json").read_text())["winners"]
+    assert w["n"] == len(w["rows"]) >= 1 and all(r["inherited_valid_loss"] for r in w["rows"])
+    assert (w["spearman_winners"] is None) == (w["n"] < 3)
