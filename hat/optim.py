@@ -74,6 +74,8 @@ class SliceAdam(torch.optim.Optimizer):
             state["step"] = torch.zeros_like(p32)
             state["exp_avg"] = torch.zeros_like(p32)
             state["exp_avg_sq"] = torch.zeros_like(p32)
+        if state["step"].device != p32.device:  # torch's load_state_dict keeps "step" where
+            state["step"] = state["step"].to(p32.device)  # it was saved (the CPU)
         step, m, v = state["step"], state["exp_avg"].float(), state["exp_avg_sq"].float()
         kept = None if mask is None else (p32.clone(), m.clone(), v.clone(), step.clone())
         step.add_(1)
