@@ -131,12 +131,14 @@ def parse_fairseq_args(
     parser_factory: Callable[[], argparse.ArgumentParser] | None = None,
     add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
     origins: dict[str, str] | None = None,
+    training_help: bool = False,
 ) -> argparse.Namespace:
     """Parse a command line with YAML configs into fairseq args, with clear errors.
 
     ``parser_factory`` defaults to fairseq's training parser; ``add_extra`` registers
     script-level options (e.g. ``--profile``); ``origins``, when given, is filled with
-    {option: YAML file it came from}.
+    {option: YAML file it came from}; ``training_help``: ``--help`` also lists the
+    SuperTransformer training options (train.py).
     """
     from fairseq import options
 
@@ -144,7 +146,7 @@ def parse_fairseq_args(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        print(short_help(add_extra))
+        print(short_help(add_extra, training=training_help))
         raise SystemExit(0)
     if "--help-all" in argv:  # fairseq's full option list
         argv = [("--help" if a == "--help-all" else a) for a in argv]
@@ -172,8 +174,10 @@ def parse_fairseq_args(
     return args
 
 
-def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None) -> str:
-    """``--help``: this script's and HAT's options; fairseq's long list stays behind --help-all."""
+def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
+               training: bool = False) -> str:
+    """``--help``: this script's and HAT's options; fairseq's long list stays behind --help-all.
+    ``training``: also the SuperTransformer training options (task and optimizer)."""
     from hat.models.supertransformer import TransformerSuperModel
 
     script = Path(sys.argv[0] if sys.argv and sys.argv[0] else "hat")
@@ -193,9 +197,31 @@ def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = Non
     g.add_argument("--help-all", action="store_true", help="also list fairseq's options")
     if add_extra is not None:
         add_extra(parser)
+    if training:
+        _training_help(parser.add_argument_group(
+            "SuperTransformer training (docs/training.md)"))
     TransformerSuperModel.add_args(parser.add_argument_group(
         "SuperTransformer and search space (HAT's keys; arch transformersuper*)"))
     return parser.format_help()
+
+
+def _training_help(group: Any) -> None:
+    """The optimizer choice and the task's own options, as help lines."""
+    import dataclasses
+
+    from fairseq.tasks.translation import TranslationConfig
+
+    from hat.tasks.translation import HatTranslationConfig
+
+    group.add_argument("--optimizer", metavar="NAME",
+                       help="hat_adam (the configs' default: weights the sampled SubTransformer "
+                            "did not use stay put) or adam (HAT's), or any fairseq optimizer")
+    inherited = {f.name for f in dataclasses.fields(TranslationConfig)}
+    for f in dataclasses.fields(HatTranslationConfig):
+        if f.name not in inherited:
+            group.add_argument("--" + f.name.replace("_", "-"),
+                               metavar=f.name.split("_")[-1].upper(),
+                               help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
 
 
 def _did_you_mean(opt: str, known: set[str]) -> str:

@@ -93,7 +93,7 @@ def run_profile(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of train.py."""
     try:
-        args = parse_fairseq_args(argv, add_extra=add_train_script_args)
+        args = parse_fairseq_args(argv, add_extra=add_train_script_args, training_help=True)
         if args.latcpu and args.latgpu:
             raise HatConfigError("--latcpu and --latgpu are both given; choose one")
         if args.latcpu or args.latgpu:

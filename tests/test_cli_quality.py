@@ -31,7 +31,7 @@ def test_help_lists_own_and_hat_options_first(capsys) -> None:
     assert e.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--latcpu", "--profile-flops", "--configs", "--encoder-embed-choice",
-                "--help-all"):
+                "--help-all", "--subnet-sampling", "--stop-converged-bits", "hat_adam"):
         assert opt in out, opt
     assert "--max-tokens" not in out  # fairseq's long list is behind --help-all
     with pytest.raises(SystemExit):
