@@ -67,7 +67,8 @@ def plot(res: dict[str, Any], path: Path) -> Path:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    found = [m for m in res["models"] if m["latency_limit_ms"] is not None]
+    found = sorted((m for m in res["models"] if m["latency_limit_ms"] is not None),
+                   key=lambda m: m["measured_latency_ms"])  # a curve along the latency axis
     base = [m for m in res["models"] if m["latency_limit_ms"] is None]
     ax.plot([m["measured_latency_ms"] for m in found], [m["bleu"] for m in found], "o-",
             label="HAT SubTransformers (found, retrained)")
