@@ -72,12 +72,14 @@ CONVERGED_BITS = 0.05  # gained over the last 20 % of updates
 def job_command(name: str, kind: str, extra: list[str], cfg_dir: Path, work: Path,
                 recipe: list[str], minutes: float, data: str | None) -> list[str]:
     """The train.py command of one training."""
-    from hat.space import write_subtransformer_yaml
+    from hat.config import parse_fairseq_args
+    from hat.space import SearchSpace, write_subtransformer_yaml
 
     space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
     cmd = [sys.executable, "train.py", f"--configs={space_yml}"]
     if kind != "super":
-        space = _space_of(cfg_dir)
+        space = SearchSpace.from_args(parse_fairseq_args([f"--configs={space_yml}"]),
+                                      source=str(space_yml))
         sub = work / f"{name}.yml"
         write_subtransformer_yaml(space.largest() if kind == "largest" else space.smallest(), sub)
         cmd = [sys.executable, "train.py", f"--configs={sub}",
@@ -92,17 +94,6 @@ def job_command(name: str, kind: str, extra: list[str], cfg_dir: Path, work: Pat
 def _space(cfg_dir: Path) -> str:
     names = sorted(p.name for p in (cfg_dir / "supertransformer").glob("*.yml"))
     return "space0.yml" if "space0.yml" in names else names[0]
-
-
-def _space_of(cfg_dir: Path):
-    import yaml
-
-    from hat.space import SearchSpace
-
-    raw = yaml.safe_load((cfg_dir / "supertransformer" / _space(cfg_dir)).read_text())
-    keys = {f.name for f in SearchSpace.__dataclass_fields__.values()}
-    return SearchSpace(**{k.replace("-", "_"): v for k, v in raw.items()
-                          if k.replace("-", "_") in keys})
 
 
 def parse_log(text: str) -> tuple[list[dict], list[dict]]:

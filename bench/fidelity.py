@@ -96,11 +96,11 @@ def sample_configs(run: Path, n: int, seed: int) -> list[Any]:
 
 def _converged(save: Path) -> dict[str, Any]:
     """What ``train.py --stop-converged-bits`` recorded in a save dir (empty without it)."""
-    path = save / "convergence.json"
-    if not path.is_file():
-        return {}
-    rec = json.loads(path.read_text())
-    return {"converged": rec["converged"], "gain_last_window_bits": rec["gain"]}
+    from hat.convergence import read_record
+
+    rec = read_record(save)
+    return {} if rec is None else {"converged": rec["converged"],
+                                   "gain_last_window_bits": rec["gain"]}
 
 
 def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: str,

@@ -207,21 +207,14 @@ def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = Non
 
 def _training_help(group: Any) -> None:
     """The optimizer choice and the task's own options, as help lines."""
-    import dataclasses
-
-    from fairseq.tasks.translation import TranslationConfig
-
-    from hat.tasks.translation import HatTranslationConfig
+    from hat.tasks.translation import own_options
 
     group.add_argument("--optimizer", metavar="NAME",
                        help="hat_adam (the configs' default: weights the sampled SubTransformer "
                             "did not use stay put) or adam (HAT's), or any fairseq optimizer")
-    inherited = {f.name for f in dataclasses.fields(TranslationConfig)}
-    for f in dataclasses.fields(HatTranslationConfig):
-        if f.name not in inherited:
-            group.add_argument("--" + f.name.replace("_", "-"),
-                               metavar=f.name.split("_")[-1].upper(),
-                               help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
+    for f in own_options():
+        group.add_argument("--" + f.name.replace("_", "-"), metavar=f.name.split("_")[-1].upper(),
+                           help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
 
 
 def _did_you_mean(opt: str, known: set[str]) -> str:

@@ -49,9 +49,9 @@ class ConvergenceStop:
         """Record a validation at the current update; True when converged."""
         if self.path is None and save_dir:
             self.path = Path(save_dir) / "convergence.json"
-            if self.path.is_file():  # a resumed run: keep what came before this update
-                old = json.loads(self.path.read_text(encoding="utf-8"))["history"]
-                self.history = [(int(u), float(v)) for u, v in old if int(u) < self.update]
+            if self.path.is_file():  # a resumed run: what came before this update is kept
+                self.history = [(int(u), float(v)) for u, v in read_record(self.path.parent)
+                                ["history"]]
         self.history = [h for h in self.history if h[0] < self.update] + [(self.update,
                                                                            float(loss))]
         done = is_converged(self.history, self.bits, self.window, warmup)
@@ -62,6 +62,12 @@ class ConvergenceStop:
                 "history": self.history, "gain": gain_over_window(self.history, self.window),
                 "converged": done})
         return done
+
+
+def read_record(save_dir: Path) -> dict | None:
+    """What a training with ``--stop-converged-bits`` recorded in its save dir (None: nothing)."""
+    path = Path(save_dir) / "convergence.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 ACTIVE: ConvergenceStop | None = None

@@ -26,7 +26,7 @@ from fairseq.optim import FairseqOptimizer, register_optimizer
 from fairseq.optim.adam import FairseqAdamConfig
 from torch import Tensor
 
-from hat.compat import optimizer_param_layout
+from hat.compat import inner_optimizer, optimizer_param_layout
 
 Box = tuple[slice, ...]
 """A rectangular block of a parameter (one slice per dimension)."""
@@ -140,7 +140,7 @@ def _fill(view: Tensor, boxes: Sequence[Box]) -> None:
 
 def uses_slice_adam(wrapper: Any) -> bool:
     """Whether fairseq's optimizer (or the one inside its fp16 wrapper) is ``hat_adam``."""
-    return isinstance(optimizer_param_layout(wrapper)[0], SliceAdam)
+    return isinstance(inner_optimizer(wrapper), SliceAdam)
 
 
 def set_active_regions(wrapper: Any, regions: dict[Tensor, list[Box]]) -> None:

@@ -100,12 +100,11 @@ def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
         args.distributed_no_spawn = True
         logger.info("torchrun: rank %d of %d", args.distributed_rank, world)
     if args.task == "hat_translation":
-        for key, value in (("subnet_seed", 0), ("subnet_log", ""),
-                           ("subnet_sampling", "uniform"), ("sandwich_random", 2),
-                           ("stop_converged_bits", 0.0), ("stop_converged_window", 0.2),
-                           ("distill_weight", 0.0)):
-            if not hasattr(args, key):
-                setattr(args, key, value)
+        from hat.tasks.translation import own_options
+
+        for f in own_options():
+            if not hasattr(args, f.name):
+                setattr(args, f.name, f.default)
     return args
 
 

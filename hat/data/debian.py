@@ -286,10 +286,11 @@ def build_corpus(catalog_dir: Path, packages: Sequence[str], lang: str,
                 if pair is None:
                     continue
                 key = src_key(pair[0])
-                if (key, tgt_key(pair[1])) in seen_pairs:
+                both = (key, tgt_key(pair[1]))
+                if both in seen_pairs:
                     duplicates += 1
                     continue
-                seen_pairs.add((key, tgt_key(pair[1])))
+                seen_pairs.add(both)
                 if package in held:
                     if key in seen_sources:
                         unseen_dropped += 1

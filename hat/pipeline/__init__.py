@@ -170,9 +170,9 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
 
     say, out = ctx.say, ctx.out
     base = stage("baseline", lambda: stages.stage_baseline(ctx))
-    baselines = base.get("baselines", [base])
+    baselines = base.get("baselines", [base])  # (a run folder from before: one baseline)
     search = stage("search", lambda: stages.stage_search(
-        ctx, pred["lat_norm"], base["predicted_latency_ms"],
+        ctx, pred["lat_norm"], baselines[0]["predicted_latency_ms"],
         [b["predicted_latency_ms"] for b in baselines[1:]]))
     models = [dict(m) for m in search["found"]] + [
         {"name": b["name"], "yaml": b["yaml"], "latency_limit_ms": None} for b in baselines]

@@ -309,7 +309,6 @@ def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] 
     """Limits at the preset's quantiles of the measured latencies (two significant digits),
     plus the fastest baseline's predicted latency (so one found model is compared at its
     latency) and ``baseline_limit_ratio`` x each other baseline's (HAT's claim against it)."""
-
     import numpy as np
 
     from hat.latency.csvio import load_latency_csv
@@ -421,7 +420,7 @@ def stage_baseline(ctx: Context) -> dict[str, Any]:
             "uniform configs (same depth for encoder and decoder, one width and head count "
             "everywhere)"))
         out.append({"name": name, "yaml": _rel(path), "predicted_latency_ms": float(pred[i])})
-    return {**out[0], "baselines": out}
+    return {"baselines": out}
 
 
 def _super_args(ctx: Context) -> Any:

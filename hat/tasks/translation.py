@@ -71,6 +71,14 @@ class HatTranslationConfig(TranslationConfig):
                                       "(update, rank, hash, config) to this file"})
 
 
+def own_options() -> list[Any]:
+    """The dataclass fields this task adds to fairseq's translation options."""
+    import dataclasses
+
+    inherited = {f.name for f in dataclasses.fields(TranslationConfig)}
+    return [f for f in dataclasses.fields(HatTranslationConfig) if f.name not in inherited]
+
+
 def unwrap(model: Any) -> Any:
     """The model inside DDP / fairseq wrappers."""
     while hasattr(model, "module"):
@@ -202,41 +210,44 @@ class HatTranslationTask(TranslationTask):
         if not self._samples_subnets(model):
             out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
             if hasattr(core, "active_regions"):
-                self._hand_regions(optimizer, core, [core.sample_config])
+                configs = [core.sample_config]
+                if self._needs_regions(optimizer, configs):
+                    self._hand_regions(optimizer, configs, core.active_regions())
             zero_fill_unused_grads(model)
             return out
         configs = self.update_subnets(core, update_num)
+        regions: dict[Any, list] | None = {} if self._needs_regions(optimizer, configs) else None
         distill = hasattr(criterion, "teacher")
         total: Any = None
         for k, cfg in enumerate(configs):
             if cfg != core.sample_config:
                 core.set_sample_config(cfg)
             self._log_subnet(update_num, cfg)
+            if regions is not None:
+                for param, boxes in core.active_regions().items():
+                    regions.setdefault(param, []).extend(boxes)
             if distill:  # the update's first SubTransformer (the largest) teaches the others
                 criterion.mode = "teach" if k == 0 else "learn"
             out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
             total = out if total is None else _add_step_outputs(total, out)
         if distill:
             criterion.mode, criterion.teacher = None, None
-        self._hand_regions(optimizer, core, configs)
+        if regions is not None:
+            self._hand_regions(optimizer, configs, regions)
         zero_fill_unused_grads(model)
         return total
 
-    def _hand_regions(self, optimizer: Any, core: Any, configs: list[SubConfig]) -> None:
-        """``hat_adam``: the parameter blocks used by ``configs`` (once per update)."""
-        key = tuple(configs)
-        if getattr(self, "_regions_for", None) == (id(optimizer), key):
-            return
-        if not uses_slice_adam(optimizer):
-            return
-        regions: dict[Any, list] = {}
-        for cfg in configs:
-            if cfg != core.sample_config:
-                core.set_sample_config(cfg)
-            for param, boxes in core.active_regions().items():
-                regions.setdefault(param, []).extend(boxes)
+    def _needs_regions(self, optimizer: Any, configs: list[SubConfig]) -> bool:
+        """Whether ``hat_adam`` must be told the blocks ``configs`` use (not when the update
+        trains the same SubTransformers as the last one, as in retraining)."""
+        if getattr(self, "_regions_for", None) == (id(optimizer), tuple(configs)):
+            return False
+        return uses_slice_adam(optimizer)
+
+    def _hand_regions(self, optimizer: Any, configs: list[SubConfig],
+                      regions: dict[Any, list]) -> None:
         set_active_regions(optimizer, regions)
-        self._regions_for = (id(optimizer), key)
+        self._regions_for = (id(optimizer), tuple(configs))
 
     def _log_subnet(self, update_num: int, cfg: SubConfig) -> None:
         if not self.cfg.subnet_log:
