@@ -37,6 +37,12 @@ HAT_ADAM = ["--optimizer", "hat_adam"]
 SANDWICH = [*HAT_ADAM, "--subnet-sampling", "sandwich"]
 DO1 = ["--dropout", "0.1"]
 R8K = ["--max-tokens", "8192", "--warmup-updates", "2000"]
+# larger batches: the update is bound by Python and kernel launches, so a 32k-token update costs
+# little more than a 16k one (bench.train_profile); lr scaled by sqrt(batch), warmup 500 updates
+R32K = [*DO1, "--max-tokens", "32768", "--warmup-updates", "500", "--lr", "0.0007",
+        "--num-workers", "4"]
+R64K = [*DO1, "--max-tokens", "65536", "--warmup-updates", "500", "--lr", "0.001",
+        "--num-workers", "6"]
 JOBS: dict[str, tuple[str, list[str], list[str]]] = {
     "super_adam": ("super", [], ["--optimizer", "adam"]),
     "super_hat_adam": ("super", [], HAT_ADAM),
@@ -63,6 +69,12 @@ JOBS: dict[str, tuple[str, list[str], list[str]]] = {
                                                      "--distill-weight", "0.5"]),
     "super_sandwich0_distill_do0.1": ("super", DO1, [*SANDWICH, "--sandwich-random", "0",
                                                      "--distill-weight", "0.5"]),
+    "super_sandwich0_32k": ("super", R32K, [*SANDWICH, "--sandwich-random", "0"]),
+    "super_hat_adam_32k": ("super", R32K, HAT_ADAM),
+    "largest_alone_32k": ("largest", R32K, []),
+    "smallest_alone_32k": ("smallest", R32K, []),
+    "largest_alone_64k": ("largest", R64K, []),
+    "smallest_alone_64k": ("smallest", R64K, []),
     "largest_alone_do0.1": ("largest", DO1, []),
     "smallest_alone_do0.1": ("smallest", DO1, []),
 }

@@ -77,20 +77,22 @@ class SliceAdam(torch.optim.Optimizer):
         if state["step"].device != p32.device:  # torch's load_state_dict keeps "step" where
             state["step"] = state["step"].to(p32.device)  # it was saved (the CPU)
         step, m, v = state["step"], state["exp_avg"].float(), state["exp_avg_sq"].float()
-        kept = None if mask is None else (p32.clone(), m.clone(), v.clone(), step.clone())
-        step.add_(1)
-        m.mul_(beta1).add_(grad, alpha=1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = v.sqrt().add_(eps)
-        # per-entry bias correction: lr * sqrt(1 - beta2^t) / (1 - beta1^t)
-        step_size = (1 - torch.pow(beta2, step)).sqrt_().div_(1 - torch.pow(beta1, step))
-        step_size.mul_(-lr)
-        if wd != 0:
-            p32.add_(p32, alpha=-wd * lr)
-        p32.add_(step_size.mul_(m).div_(denom))
-        if kept is not None:
-            for now, before in zip((p32, m, v, step), kept):
-                now.copy_(torch.where(mask, now, before))
+        # One pass per term, no copies: an entry outside the mask gets weight 0 everywhere, so
+        # its value, moments and step count stay bit-identical.
+        active = None if mask is None else mask.to(p32.dtype)
+        step.add_(1 if active is None else active)
+        m.lerp_(grad, 1 - beta1 if active is None else active * (1 - beta1))
+        v.lerp_(grad.square(), 1 - beta2 if active is None else active * (1 - beta2))
+        # per-entry bias correction lr * sqrt(1 - beta2^t) / (1 - beta1^t); an entry never
+        # trained (t = 0) is masked out, so evaluate it at t = 1 instead of dividing by 0
+        t = step if active is None else step.clamp(min=1)
+        step_size = torch.pow(beta2, t).neg_().add_(1).sqrt_()
+        step_size.div_(torch.pow(beta1, t).neg_().add_(1)).mul_(-lr)
+        if active is not None:
+            step_size.mul_(active)
+        if wd != 0:  # decoupled weight decay, only where the step applies
+            p32.mul_(1 - wd * lr if active is None else active.mul(-wd * lr).add_(1))
+        p32.addcdiv_(step_size.mul_(m), v.sqrt().add_(eps))
         state["exp_avg"], state["exp_avg_sq"] = m, v
         if p32 is not p.data:
             p.data.copy_(p32)
