@@ -41,6 +41,7 @@ R8K = ["--max-tokens", "8192", "--warmup-updates", "2000"]
 # little more than a 16k one (bench.train_profile); lr scaled by sqrt(batch), warmup 500 updates
 R32K = [*DO1, "--max-tokens", "32768", "--warmup-updates", "500", "--lr", "0.0007",
         "--num-workers", "4"]
+R32K_LR5 = [*DO1, "--max-tokens", "32768", "--num-workers", "4"]  # today's lr and warmup
 R64K = [*DO1, "--max-tokens", "65536", "--warmup-updates", "500", "--lr", "0.001",
         "--num-workers", "6"]
 JOBS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -72,6 +73,8 @@ JOBS: dict[str, tuple[str, list[str], list[str]]] = {
     "super_sandwich0_32k": ("super", R32K, [*SANDWICH, "--sandwich-random", "0"]),
     "super_hat_adam_32k": ("super", R32K, HAT_ADAM),
     "largest_alone_32k": ("largest", R32K, []),
+    "largest_alone_32k_lr5e-4": ("largest", R32K_LR5, []),
+    "super_sandwich0_32k_lr5e-4": ("super", R32K_LR5, [*SANDWICH, "--sandwich-random", "0"]),
     "smallest_alone_32k": ("smallest", R32K, []),
     "largest_alone_64k": ("largest", R64K, []),
     "smallest_alone_64k": ("smallest", R64K, []),

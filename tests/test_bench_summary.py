@@ -103,3 +103,43 @@ def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> N
         assert row["gap_bits"] == pytest.approx(row["inherited_loss"] - row["standalone_loss"],
                                                 abs=1e-3)
         assert isinstance(row["converged"], bool)
+
+
+def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
+    """bench.train_profile --smoke: fairseq's Trainer built as train.py builds it, timed and
+    profiled on the toy task."""
+    out = tmp_path / "profile.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.train_profile", "--smoke", "--variants", "today",
+         "--warmup", "2", "--updates", "4", "--profile-updates", "2", "--work",
+         str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    row = json.loads(out.read_text())["variants"]["today"]
+    assert row["args"] == ["--optimizer", "hat_adam"] and row["updates"] == 4
+    assert row["updates_per_s"] > 0 and row["ms_per_update"] >= row["step_ms_per_update"]
+    ops = {o["op"] for o in row["top_cpu_ops"]}
+    assert "Optimizer.step#SliceAdam.step" in ops or "aten::mm" in ops
+    assert row["gpu_busy"] is None and row["top_kernels"] == []  # no GPU here
+
+
+def test_train_profile_counts_kernels_not_the_spans_of_named_ranges() -> None:
+    """A record_function range ("forward") also appears on the GPU timeline; only kernels count."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from bench.train_profile import profile_summary
+
+    def ev(key, dev, count=1, cpu=0, gpu=0):
+        return SimpleNamespace(key=key, device_type=dev, count=count, self_cpu_time_total=cpu,
+                               self_device_time_total=gpu)
+
+    events = [ev("forward", DeviceType.CPU, cpu=5000), ev("forward", DeviceType.CUDA, gpu=20000),
+              ev("aten::mm", DeviceType.CPU, count=4, cpu=800),
+              ev("gemm_kernel", DeviceType.CUDA, count=4, gpu=3000),
+              ev("cudaStreamSynchronize", DeviceType.CPU, count=2, cpu=10)]
+    prof = SimpleNamespace(key_averages=lambda: events)
+    s = profile_summary(prof, n=2, wall=0.01)
+    assert s["kernel_ms_per_update"] == 1.5 and s["kernel_launches_per_update"] == 2
+    assert s["gpu_busy"] == 0.3 and s["syncs_per_update"] == {"cudaStreamSynchronize": 1.0}
+    assert [k["kernel"] for k in s["top_kernels"]] == ["gemm_kernel"]
