@@ -99,6 +99,42 @@ def test_resume_without_sidecar_is_refused(tmp_path: Path, measure_cli,
     assert count_rows(csv) == 1
 
 
+def test_a_committed_dataset_is_never_measured_into(tmp_path: Path, measure_cli,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The user's case: --lat-dataset-path names a dataset shipped with the repository."""
+    from hat.latency.dataset import SHIPPED_DIR
+
+    csv = SHIPPED_DIR / "toy_cpu_epyc_all.csv"
+    side = csv.with_name(csv.name + ".meta.json")
+    before = (csv.read_bytes(), side.read_bytes())
+    cfg = tiny_yaml(tmp_path)
+    assert measure_cli.main(["--configs", str(cfg), "--lat-dataset-path", str(csv),
+                             "--lat-dataset-size", str(count_rows(csv) + 1)]) == 2
+    err = capsys.readouterr().err
+    assert "committed with the repository; measuring never writes over it" in err
+    assert str(SHIPPED_DIR / "measured" / csv.name) in err
+    assert (csv.read_bytes(), side.read_bytes()) == before
+
+
+def test_measuring_is_allowed_below_measured_and_outside(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import hat.latency.dataset as ds
+
+    shipped = tmp_path / "latency_dataset"
+    (shipped / "measured").mkdir(parents=True)
+    ds.check_not_shipped(shipped / "measured" / "mine.csv", shipped)
+    ds.check_not_shipped(tmp_path / "elsewhere.csv", shipped)
+    with pytest.raises(HatConfigError, match="committed with the repository"):
+        ds.check_not_shipped(shipped / "x.csv", shipped)
+    with pytest.raises(HatConfigError):  # however the path is spelled
+        ds.check_not_shipped(shipped / "measured" / ".." / "x.csv", shipped)
+    monkeypatch.setattr(ds, "SHIPPED_DIR", shipped)  # the library call refuses too
+    meter, space = tiny_meter()
+    with pytest.raises(HatConfigError, match="committed with the repository"):
+        measure_dataset(meter, space, shipped / "x.csv", 2)
+    assert not (shipped / "x.csv").exists()
+
+
 def test_measure_dataset_refuses_rows_without_sidecar(tmp_path: Path) -> None:
     meter, space = tiny_meter()
     out = tmp_path / "lat.csv"

@@ -48,6 +48,23 @@ EXTRA_COLUMNS = (
 
 RESUME_KEYS = ("protocol", "space", "seed", "model", "noise", "hardware")
 
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "latency_dataset"
+"""The repository's committed datasets; measuring writes only below its ``measured/``."""
+
+
+def check_not_shipped(path: str | os.PathLike, shipped: Path | None = None) -> None:
+    """Refuse to measure into a dataset committed with the repository (``latency_dataset/``
+    outside ``measured/``): its rows and sidecar are the record of another machine."""
+    resolved, shipped = Path(path).resolve(), (shipped or SHIPPED_DIR).resolve()
+    if not resolved.is_relative_to(shipped) or resolved.is_relative_to(shipped / "measured"):
+        return
+    mine = shipped / "measured" / resolved.name
+    raise HatConfigError(
+        f"{path}: a latency dataset committed with the repository; measuring never writes over "
+        f"it (its rows and sidecar record the machine that measured them). Measure into "
+        f"{mine} instead (--lat-dataset-path); to extend this one, copy it and its "
+        f"{resolved.name}.meta.json there first")
+
 
 @dataclass
 class Row:
@@ -191,6 +208,7 @@ def measure_dataset(
     path = Path(path)
     if size < 1:
         raise HatConfigError(f"lat-dataset-size must be >= 1, got {size}")
+    check_not_shipped(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(path):
         writer = DatasetWriter(meter, space, path, size, seed, noise or NoiseControl(), command,

@@ -13,7 +13,13 @@ import torch
 
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
-from hat.latency.dataset import count_rows, measure_dataset, meta_path, require_sidecar
+from hat.latency.dataset import (
+    check_not_shipped,
+    count_rows,
+    measure_dataset,
+    meta_path,
+    require_sidecar,
+)
 from hat.latency.noise import NoiseControl
 from hat.latency.timing import (
     DEPLOYMENTS,
@@ -207,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{meta_path(path).name}), pass another --lat-dataset-path, or raise "
               "--lat-dataset-size to add rows with the same settings", file=sys.stderr)
         return 0
+    check_not_shipped(path)
     require_sidecar(path, done)
     model, space, info = build_model(args, args.seed)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID`: record the session, then stop
