@@ -311,3 +311,30 @@ def test_unwritable_predictor_outputs_fail_before_training(
     # folder needs --plot-path or --no-plot
     err = _fails(predictor_cli, [*base, "--ckpt-path", str(ckpt), "--eval-only"], capsys)
     assert "scatter plot (next to ckpt-path unless --plot-path or --no-plot)" in err
+
+
+def test_split_keeps_repeated_configurations_in_one_split() -> None:
+    from hat.latency.fit import split_indices
+
+    rng = np.random.default_rng(0)
+    unique = synthetic_features(200, rng)
+    assert all(np.array_equal(a, b) for a, b in zip(split_indices(200, 4, groups=unique),
+                                                    split_indices(200, 4)))  # no repeats
+    x = np.r_[unique, np.repeat(unique[:1], 99, axis=0), unique[5:25]]  # 119 repeated rows
+    tr, va, te = split_indices(len(x), 4, groups=x)
+    assert sorted(np.r_[tr, va, te].tolist()) == list(range(len(x)))
+    keys = [{tuple(r) for r in x[idx]} for idx in (tr, va, te)]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert abs(len(tr) - 0.8 * len(x)) <= 100  # the one 100-row group may tip a boundary
+
+
+def test_duplicate_rows_are_warned_about(
+        tmp_path: Path, predictor_cli, caplog: pytest.LogCaptureFixture) -> None:
+    """The user's case: one row repeated 100 times must not count as 100 accurate test rows."""
+    csv = _csv(tmp_path)
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text("".join(lines + [lines[1]] * 100))
+    with caplog.at_level(logging.WARNING):
+        assert predictor_cli.main(_args(tmp_path, csv, "--json")) == 0
+    assert "100 of its 400 rows repeat a SubTransformer of an earlier row (300 unique)" \
+        in caplog.text

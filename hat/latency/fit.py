@@ -35,11 +35,32 @@ from hat.latency.predictor import (
 )
 
 
-def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)
+def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1),
+                  groups: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded shuffle, then the first 80% train, next 10% validation, rest test."""
-    perm = np.random.default_rng(seed).permutation(n)
+    """Seeded shuffle, then the first 80% train, next 10% validation, rest test.
+
+    ``groups`` (one row of features per dataset row): rows with equal features stay in one
+    split, so no test row is a copy of a training row; the unique configurations are shuffled
+    and split by their cumulative row counts. Without repeats the split is the plain one.
+    """
     n_tr, n_va = int(n * fractions[0]), int(n * fractions[1])
+    if groups is not None:
+        _, first, inverse = np.unique(np.asarray(groups), axis=0, return_index=True,
+                                      return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if len(first) < n:
+            order = np.random.default_rng(seed).permutation(len(first))
+            counts = np.bincount(inverse, minlength=len(first))[order]
+            ends = np.cumsum(counts)
+            which = np.searchsorted([n_tr, n_tr + n_va], ends, side="left")  # split of each group
+            split_of = np.empty(len(first), dtype=int)
+            split_of[order] = which
+            parts = [np.flatnonzero(split_of[inverse] == k) for k in range(3)]
+            rank = np.empty(len(first), dtype=int)
+            rank[order] = np.arange(len(first))
+            return tuple(p[np.argsort(rank[inverse[p]], kind="stable")] for p in parts)
+    perm = np.random.default_rng(seed).permutation(n)
     return perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:]
 
 

@@ -125,7 +125,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        "scatter plot (next to ckpt-path unless --plot-path or --no-plot)")
     x, y, extra = load_checked(args.lat_dataset_path)
     order = measurement_order(extra, len(y))
-    tr, va, te = split_indices(len(y), args.seed)
+    unique = len(np.unique(x, axis=0))
+    if unique < len(y):
+        log.warning("%s: %d of its %d rows repeat a SubTransformer of an earlier row (%d unique); "
+                    "rows of one SubTransformer are kept in one split, so test rows are never "
+                    "copies of training rows", args.lat_dataset_path, len(y) - unique, len(y),
+                    unique)
+    tr, va, te = split_indices(len(y), args.seed, groups=x)
     if len(y) < MIN_ROWS or not (len(va) and len(te)):
         raise HatConfigError(
             f"{args.lat_dataset_path}: {len(y)} rows are too few to train and test a predictor "
