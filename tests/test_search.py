@@ -352,7 +352,16 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path) -> None:
         (["--feature-norm", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
          "stored feature_norm"),
         (["--encoder-embed-dim", "256"], "encoder-embed-dim = 128 but"),
-        (["--encoder-ffn-embed-dim-choice", "256", "64"], "was not trained with"),
+        (["--encoder-ffn-embed-dim-choice", "256", "192"], "was not trained with"),
+        # the user's case: the WMT CPU predictor, its norms copied, on the toy space
+        (["--ckpt-path", str(ROOT / "latency_dataset/predictors/wmt14ende_cpu_epyc.pt"),
+          "--feature-norm", "640", "6", "2048", "6", "640", "6", "2048", "6", "6", "2",
+          "--lat-norm", "300"], "trained on another search space: its dataset sampled "
+         "encoder-embed-choice [640, 512], this search has [128, 96]"),
+        # the predictor's dataset sampled FFN 128-256: 64 would be extrapolated
+        (["--encoder-ffn-embed-dim-choice", "256", "64"],
+         "trained on another search space: its dataset sampled encoder-ffn-embed-dim-choice "
+         "[256, 128], this search has [256, 64] ([64] outside it)"),
         (["--parent-size", "20"], "parent-size 20 is larger than population-size 8"),
         (["--mutation-prob", "1.5"], "mutation-prob must be within"),
         (["--evo-iter", "0"], "evo-iter must be > 0"),

@@ -315,7 +315,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     paths = output_paths(args.write_config_path, limits)
     space = space_from_args(args)
     predictor = load_predictor(args.ckpt_path, args.feature_norm, args.lat_norm,
-                               src("ckpt-path"))
+                               src("ckpt-path"), space)
     latency = LatencyModel(predictor)
     _log(f"latency predictor {args.ckpt_path}: {decode_note(predictor)}")
     ckpt_state = check_checkpoint(args.restore_file, args, space, src)

@@ -34,17 +34,48 @@ class LatencyModel:
 
 
 def load_predictor(path: str | None, feature_norm: Sequence[float] | None,
-                   lat_norm: float | None, where: str) -> LatencyPredictor:
-    """The predictor at ``path`` with HAT's norms checked against its stored ones."""
+                   lat_norm: float | None, where: str,
+                   space: SearchSpace | None = None) -> LatencyPredictor:
+    """The predictor at ``path`` with HAT's norms checked against its stored ones (and, given
+    the searched ``space``, that space against the one its dataset sampled)."""
     if not path:
         raise HatConfigError(f"{where}: ckpt-path (the latency predictor) is not set")
     if not Path(path).is_file():
         raise HatConfigError(f"ckpt-path {path} ({where}): latency predictor not found; "
                              f"{how_to_make_predictor(path)}")
     try:
-        return LatencyPredictor.load(path, feature_norm=feature_norm, lat_norm=lat_norm)
+        predictor = LatencyPredictor.load(path, feature_norm=feature_norm, lat_norm=lat_norm)
     except PredictorError as e:
         raise HatConfigError(f"ckpt-path {path} ({where}): {e}") from None
+    if space is not None:
+        check_predictor_space(predictor, space, f"ckpt-path {path} ({where})")
+    return predictor
+
+
+def check_predictor_space(predictor: LatencyPredictor, space: SearchSpace, where: str) -> None:
+    """Refuse a predictor whose dataset sampled another space: every choice of the searched
+    ``space`` must lie within the range its dataset's space sampled (the arbitrary
+    encoder-decoder attention choices: among them). HAT's predictors record no space."""
+    from hat.space import CHOICE_KEYS
+
+    trained = (predictor.meta.get("dataset") or {}).get("space")
+    if not isinstance(trained, dict):
+        return
+    for key in CHOICE_KEYS:
+        have, ours = trained.get(key), list(getattr(space, key))
+        if not isinstance(have, list) or not have:
+            continue
+        if key == "decoder_arbitrary_ende_attn_choice":
+            outside = [v for v in ours if v not in have]
+        else:
+            outside = [v for v in ours if not min(have) <= v <= max(have)]
+        if outside:
+            raise HatConfigError(
+                f"{where}: trained on another search space: its dataset sampled "
+                f"{key.replace('_', '-')} {have}, this search has {ours} ({outside} outside "
+                "it), so its latencies would be extrapolated. Measure a dataset and train a "
+                "predictor for this space (latency_dataset.py, latency_predictor.py), or search "
+                "the predictor's space")
 
 
 def how_to_make_predictor(path: str | Path, configs: str | Path = "configs") -> str:
