@@ -96,6 +96,10 @@ def export(restore_file: str, cfg: SubConfig, out: str, source: str | None = Non
     ckpt_args = checkpoint_args(state, restore_file)
     if ckpt_args.arch == "hat_subtransformer":
         raise HatConfigError(f"{restore_file}: already a standalone SubTransformer")
+    if getattr(ckpt_args, "train_subtransformer", False):  # only its own slice was trained
+        from hat.models.args import check_own_subtransformer
+
+        check_own_subtransformer(ckpt_args, cfg, restore_file, source or "the YAML", "retrained")
     if yaml_args is not None:
         check_super_dims(yaml_args, ckpt_args, restore_file)
     model = build_from_checkpoint(state, restore_file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,3 +28,15 @@ def _difference(key: str, old: Any, new: Any) -> str:
         sub = [k for k in sorted(set(old) | set(new), key=str) if old.get(k) != new.get(k)]
         return "; ".join(f"{key}.{k}: file {old.get(k)} vs now {new.get(k)}" for k in sub)
     return f"{key}: file {old} vs now {new}"
+
+
+def content_fingerprint(path: str | os.PathLike | None) -> str | None:
+    """``"<size> bytes, sha256 <first 16 hex>"`` of a run's input file (None: no such file), so
+    that a resume notices a file replaced at the same path."""
+    if not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{Path(path).stat().st_size} bytes, sha256 {digest.hexdigest()[:16]}"

@@ -22,7 +22,7 @@ from fairseq.data import Dictionary
 from fairseq.sequence_generator import SequenceGenerator
 
 from hat.checkpoint import ShapeTask, build_from_checkpoint, read_checkpoint
-from hat.compat import LegacyObject, trusted_load
+from hat.compat import LegacyObject, load_checkpoint_file
 from hat.data.text import fairseq_preprocess
 from hat.errors import HatConfigError
 from hat.export import export
@@ -177,7 +177,7 @@ def write_hat_checkpoint(path: Path, data: Path, space: dict | None = None, **ex
 
 def test_hat_checkpoint_layout(databin: Path, tmp_path: Path) -> None:
     write_hat_checkpoint(tmp_path / "super.pt", databin)
-    sd = trusted_load(tmp_path / "super.pt")["model"]
+    sd = load_checkpoint_file(tmp_path / "super.pt")["model"]
     E, F, q = 48, 96, 32
     assert sd["encoder.layers.0.self_attn.in_proj_weight"].shape == (3 * q, E)
     assert sd["encoder.layers.0.self_attn.in_proj_bias"].shape == (3 * q,)
@@ -194,10 +194,10 @@ def test_hat_checkpoint_layout(databin: Path, tmp_path: Path) -> None:
         assert f.read(2) == b"\x80\x02"  # the pre-1.6 torch format
     with pytest.raises(ModuleNotFoundError, match="fairseq.meters"):  # what plain torch.load says
         torch.load(tmp_path / "super.pt", weights_only=False)
-    meters = trusted_load(tmp_path / "super.pt")["extra_state"]["train_meters"]
+    meters = load_checkpoint_file(tmp_path / "super.pt")["extra_state"]["train_meters"]
     assert isinstance(meters["train_loss"], LegacyObject) and meters["train_loss"].avg == 4.2
     resaved = tmp_path / "resaved.pt"  # stand-ins pickle again (as plain dicts)
-    torch.save(trusted_load(tmp_path / "super.pt"), resaved)
+    torch.save(load_checkpoint_file(tmp_path / "super.pt"), resaved)
     assert torch.load(resaved, weights_only=False)["extra_state"]["train_meters"]["wps"][
         "count"] == 100
 
@@ -291,11 +291,27 @@ def test_export_errors(databin: Path, tmp_path: Path) -> None:
     too_big = cfg.__class__.from_dict({**cfg.to_dict(), "encoder_embed_dim": 64})
     with pytest.raises(HatConfigError, match="encoder-embed-dim-subtransformer = 64"):
         export(str(tmp_path / "super.pt"), too_big, str(tmp_path / "o.pt"), source="sub.yml")
-    state = trusted_load(tmp_path / "super.pt")
+    state = load_checkpoint_file(tmp_path / "super.pt")
     state["model"]["encoder.layers.0.fc1.weight"] = torch.zeros(3, 3)
     torch.save(state, tmp_path / "broken.pt")
     with pytest.raises(HatConfigError, match="broken.pt: weights do not match"):
         export(str(tmp_path / "broken.pt"), cfg, str(tmp_path / "o.pt"))
+
+
+def test_export_refuses_another_subtransformer_than_the_retrained_one(databin: Path,
+                                                                      tmp_path: Path) -> None:
+    """The user's case: a retrained checkpoint trained only its own slice; exporting another
+    SubTransformer from it would export untrained weights (hat.bleu refuses the same pair)."""
+    space = SearchSpace(**TINY_SPACE)
+    own, other = space.smallest(), space.largest()
+    sub = {k.replace("-", "_"): v for k, v in subtransformer_yaml_dict(own).items()}
+    write_hat_checkpoint(tmp_path / "retrained.pt", databin, train_subtransformer=True, **sub)
+    with pytest.raises(HatConfigError, match="other.yml: does not match the retrained "
+                                             "SubTransformer in .*retrained.pt"):
+        export(str(tmp_path / "retrained.pt"), other, str(tmp_path / "o.pt"), source="other.yml")
+    assert not (tmp_path / "o.pt").exists()
+    r = export(str(tmp_path / "retrained.pt"), own, str(tmp_path / "o.pt"), source="own.yml")
+    assert r["max_abs_diff"] < 1e-5
 
 
 # ----- a released HAT checkpoint in every command that takes one ------------------------------
@@ -366,7 +382,7 @@ def test_train_restore_file_takes_a_hat_checkpoint_not_an_exported_one(databin: 
     res = _run(*base, "--save-dir", tmp_path / "ck", "--restore-file", hat_ckpt,
                "--reset-optimizer")
     assert res.returncode == 0, res.stderr[-3000:]
-    trained = trusted_load(tmp_path / "ck" / "checkpoint_last.pt")["model"]
+    trained = load_checkpoint_file(tmp_path / "ck" / "checkpoint_last.pt")["model"]
     w0 = original.state_dict()["encoder.embed_tokens.weight"].half().float()
     assert (trained["encoder.embed_tokens.weight"] - w0).abs().max() < 1e-2  # started from HAT's
     exported = tmp_path / "exported.pt"

@@ -312,6 +312,35 @@ def test_kill_and_resume_gives_the_identical_result(trained, tmp_path) -> None:
     assert "mutation_prob" in other.stderr and "Traceback" not in other.stderr
 
 
+def test_resume_refuses_inputs_replaced_at_the_same_path(trained, tmp_path) -> None:
+    """The user's case: the restore-file (or the predictor) is replaced between a run and its
+    resume; mixing two models in one evaluations CSV must be refused, naming the file."""
+    import shutil
+
+    ckpt, pred = tmp_path / "super.pt", tmp_path / "pred.pt"
+    shutil.copy(trained["ckpt"], ckpt)
+    shutil.copy(PREDICTOR, pred)
+    shutil.copy(f"{PREDICTOR}.json", f"{pred}.json")
+    out = tmp_path / "toy.yml"
+    argv = [*search_argv(trained, out, "--evo-iter", "1"), "--restore-file", str(ckpt),
+            "--ckpt-path", str(pred)]
+    assert run_cli(argv).returncode == 0
+    assert out.with_name("toy.state.json").is_file()
+    state = torch.load(ckpt, weights_only=False)
+    state["model"]["encoder.layers.0.fc1.bias"] += 1.0  # another model at the same path
+    torch.save(state, ckpt)
+    res = run_cli(argv)
+    assert res.returncode == 2 and "cannot resume" in res.stderr, res.stderr[-2000:]
+    assert "restore_file_content" in res.stderr and "Traceback" not in res.stderr
+    shutil.copy(trained["ckpt"], ckpt)
+    weights = torch.load(pred, weights_only=True)
+    key = next(iter(weights))
+    weights[key] = weights[key] * 1.01
+    torch.save(weights, pred)
+    res = run_cli(argv)
+    assert res.returncode == 2 and "predictor_content" in res.stderr, res.stderr[-2000:]
+
+
 def test_calibration_and_measured_winners(trained, tmp_path) -> None:
     out = tmp_path / "toy.yml"
     # a limit every SubTransformer meets: the calibration scale is this machine's speed today

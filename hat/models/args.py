@@ -117,6 +117,19 @@ def sub_config_from_args(args: Any) -> SubConfig | None:
     return SubConfig.from_dict(values, source=sub_config_source(args))
 
 
+def check_own_subtransformer(ckpt_args: Any, cfg: SubConfig | None, checkpoint: Any,
+                             given: Any, kind: str) -> SubConfig | None:
+    """A retrained or exported checkpoint holds one SubTransformer; a given ``cfg`` (from
+    ``given``, a YAML path) must be that one. Returns the checkpoint's own (None when its saved
+    arguments do not say)."""
+    own = sub_config_from_args(ckpt_args)
+    if cfg is not None and own is not None and cfg != own:
+        raise HatConfigError(
+            f"{given}: does not match the {kind} SubTransformer in {checkpoint}: the "
+            f"checkpoint runs {own.describe()}, the YAML gives {cfg.describe()}")
+    return own
+
+
 def sub_config_source(args: Any) -> str:
     """Where the SubTransformer keys came from: the last config file given (--configs,
     --sub-configs, --evo-configs, in the order they apply) that holds any ``*-subtransformer``

@@ -267,12 +267,17 @@ def resume_settings(args: Any, settings: EvoSettings, limits: list[Limits],
     """What a resumed search must share with the run that wrote the state."""
     import dataclasses
 
+    from hat.runstate import content_fingerprint
+
     return json.loads(json.dumps({  # as the state file holds them (lists, not tuples)
         "version": STATE_VERSION,
         "evo": dataclasses.asdict(settings),
         "limits": [dataclasses.asdict(lim) for lim in limits],
         "space": {k: v for k, v in dataclasses.asdict(space).items() if k != "source"},
         "restore_file": str(args.restore_file), "predictor": str(args.ckpt_path),
+        # the files' contents too: one replaced at the same path must not be mixed in
+        "restore_file_content": content_fingerprint(args.restore_file),
+        "predictor_content": content_fingerprint(args.ckpt_path),
         "data": str(args.data), "valid_subset": args.valid_subset,
         "valid_cnt_max": args.valid_cnt_max,
         "valid_max_tokens": valid_max_tokens(args, device),
