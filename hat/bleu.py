@@ -352,6 +352,9 @@ def settings_for(args: argparse.Namespace) -> TaskSettings:
 def evaluate(args: argparse.Namespace) -> Evaluation:
     """Load, translate and score as the parsed command line says."""
     s = settings_for(args)
+    if s.beam < 1:
+        raise HatConfigError(f"--beam {s.beam}: the beam size must be at least 1 (the number "
+                             "of hypotheses kept per sentence)")
     if not s.data:
         raise HatConfigError("no data directory: give --data or --task")
     if args.metric not in METRICS:

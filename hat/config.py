@@ -4,16 +4,20 @@ HAT's YAML files use fairseq's option names as keys (``max-tokens: 4096``). ``--
 ``--sub-configs`` and ``--evo-configs`` name such files; their keys become command-line options
 (in that order, the real command line last, so it overrides all of them). Keys fairseq does
 not know, a bad arch, a missing file or a value of the wrong type are reported with the file
-and key.
+and key (or as the command line's when it gave the value). A key given twice in one YAML file is
+an error; a later file or the command line overriding it is not. The data path is ``data:``,
+``--data DIR`` or fairseq's positional ``DIR`` anywhere among the options.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,9 @@ from hat.yamlio import load_yaml
 
 CONFIG_OPTIONS = ("--configs", "--sub-configs", "--evo-configs")
 CONFIG_FILE_KEYS = ("configs", "sub_configs", "evo_configs")
+NO_DATA = "(no-data)"  # a stage that needs no data puts this first; a data path replaces it
+_SHORT_OPTIONS = {"-a": "--arch", "-s": "--source-lang", "-t": "--target-lang"}  # fairseq's
+PROBABILITIES = ("dropout", "attention_dropout", "activation_dropout", "relu_dropout")
 
 
 def add_config_file_args(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +42,7 @@ def add_config_file_args(parser: argparse.ArgumentParser) -> None:
 
 def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
     """A YAML config as (positional tokens, option tokens, {option: file})."""
-    data = load_yaml(path)
+    data = load_yaml(path, same_key=_option_name)
     positional: list[str] = []
     tokens: list[str] = []
     origin: dict[str, str] = {}
@@ -61,12 +68,31 @@ def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
     return positional, tokens, origin
 
 
-def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Replace ``--configs``/``--sub-configs``/``--evo-configs`` by their keys (the command
-    line's options follow them, so they win; ``--no-KEY`` switches off a YAML's ``KEY: true``).
+def _option_name(key: Any) -> Any:
+    """The option a YAML key sets (``max_tokens`` and ``max-tokens`` are one)."""
+    return key.replace("_", "-") if isinstance(key, str) else key
 
-    Returns (tokens, {option: file it came from}, {'configs': path, ...}).
-    """
+
+@dataclass
+class _Expanded:
+    """A command line with its config files read: the YAML's data path and options, the
+    command line's data path (``--data`` or a positional) and options."""
+
+    yaml_data: str | None
+    yaml_tokens: list[str]
+    cli_data: str | None
+    rest: list[str]
+    origin: dict[str, str]
+    given: dict[str, str]
+
+    def tokens(self) -> list[str]:
+        """The data path first (the command line's wins), the YAMLs' options, then the
+        command line's (so they win)."""
+        data = self.cli_data or self.yaml_data
+        return ([data] if data else []) + self.yaml_tokens + self.rest
+
+
+def _expand(argv: list[str]) -> _Expanded:
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_config_file_args(pre)
     files, rest = pre.parse_known_args(argv)
@@ -83,9 +109,115 @@ def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dic
             tokens += toks
             origin.update(org)
     tokens, rest = _switch_off(tokens, rest)
-    if rest and not rest[0].startswith("-"):  # data given on the command line wins
-        return rest[:1] + tokens + rest[1:], origin, given
-    return positional[-1:] + tokens + rest, origin, given
+    cli_data, rest = _pop_data_option(rest)
+    if rest and not rest[0].startswith("-"):  # a data path first on the command line
+        if cli_data is None:
+            cli_data, rest = rest[0], rest[1:]
+        elif rest[0] == NO_DATA:
+            rest = rest[1:]
+    for tok in rest:  # a value given on the command line did not come from a YAML
+        opt = tok.split("=", 1)[0]
+        origin.pop(_SHORT_OPTIONS.get(opt, opt), None)
+    return _Expanded(positional[-1] if positional else None, tokens, cli_data, rest, origin,
+                     given)
+
+
+def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Replace ``--configs``/``--sub-configs``/``--evo-configs`` by their keys (the command
+    line's options follow them, so they win; ``--no-KEY`` switches off a YAML's ``KEY: true``;
+    a data path, ``--data DIR`` or first on the command line, replaces the YAML's ``data:``).
+
+    Returns (tokens, {option: file it came from, for options the command line does not
+    override}, {'configs': path, ...}).
+    """
+    e = _expand(argv)
+    return e.tokens(), e.origin, e.given
+
+
+def _pop_data_option(rest: list[str]) -> tuple[str | None, list[str]]:
+    """``--data DIR`` / ``--data=DIR`` (the YAML key ``data:``) taken out of the command line."""
+    found: list[str] = []
+    out: list[str] = []
+    i = 0
+    while i < len(rest):
+        tok = rest[i]
+        if tok.startswith("--data="):
+            found.append(tok.split("=", 1)[1])
+        elif tok == "--data":
+            if i + 1 == len(rest) or (rest[i + 1].startswith("-") and len(rest[i + 1]) > 1):
+                raise HatConfigError("command line: --data needs a value: the fairseq "
+                                     "data-bin directory (--data DIR)")
+            found.append(rest[i + 1])
+            i += 1
+        else:
+            out.append(tok)
+        i += 1
+    if len(found) > 1:
+        raise HatConfigError(f"command line: --data is given {len(found)} times "
+                             f"({', '.join(found)}); give one data directory")
+    if found and out and not out[0].startswith("-") and out[0] != NO_DATA:
+        raise HatConfigError(f"command line: two data directories, '{found[0]}' (--data) and "
+                             f"'{out[0]}' (positional); give one")
+    return (found[0] if found else None), out
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def _is_option(tok: str) -> bool:
+    """As argparse reads it: ``-x``/``--xx``, not ``-`` or a negative number."""
+    return tok.startswith("-") and tok != "-" and not _NEGATIVE_NUMBER.match(tok)
+
+
+def _looks_like_data(tok: str, action: argparse.Action | None) -> bool:
+    """A directory, which the option's values cannot be: the data path after a list option
+    (``--latency-constraint 5 data-bin``)."""
+    if not os.path.isdir(tok):
+        return False
+    if action is None or action.type is None or not callable(action.type):
+        return True
+    try:
+        action.type(tok)
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        return True
+    return False
+
+
+def _positionals(rest: list[str], parser: argparse.ArgumentParser) -> list[int]:
+    """Indices of the command line's positional arguments, read with the parser's options
+    (how many values each takes). A list option's values end before a directory when no
+    positional came before it: fairseq's data path may follow any option."""
+    actions = _option_actions(parser)
+    found: list[int] = []
+    i, n = 0, len(rest)
+    while i < n:
+        tok = rest[i]
+        i += 1
+        if tok == "--":
+            found += range(i, n)
+            break
+        if not _is_option(tok):
+            found.append(i - 1)
+            continue
+        if "=" in tok:
+            continue
+        act = actions.get(tok)
+        nargs = act.nargs if act is not None else "*"
+        if nargs == argparse.REMAINDER:
+            break
+        lo, hi = {None: (1, 1), "?": (0, 1), "*": (0, n), "+": (1, n)}.get(
+            nargs, (nargs, nargs) if isinstance(nargs, int) else (0, n))
+        k = 0
+        while i < n and k < hi and not _is_option(rest[i]):
+            if k >= lo and lo != hi and not found and _looks_like_data(rest[i], act):
+                break
+            i += 1
+            k += 1
+    return found
+
+
+def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return dict(parser._option_string_actions)  # noqa: SLF001 - argparse has no public API
 
 
 def _switch_off(tokens: list[str], rest: list[str]) -> tuple[list[str], list[str]]:
@@ -150,15 +282,23 @@ def parse_fairseq_args(
         raise SystemExit(0)
     if "--help-all" in argv:  # fairseq's full option list
         argv = [("--help" if a == "--help-all" else a) for a in argv]
-    tokens, origin, given = expand_config_files(argv)
+    e = _expand(argv)
     if "--help" not in argv:
-        check_arch(tokens, origin)
-    parser = (parser_factory or options.get_training_parser)()
-    add_config_file_args(parser)
-    if add_extra is not None:
-        add_extra(parser)
+        check_arch(e.tokens(), e.origin)
+
+    def make_parser() -> argparse.ArgumentParser:
+        parser = (parser_factory or options.get_training_parser)()
+        add_config_file_args(parser)
+        if add_extra is not None:
+            add_extra(parser)
+        return parser
+
+    if any(not _is_option(t) for t in e.rest):  # a data path among the options?
+        _take_data_path(e, make_parser)
+    origin = e.origin
+    parser = make_parser()
     parser.error = _raise_with_origin(origin)  # type: ignore[method-assign]
-    args, extra = options.parse_args_and_arch(parser, input_args=tokens, parse_known=True)
+    args, extra = options.parse_args_and_arch(parser, input_args=e.tokens(), parse_known=True)
     known = _known_options(parser)
     for opt, path in origin.items():
         if opt not in known:
@@ -167,11 +307,61 @@ def parse_fairseq_args(
         bad = next((t for t in extra if t.startswith("-")), extra[0])
         raise HatConfigError(f"command line: unknown option or value '{bad}'"
                              + _did_you_mean(bad, known))
-    for name, path in given.items():
+    check_probabilities(args, origin)
+    for name, path in e.given.items():
         setattr(args, name, path)
     if origins is not None:
         origins.update(origin)
     return args
+
+
+class _ParseFailed(Exception):
+    pass
+
+
+def _take_data_path(e: _Expanded, make_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Find the data path among the command line's options (fairseq's positional may come
+    anywhere) and move it to ``e.cli_data``. The options' arities come from the whole parser,
+    which fairseq builds while parsing (arch, task, optimizer), so this parses once first."""
+    from fairseq import options
+
+    parser = make_parser()
+
+    def fail(message: str) -> None:
+        raise _ParseFailed(message)
+
+    parser.error = fail  # type: ignore[method-assign]
+    trial = [e.cli_data or e.yaml_data or NO_DATA] + e.yaml_tokens + e.rest
+    try:  # a failure (reported by the real parse) still leaves the options it had added
+        options.parse_args_and_arch(parser, input_args=trial, parse_known=True)
+    except (SystemExit, Exception):  # noqa: BLE001 - the real parse reports it
+        pass
+    else:
+        if not any(a.dest == "data" for a in parser._positionals._group_actions):  # noqa: SLF001
+            return  # this stage takes no data path
+    found = _positionals(e.rest, parser)
+    if not found:
+        return
+    i = found[0]
+    if e.cli_data not in (None, NO_DATA):
+        raise HatConfigError(f"command line: two data directories, '{e.cli_data}' and "
+                             f"'{e.rest[i]}'; give one")
+    e.cli_data = e.rest[i]
+    e.rest = e.rest[:i] + e.rest[i + 1:]
+
+
+def check_probabilities(args: argparse.Namespace, origin: dict[str, str]) -> None:
+    """dropout, attention-dropout, activation-dropout: probabilities in [0, 1) (a SubTransformer
+    scales them up, so a bad one would fail deep in torch with another number)."""
+    for name in PROBABILITIES:
+        v = getattr(args, name, None)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not 0 <= v < 1:
+            key = name.replace("_", "-")
+            src = origin.get("--" + key, "command line")
+            raise HatConfigError(f"{src}: {key} {v:g} is not a probability: allowed "
+                                 f"0 <= {key} < 1")
 
 
 def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -194,6 +384,8 @@ def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = Non
                       ("--sub-configs", "second YAML config, applied after --configs"),
                       ("--evo-configs", "search YAML config, applied after the others")):
         g.add_argument(opt, metavar="YAML", help=text)
+    g.add_argument("--data", metavar="DIR", help="fairseq data-bin directory (the YAML key "
+                   "data:; also accepted as a positional DIR anywhere on the command line)")
     g.add_argument("--help-all", action="store_true", help="also list fairseq's options")
     if add_extra is not None:
         add_extra(parser)
@@ -224,9 +416,13 @@ def _did_you_mean(opt: str, known: set[str]) -> str:
 
 def _raise_with_origin(origin: dict[str, str]) -> Callable[[str], Any]:
     def error(message: str) -> None:
+        if re.search(r"arguments are required: .*\bdata\b", message):
+            raise HatConfigError("no data directory given: put 'data: DIR' in the YAML config, "
+                                 "or pass --data DIR (or DIR) on the command line")
         m = re.search(r"argument (--[\w-]+)", message)
-        where = origin.get(m.group(1)) if m else None
-        prefix = f"{where}: key '{m.group(1)[2:]}': " if where and m else ""
-        raise HatConfigError(prefix + message)
+        opt = m.group(1) if m else ""
+        if opt in origin:
+            raise HatConfigError(f"{origin[opt]}: key '{opt[2:]}': {message}")
+        raise HatConfigError(f"command line: {message}")
 
     return error

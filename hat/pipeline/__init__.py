@@ -64,6 +64,9 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     t = pipeline_task(task)
     if preset_name is None:
         preset_name = "cuda" if t.name == "toy" and device == "cuda" else t.default_preset
+    if workers < 1:
+        raise HatConfigError(f"--jobs {workers}: must be at least 1 (the models retrained or "
+                             "scored at once)")
     if stop_after is not None and stop_after not in STAGES:
         raise HatConfigError(f"--stop-after {stop_after!r}: allowed {', '.join(STAGES)}")
     if preset_name not in PRESETS:
