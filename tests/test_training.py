@@ -79,34 +79,39 @@ def test_update_freq_micro_batches_share_one_subnet(toy: Path, tmp_path: Path) -
         assert len({r["hash"] for r in recs if r["update"] == u}) == 1
 
 
-def test_kill_and_resume_replays_the_same_subnets_and_parameters(toy: Path,
-                                                                 tmp_path: Path) -> None:
-    extra = ["--max-update", "10", "--save-interval-updates", "4", "--disable-validation",
-             "--seed", "3"]
+@pytest.mark.parametrize("epoch, saved_at, total", [(1, 4, 10), (2, 20, 24)])
+def test_kill_and_resume_replays_the_same_subnets_and_parameters(
+        toy: Path, tmp_path: Path, epoch: int, saved_at: int, total: int) -> None:
+    """SIGKILL after the checkpoint of update ``saved_at`` (in epoch ``epoch``; the toy corpus
+    has 16 updates an epoch), then the same command: bit-identical to an uninterrupted run."""
+    extra = ["--max-update", str(total), "--save-interval-updates", "4",
+             "--disable-validation", "--seed", "3"]
     log_a, log_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     run(train_cmd(toy, tmp_path / "a", *extra, "--subnet-log", str(log_a)))
     cmd = train_cmd(toy, tmp_path / "b", *extra, "--subnet-log", str(log_b))
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    saved = tmp_path / "b" / f"checkpoint_{epoch}_{saved_at}.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if (tmp_path / "b" / "checkpoint_1_4.pt").exists() and log_b.exists() and \
-                max(subnet_sequence(log_b)) >= 5:
-            break
+        if saved.exists() and log_b.exists() and max(subnet_sequence(log_b)) >= saved_at + 1:
+            break  # update saved_at + 1 has begun: checkpoint_last.pt holds update saved_at
         time.sleep(0.05)
     assert proc.poll() is None, "run finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = max(subnet_sequence(log_b))
-    assert killed_at < 9
+    assert max(subnet_sequence(log_b)) < total - 1
+    last = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=False)
+    resumed_from = last["optimizer_history"][-1]["num_updates"]
+    assert last["extra_state"]["train_iterator"]["epoch"] == epoch
     run(cmd)  # resumes from checkpoint_last.pt in the same save dir
     assert subnet_sequence(log_a) == subnet_sequence(log_b)
     lines_b = [json.loads(ln)["update"] for ln in log_b.read_text().splitlines()]
-    assert lines_b.count(4) == 2  # update 4 was replayed after the kill
+    assert lines_b.count(resumed_from) == 2  # the update after the checkpoint was replayed
     a = torch.load(tmp_path / "a" / "checkpoint_last.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=False)
-    assert a["optimizer_history"][-1]["num_updates"] == 10
-    assert b["optimizer_history"][-1]["num_updates"] == 10
+    assert a["optimizer_history"][-1]["num_updates"] == total
+    assert b["optimizer_history"][-1]["num_updates"] == total
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
 

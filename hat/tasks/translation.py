@@ -169,6 +169,25 @@ class HatTranslationTask(TranslationTask):
                                  f"present: {present or 'none'}")
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
 
+    def get_batch_iterator(self, dataset: Any, **kwargs: Any) -> Any:
+        """fairseq's iterator, with the batches of an uninterrupted run also after a resume.
+
+        fairseq builds a reusable iterator's batches once, ordering equal-length sentences with
+        a seed of the epoch it is first built for, and keeps them (reshuffling their order each
+        epoch): an uninterrupted run trains every epoch on epoch 1's batches. A run resumed in
+        a later epoch would build that epoch's instead; build epoch 1's, as it has.
+        """
+        epoch = kwargs.get("epoch", 1)
+        reusable = (not kwargs.get("disable_iterator_cache", False)
+                    and not kwargs.get("update_epoch_batch_itr", False)
+                    and self.can_reuse_epoch_itr(dataset))
+        if not reusable or epoch <= 1 or dataset in self.dataset_to_epoch_iter:
+            return super().get_batch_iterator(dataset, **kwargs)
+        itr = super().get_batch_iterator(dataset, **{**kwargs, "epoch": 1})
+        itr.epoch = epoch  # where it continues (a resumed run then loads its position)
+        dataset.set_epoch(epoch)
+        return itr
+
     # ----- SuperTransformer hooks ---------------------------------------------------------
     @staticmethod
     def _samples_subnets(model: Any) -> bool:
