@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,29 @@ def content_fingerprint(path: str | os.PathLike | None) -> str | None:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return f"{Path(path).stat().st_size} bytes, sha256 {digest.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def exclusive(output: str | os.PathLike, doing: str) -> Iterator[None]:
+    """One process at a time writes ``output``: a second one fails at once, naming the pid of
+    the first (``doing``: "measuring into this file", ...). The lock (``.<name>.lock`` beside
+    it, an flock) ends with the process however it ends."""
+    output = Path(output)
+    lock = output.with_name(f".{output.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise HatConfigError(f"{output}: another process (pid {f.read().strip() or '?'}) is "
+                                 f"{doing}; wait for it or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -341,6 +341,32 @@ def test_resume_refuses_inputs_replaced_at_the_same_path(trained, tmp_path) -> N
     assert res.returncode == 2 and "predictor_content" in res.stderr, res.stderr[-2000:]
 
 
+def test_two_searches_into_one_write_config_path_do_not_both_run(trained, tmp_path) -> None:
+    """The user's case: two searches started together with the same --write-config-path."""
+    from hat.runstate import exclusive
+
+    out = tmp_path / "toy.yml"
+    argv = search_argv(trained, out, "--evo-iter", "200")  # still running when the second asks
+    first = subprocess.Popen([sys.executable, "evo_search.py", *argv], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / ".toy.state.json.lock"
+    deadline = time.time() + 120
+    while not lock.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        second = run_cli(argv)
+        assert first.poll() is None, "the first search ended before the second asked"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    assert f"{tmp_path / 'toy.state.json'}: another process (pid {first.pid}) is searching " \
+           "into this write-config-path" in second.stderr
+    with exclusive(tmp_path / "toy.state.json", "x"):  # a killed search leaves no lock held
+        pass
+    assert not lock.exists()
+
+
 def test_calibration_and_measured_winners(trained, tmp_path) -> None:
     out = tmp_path / "toy.yml"
     # a limit every SubTransformer meets: the calibration scale is this machine's speed today

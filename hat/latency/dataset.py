@@ -5,15 +5,13 @@ makes row ``i`` the same SubTransformer in every run with the same seed."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from hat.latency import csvio
 from hat.latency.machine import hardware, machine_info, now
 from hat.latency.noise import NoiseControl, QuickFit, drift_factor, measure_with_retries
 from hat.latency.timing import DEPLOYMENTS, LatencyMeter, Measurement
-from hat.runstate import check_resume
+from hat.runstate import check_resume, exclusive
 from hat.space import SearchSpace, SubConfig
 
 RAW_COLUMNS = ("latency_mean_encoder_raw", "latency_mean_decoder_raw")
@@ -210,32 +208,10 @@ def measure_dataset(
         raise HatConfigError(f"lat-dataset-size must be >= 1, got {size}")
     check_not_shipped(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(path):
+    with exclusive(path, "measuring into this file"):
         writer = DatasetWriter(meter, space, path, size, seed, noise or NoiseControl(), command,
                                model_info, baseline)
         return writer.run(progress, max_new_rows, on_row)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """One writer per CSV: a second run on the same file fails instead of duplicating rows."""
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise HatConfigError(f"{path}: another process (pid {f.read().strip() or '?'}) is "
-                                 "measuring into this file; wait for it or stop it") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class DatasetWriter:

@@ -305,8 +305,6 @@ def load_state(path: Path, settings: dict[str, Any]) -> tuple[SearchState | None
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Check everything, (calibrate,) search, write the outputs; returns the summary."""
     from hat.config import parse_fairseq_args
-    from hat.models.args import space_from_args
-    from hat.profile import count_params
 
     t_start = time.monotonic()
     origins: dict[str, str] = {}
@@ -318,6 +316,18 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         raise HatConfigError("write-config-path is not set (where the best SubTransformer's "
                              "YAML goes)")
     paths = output_paths(args.write_config_path, limits)
+    from hat.runstate import exclusive
+
+    with exclusive(paths["state"], "searching into this write-config-path"):
+        return _search(args, src, settings, limits, paths, t_start)
+
+
+def _search(args: Any, src: Sources, settings: EvoSettings, limits: list[Limits],
+            paths: dict[str, Any], t_start: float) -> dict[str, Any]:
+    """The search of :func:`run`, once its outputs are this process's."""
+    from hat.models.args import space_from_args
+    from hat.profile import count_params
+
     space = space_from_args(args)
     predictor = load_predictor(args.ckpt_path, args.feature_norm, args.lat_norm,
                                src("ckpt-path"), space)
