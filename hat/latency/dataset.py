@@ -46,6 +46,9 @@ EXTRA_COLUMNS = (
 
 RESUME_KEYS = ("protocol", "space", "seed", "model", "noise", "hardware")
 
+BASE_RUNS = 5
+"""Interleaved reference measurements whose median scales a dataset (after a discarded one)."""
+
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "latency_dataset"
 """The repository's committed datasets; measuring writes only below its ``measured/``."""
 
@@ -292,10 +295,21 @@ class DatasetWriter:
             return self.meter.measure(cfg)
         raw, ref_m, ratio = self.meter.measure_interleaved(cfg, self.il_cfg,
                                                            self.noise.interleave_steps)
-        if self.il_base is None:  # the first row's reference sets the scale of the dataset
-            self.il_base = {"enc_mean": ref_m.enc_mean, "dec_mean": ref_m.dec_mean, "at": now()}
+        if self.il_base is None:  # the scale of the whole dataset: before its first row
+            self.il_base = self.interleave_base()
         return replace(ratio.scaled(self.il_base["enc_mean"], self.il_base["dec_mean"]),
                        raw=raw, ref=ref_m)
+
+    def interleave_base(self, runs: int = BASE_RUNS) -> dict[str, Any]:
+        """The reference's latency that scales every row's ratio: the median of ``runs``
+        interleaved measurements after a discarded first one (a cold first run, e.g. 1.5x the
+        others, must not set the scale of the dataset)."""
+        steps = self.noise.interleave_steps
+        got = [self.meter.measure_interleaved(self.il_cfg, self.il_cfg, steps)[1]
+               for _ in range(runs + 1)][1:]
+        return {"enc_mean": float(np.median([m.enc_mean for m in got])),
+                "dec_mean": float(np.median([m.dec_mean for m in got])),
+                "runs": runs, "first_discarded": True, "at": now()}
 
     def measure_reference(self) -> Measurement:
         """Measure the drift reference; update the baseline and the drift factors."""
