@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Search a SubTransformer under a latency limit (HAT's evolutionary search).
+r"""Search a SubTransformer under a latency limit (HAT's evolutionary search).
 
 python evo_search.py --configs=configs/wmt14.en-de/supertransformer/space0.yml \
     --evo-configs=configs/wmt14.en-de/evo_search/wmt14ende_titanxp.yml

@@ -280,7 +280,8 @@ def parse_fairseq_args(
     if "-h" in argv or "--help" in argv:
         print(short_help(add_extra, training=training_help))
         raise SystemExit(0)
-    if "--help-all" in argv:  # fairseq's full option list
+    if "--help-all" in argv:  # ours with the search-space keys, then fairseq's full list
+        print(short_help(add_extra, training=training_help, space_keys=True))
         argv = [("--help" if a == "--help-all" else a) for a in argv]
     e = _expand(argv)
     if "--help" not in argv:
@@ -365,19 +366,22 @@ def check_probabilities(args: argparse.Namespace, origin: dict[str, str]) -> Non
 
 
 def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
-               training: bool = False) -> str:
-    """``--help``: this script's and HAT's options; fairseq's long list stays behind --help-all.
-    ``training``: also the SuperTransformer training options (task and optimizer)."""
-    from hat.models.supertransformer import TransformerSuperModel
-
+               training: bool = False, space_keys: bool = False) -> str:
+    """``--help``: what the command does and an example (its script's docstring), then its own
+    and HAT's options; fairseq's long list and the search-space keys stay behind --help-all.
+    ``training``: also the SuperTransformer training options (task, optimizer, data, length,
+    output); ``space_keys``: list the SuperTransformer and search-space keys too."""
     script = Path(sys.argv[0] if sys.argv and sys.argv[0] else "hat")
     prog = (f"python -m hat.{script.stem}" if script.parent.name == "hat" else script.name)
+    main_doc = _script_doc(script)
+    evo = " [--evo-configs=YAML]" if script.stem == "evo_search" else ""
     parser = argparse.ArgumentParser(
-        prog=prog, add_help=False, usage="%(prog)s --configs=YAML [--sub-configs=YAML] [options]",
-        description="Options of this command (keys of --configs/--sub-configs/--evo-configs YAML "
-                    "files or command-line options; the command line wins). fairseq's own "
-                    "options (training, data, distributed, ...) are accepted too: --help-all lists "
-                    "them.")
+        prog=prog, add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=f"%(prog)s --configs=YAML [--sub-configs=YAML]{evo} [options]",
+        description=(main_doc + "\n\n" if main_doc else "") +
+        "Every option is also a key of the YAML files (the command line wins). fairseq's own\n"
+        "options (training, data, distributed, ...) and the SuperTransformer / search-space\n"
+        "keys (encoder-embed-choice, ...) are accepted too: --help-all lists them.")
     parser._optionals.title = f"{prog} options"  # noqa: SLF001 - argparse has no public API
     g = parser.add_argument_group("config files")
     for opt, text in (("--configs", "YAML config (HAT keys)"),
@@ -386,21 +390,46 @@ def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = Non
         g.add_argument(opt, metavar="YAML", help=text)
     g.add_argument("--data", metavar="DIR", help="fairseq data-bin directory (the YAML key "
                    "data:; also accepted as a positional DIR anywhere on the command line)")
-    g.add_argument("--help-all", action="store_true", help="also list fairseq's options")
+    g.add_argument("--help-all", action="store_true", help="also list fairseq's options and "
+                   "the search-space keys")
     if add_extra is not None:
         add_extra(parser)
     if training:
         _training_help(parser.add_argument_group(
             "SuperTransformer training (docs/training.md)"))
-    TransformerSuperModel.add_args(parser.add_argument_group(
-        "SuperTransformer and search space (HAT's keys; arch transformersuper*)"))
+    if space_keys:
+        from hat.models.supertransformer import TransformerSuperModel
+
+        TransformerSuperModel.add_args(parser.add_argument_group(
+            "SuperTransformer and search space (HAT's keys; arch transformersuper*)"))
     return parser.format_help()
+
+
+def _script_doc(script: Path) -> str:
+    """The docstring of the running script (what it does, an example), read without running
+    it; empty when it is not a Python file."""
+    import ast
+
+    try:
+        return (ast.get_docstring(ast.parse(script.read_text())) or "").strip()
+    except (OSError, SyntaxError, ValueError):
+        return ""
 
 
 def _training_help(group: Any) -> None:
     """The optimizer choice and the task's own options, as help lines."""
     from hat.tasks.translation import own_options
 
+    for opt, meta, text in (
+            ("--max-update", "N", "updates to train (the configs set HAT's)"),
+            ("--save-dir", "DIR", "where checkpoints go (checkpoint_last.pt resumes a run)"),
+            ("--restore-file", "PT", "a checkpoint to start from"),
+            ("--max-tokens", "N", "tokens per batch"), ("--lr", "LR", "peak learning rate"),
+            ("--fp16", None, "mixed precision on a GPU")):
+        if meta:
+            group.add_argument(opt, metavar=meta, help=text)
+        else:
+            group.add_argument(opt, action="store_true", help=text)
     group.add_argument("--optimizer", metavar="NAME",
                        help="hat_adam (the configs' default: weights the sampled SubTransformer "
                             "did not use stay put) or adam (HAT's), or any fairseq optimizer")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,18 +27,33 @@ def sub_yaml(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_help_lists_own_and_hat_options_first(capsys) -> None:
+def test_help_lists_own_and_hat_options_first(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
     with pytest.raises(SystemExit) as e:
         train_main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for opt in ("--latcpu", "--profile-flops", "--configs", "--encoder-embed-choice",
-                "--help-all", "--subnet-sampling", "--stop-converged-bits", "hat_adam"):
+    assert "Train a SuperTransformer" in out.split("config files:")[0]  # what it does, first
+    for opt in ("--latcpu", "--profile-flops", "--configs", "--data", "--max-update",
+                "--save-dir", "--help-all", "--subnet-sampling", "--stop-converged-bits",
+                "hat_adam"):
         assert opt in out, opt
-    assert "--max-tokens" not in out  # fairseq's long list is behind --help-all
+    for opt in ("--encoder-embed-choice", "--distributed-world-size"):  # behind --help-all
+        assert opt not in out, opt
     with pytest.raises(SystemExit):
         train_main(["--help-all"])
-    assert "--max-tokens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--encoder-embed-choice" in out and "--distributed-world-size" in out
+
+
+def test_search_help_says_what_it_does_with_an_example() -> None:
+    res = subprocess.run([sys.executable, "evo_search.py", "--help"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0
+    head = res.stdout.split("config files:")[0]
+    assert "[--evo-configs=YAML]" in head and "Search a SubTransformer under a latency" in head
+    assert "python evo_search.py --configs=" in head
+    assert len(res.stdout.splitlines()) < 80 and "--encoder-embed-choice" not in res.stdout
 
 
 def test_no_arch_says_what_is_missing(capsys) -> None:
