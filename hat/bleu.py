@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hat.atomic import atomic_write_text, check_writable
-from hat.errors import HatConfigError
+from hat.errors import HatConfigError, UnsafeCheckpointError
 from hat.space import SubConfig, read_subtransformer_yaml
 from hat.threads import use_cpu_threads
 
@@ -193,6 +193,8 @@ def _load_state(path: str, data: str) -> dict[str, Any]:
         raise HatConfigError(f"{path}: checkpoint file not found")
     try:
         state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data})
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - unpickling/upgrade failure: not a checkpoint
         raise HatConfigError(f"{path}: not a readable fairseq checkpoint ({e})") from None
     if not isinstance(state, dict) or "model" not in state:

@@ -14,8 +14,8 @@ import torch
 from fairseq.data import Dictionary
 
 from hat.atomic import atomic_torch_save
-from hat.compat import trusted_load
-from hat.errors import HatConfigError
+from hat.compat import load_checkpoint_file
+from hat.errors import HatConfigError, UnsafeCheckpointError
 
 SUPER_DIM_KEYS = (
     "encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim",
@@ -93,7 +93,9 @@ def intact_checkpoints(save_dir: str | os.PathLike, exclude: str | os.PathLike |
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict on CPU with clear errors (trusted files only: it unpickles)."""
+    """Load a checkpoint dict on CPU with clear errors; a file whose pickle asks to run code is
+    refused (:class:`~hat.errors.UnsafeCheckpointError`; see
+    :func:`hat.compat.load_checkpoint_file`)."""
     path = Path(path)
     if not path.is_file():
         raise HatConfigError(f"{path}: checkpoint file not found")
@@ -101,7 +103,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if problem is not None:
         raise HatConfigError(f"{path}: not a readable PyTorch checkpoint: {problem}")
     try:
-        state = trusted_load(path)
+        state = load_checkpoint_file(path)
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
         raise HatConfigError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
     if not isinstance(state, dict) or "model" not in state:

@@ -33,6 +33,7 @@ from hat.download import (
 )
 from hat.download.cli import data_main, models_main
 from hat.errors import HatConfigError
+from hat.space import read_subtransformer_yaml, subtransformer_yaml_dict
 from tests.conftest import ROOT
 
 NAME = "HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8"
@@ -41,11 +42,43 @@ SUPERS = ("HAT_wmt14ende_super_space0", "HAT_wmt14enfr_super_space0",
 
 
 # ----------------------------------------------------------------------------- fixtures
-def write_model(path: Path, seed: int = 0) -> bytes:
-    """A small fairseq checkpoint (args with an arch, a model state dict); returns its bytes."""
+def released_args(name: str = NAME, **changes) -> argparse.Namespace:
+    """Args as a released HAT checkpoint of ``name`` holds them: a SuperTransformer arch, the
+    task's SuperTransformer dims and, for a SubTransformer, its ``*_subtransformer`` keys."""
+    released = dl.released_architecture(name)
+    args = argparse.Namespace(arch=released.arch, **{k: getattr(released.space, k)
+                                                     for k in dl.SUPER_ARCH_KEYS})
+    if released.sub is not None:
+        args.train_subtransformer = True
+        for key, value in subtransformer_yaml_dict(released.sub).items():
+            setattr(args, key.replace("-", "_"), value)
+    for key, value in changes.items():
+        setattr(args, key, value)
+    return args
+
+
+def released_weights(space, seed: int = 0, **shapes) -> dict[str, torch.Tensor]:
+    """A state dict with the SuperTransformer's shapes (``space``), small on disk: the layers'
+    weights are one element expanded (``shapes``: key -> another shape)."""
     torch.manual_seed(seed)
-    save_checkpoint(path, argparse.Namespace(arch="transformersuper_wmt_en_de"),
-                    {"encoder.embed_tokens.weight": torch.randn(8, 4).half()})
+    sd = {f"{side}.embed_tokens.weight": torch.randn(8, getattr(space, f"{side}_embed_dim"))
+          .half() for side in ("encoder", "decoder")}
+    for side in ("encoder", "decoder"):
+        embed, ffn = getattr(space, f"{side}_embed_dim"), getattr(space, f"{side}_ffn_embed_dim")
+        for i in range(getattr(space, f"{side}_layers")):
+            sd[f"{side}.layers.{i}.fc1.weight"] = (ffn, embed)
+            sd[f"{side}.layers.{i}.fc2.weight"] = (embed, ffn)
+            sd[f"{side}.layers.{i}.self_attn.in_proj_weight"] = (3 * space.qkv_dim, embed)
+    sd.update(shapes)
+    return {k: torch.zeros(1).half().expand(*v) if isinstance(v, tuple) else v
+            for k, v in sd.items()}
+
+
+def write_model(path: Path, seed: int = 0, name: str = NAME, args=None, **shapes) -> bytes:
+    """A checkpoint with the architecture of HAT's ``name`` (``args``/``shapes``: another);
+    returns its bytes."""
+    space = dl.released_architecture(name).space
+    save_checkpoint(path, args or released_args(name), released_weights(space, seed, **shapes))
     return path.read_bytes()
 
 
@@ -231,6 +264,134 @@ def test_download_model_commands(mirror: Path, tmp_path: Path) -> None:
                              cwd=tmp_path, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-2000:]
         assert (save / f"{NAME}.pt").read_bytes() == (mirror / f"{NAME}.pt").read_bytes()
+
+
+# ----------------------------------------------------------------------------- architectures
+def _copy_error(mirror: Path, tmp_path: Path, capsys, name: str = NAME) -> str:
+    """models_main's error for the mirror's ``name``.pt (exit 1, nothing copied)."""
+    save = tmp_path / "models"
+    assert models_main(["--model-name", name, "--save-path", str(save), "--mirror",
+                        str(mirror)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert leftovers(save) == []
+    return err
+
+
+def test_a_toy_checkpoint_under_a_released_name_is_refused(mirror: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    from tests.conftest import TINY_SPACE
+
+    src = mirror / f"{NAME}.pt"
+    toy = argparse.Namespace(arch="transformersuper", **{k: TINY_SPACE[k]
+                                                         for k in dl.SUPER_ARCH_KEYS})
+    save_checkpoint(src, toy, {"encoder.embed_tokens.weight": torch.randn(8, 48).half()})
+    err = _copy_error(mirror, tmp_path, capsys)
+    assert err == (f"error: {NAME} (from {src}): not HAT's {NAME}: its args have "
+                   "encoder-embed-dim = 48, HAT's has 640\n")
+
+
+@pytest.mark.parametrize(("name", "args", "shapes", "message"), [
+    (NAME, {"arch": "hat_subtransformer"}, {},
+     "its args have arch = hat_subtransformer, HAT's has transformersuper_wmt_en_de (a "
+     "SuperTransformer)"),
+    (NAME, {"decoder_ffn_embed_dim": 2048}, {},
+     "its args have decoder-ffn-embed-dim = 2048, HAT's has 3072"),
+    (NAME, {"encoder_attention_heads": 4}, {},
+     "its args have encoder-attention-heads = 4, HAT's has 8"),
+    (NAME, {"qkv_dim": None}, {}, "its args hold no qkv-dim (HAT's has qkv-dim = 512)"),
+    (NAME, {}, {"encoder.layers.3.fc1.weight": (2048, 640)},
+     "its weights have encoder-ffn-embed-dim = 2048 (encoder.layers.3.fc1.weight [2048, 640]),"
+     " HAT's has 3072"),
+    (NAME, {}, {"decoder.layers.6.fc1.weight": (3072, 640)},
+     "its weights have decoder-layers = 7 (decoder.layers.0-6), HAT's has 6"),
+    (NAME, {}, {"decoder.embed_tokens.weight": torch.zeros(8, 512)},
+     "its weights have decoder-embed-dim = 512 (decoder.embed_tokens.weight [8, 512]), "
+     "HAT's has 640"),
+    (NAME, {"decoder_layer_num_subtransformer": 2,
+            "decoder_ffn_embed_dim_all_subtransformer": [3072, 3072],
+            "decoder_self_attention_heads_all_subtransformer": [8, 8],
+            "decoder_ende_attention_heads_all_subtransformer": [8, 8],
+            "decoder_arbitrary_ende_attn_all_subtransformer": [-1, -1]}, {},
+     "its args have decoder-layer-num-subtransformer = 2, HAT's has 1 "
+     f"(configs/wmt14.en-de/subtransformer/{NAME}.yml)"),
+    (NAME, {"encoder_ffn_embed_dim_all_subtransformer": [3072] * 6}, {},
+     "its args have encoder-ffn-embed-dim-all-subtransformer = [3072, 3072, 3072, 3072, 3072, "
+     "3072], HAT's has [1024, 3072, 3072, 2048, 2048, 2048] "
+     f"(configs/wmt14.en-de/subtransformer/{NAME}.yml)"),
+])
+def test_architecture_mismatch_names_the_key_found_and_expected(
+        mirror: Path, tmp_path: Path, capsys, name, args, shapes, message) -> None:
+    src = mirror / f"{name}.pt"
+    write_model(src, name=name, args=released_args(name, **args), **shapes)
+    err = _copy_error(mirror, tmp_path, capsys, name)
+    assert err == f"error: {name} (from {src}): not HAT's {name}: {message}\n"
+
+
+def test_a_wmt_supertransformer_is_not_iwslts(mirror: Path, tmp_path: Path, capsys) -> None:
+    name = "HAT_iwslt14deen_super_space1"
+    write_model(mirror / f"{name}.pt", name="HAT_wmt14ende_super_space0")
+    err = _copy_error(mirror, tmp_path, capsys, name)
+    assert f"not HAT's {name}: its args have encoder-ffn-embed-dim = 3072, HAT's has 2048" in err
+    write_model(mirror / f"{name}.pt", name=name)  # space1 dims, no SubTransformer keys
+    assert models_main(["--model-name", name, "--save-path", str(tmp_path / "ok"), "--mirror",
+                        str(mirror)]) == 0
+
+
+def test_released_subtransformer_without_its_keys_and_present_files(mirror: Path,
+                                                                    tmp_path: Path,
+                                                                    capsys) -> None:
+    src, save = mirror / f"{NAME}.pt", tmp_path / "models"
+    write_model(src, args=released_args(NAME, **{k: None for k in (
+        "encoder_embed_dim_subtransformer", "decoder_embed_dim_subtransformer",
+        "encoder_ffn_embed_dim_all_subtransformer", "decoder_ffn_embed_dim_all_subtransformer",
+        "encoder_layer_num_subtransformer", "decoder_layer_num_subtransformer",
+        "encoder_self_attention_heads_all_subtransformer",
+        "decoder_self_attention_heads_all_subtransformer",
+        "decoder_ende_attention_heads_all_subtransformer",
+        "decoder_arbitrary_ende_attn_all_subtransformer")}))
+    argv = ["--model-name", NAME, "--save-path", str(save), "--mirror", str(mirror)]
+    assert models_main(argv) == 0  # test.sh gives the SubTransformer with its YAML
+    assert "| copied" in capsys.readouterr().out
+    write_model(save / f"{NAME}.pt", args=released_args(NAME, decoder_embed_dim=512))
+    assert models_main(argv) == 0  # a present file of another architecture is replaced
+    out = capsys.readouterr().out
+    assert (f"| replacing  {save / NAME}.pt: not HAT's {NAME}: its args have decoder-embed-dim "
+            "= 512, HAT's has 640") in out
+    assert (save / f"{NAME}.pt").read_bytes() == src.read_bytes()
+
+
+def test_published_architectures_match_the_configs() -> None:
+    for name in HAT_MODELS:
+        released = dl.released_architecture(name)
+        assert released is not None and released.is_super == (name in SUPERS), name
+        folder = ROOT / "configs" / released.task
+        ymls = [folder / "subtransformer" / "common.yml"] if not released.is_super else list(
+            (folder / "supertransformer").glob(f"{name.rsplit('_', 1)[1]}.yml"))
+        assert len(ymls) == 1, name
+        keys = yaml.safe_load(ymls[0].read_text())
+        assert keys["arch"] == released.arch
+        for key in dl.SUPER_ARCH_KEYS:
+            assert keys[key.replace("_", "-")] == getattr(released.space, key), (name, key)
+        if not released.is_super:
+            assert released.sub == read_subtransformer_yaml(folder / "subtransformer"
+                                                            / f"{name}.yml")
+    assert dl.released_architecture("HAT_a") is None
+
+
+def test_published_subtransformers_match_hats_release(hat_reference: Path) -> None:
+    from hat.space import SUB_YAML_KEYS, SubConfig
+
+    published = yaml.safe_load((hat_reference / "published_subtransformers.yaml").read_text())
+    by_key = {v: k for k, v in SUB_YAML_KEYS.items()}  # HAT's YAML key -> SubConfig field
+
+    def field(key: str) -> str:  # the reference drops '-all' and '-subtransformer'
+        return by_key.get(f"{key}-subtransformer") or by_key[f"{key}-all-subtransformer"]
+
+    assert {p["name"] for p in published} == set(HAT_MODELS) - set(SUPERS)
+    for p in published:
+        want = SubConfig.from_dict({field(k): v for k, v in p["arch"].items()})
+        assert dl.released_architecture(p["name"]).sub == want, p["name"]
 
 
 # ----------------------------------------------------------------------------- data

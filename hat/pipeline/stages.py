@@ -243,10 +243,10 @@ def stage_supertransformer(ctx: Context) -> dict[str, Any]:
 
 def checkpoint_updates(path: Path) -> int | None:
     """Updates a fairseq checkpoint was trained for (None if unreadable)."""
-    from hat.compat import trusted_load
+    from hat.compat import load_checkpoint_file
 
     try:
-        return int(trusted_load(path)["optimizer_history"][-1]["num_updates"])
+        return int(load_checkpoint_file(path)["optimizer_history"][-1]["num_updates"])
     except Exception:  # noqa: BLE001 - unreadable: unknown
         return None
 
