@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
-from hat.pipeline.stages import Context, _rel, run_parallel, script
+from hat.pipeline.stages import Context, _abs, run_parallel, script
 from hat.search.latency import spearman
 
 
@@ -122,8 +122,8 @@ def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: st
         if (checkpoint_updates(save / "checkpoint_last.pt") or -1) >= updates or \
                 _converged(save).get("converged"):
             continue
-        argv = [sys.executable, script("train.py"), f"--configs={_rel(yml)}",
-                f"--sub-configs={_rel(recipe)}", "--save-dir", _rel(save),
+        argv = [sys.executable, script("train.py"), f"--configs={_abs(yml)}",
+                f"--sub-configs={_abs(recipe)}", "--save-dir", _abs(save),
                 "--max-update", str(updates)]
         if converged_bits:
             argv += ["--stop-converged-bits", str(converged_bits)]

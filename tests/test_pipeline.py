@@ -20,10 +20,11 @@ STAGES = ["corpus", "supertransformer", "latency_dataset", "latency_predictor", 
           "search", "retrain", "bleu", "latency", "report"]
 
 
-def start(out: Path) -> subprocess.Popen:
+def start(out: Path, cwd: Path = ROOT) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hat.pipeline", "--out", str(out), "--tiny"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def finished_stages(out: Path) -> list[str]:
@@ -35,24 +36,39 @@ def finished_stages(out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("pipeline") / "quickstart"
-    proc = start(out)
+    """Started with a relative --out from one directory, killed after the latency predictor,
+    the folder moved, and continued from another directory (the repository's)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    first = base / "quickstart"
+    proc = start(Path("quickstart"), cwd=base)
     deadline = time.monotonic() + 400
-    while "latency_predictor" not in finished_stages(out):  # kill it right after that stage
+    while "latency_predictor" not in finished_stages(first):  # kill it right after that stage
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "pipeline too slow"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = finished_stages(out)
+    before = finished_stages(first)
+    out = base / "moved"
+    first.rename(out)
     mtime = (out / "checkpoints/supertransformer/checkpoint_last.pt").stat().st_mtime
     second = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out), "--tiny"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
     for stage in before:
         assert f"{stage}: done earlier" in second.stdout, stage
+    assert f"the run folder moved from {first}" in second.stdout
     assert (out / "checkpoints/supertransformer/checkpoint_last.pt").stat().st_mtime == mtime
     return out, second.stdout
+
+
+def test_a_moved_run_folder_names_no_old_path(run) -> None:
+    out, _ = run
+    record = (out / "pipeline.json").read_text()
+    assert "$RUN/checkpoints/supertransformer" in record
+    old = str(out.with_name("quickstart"))
+    for f in [out / "pipeline.json", *out.glob("configs/*.yml"), *out.glob("search/*.yml")]:
+        assert old + "/" not in f.read_text(), f
 
 
 def test_every_stage_finished_and_timed(run) -> None:
@@ -133,3 +149,52 @@ def test_fidelity_trains_from_scratch_until_converged(run, tmp_path: Path) -> No
     w = json.loads((tmp_path / "fid.json").read_text())["winners"]
     assert w["n"] == len(w["rows"]) >= 1 and all(r["inherited_valid_loss"] for r in w["rows"])
     assert (w["spearman_winners"] is None) == (w["n"] < 3)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_a_killed_pipeline_ends_its_stages_and_a_second_one_is_refused(tmp_path: Path) -> None:
+    """The user's case: the pipeline's main process is killed during a training; starting it
+    again must not run a second training into the same save directory."""
+    out = tmp_path / "run"
+    proc = start(out)
+    try:
+        deadline, train = time.monotonic() + 300, []
+        while not train:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            train = [k for k in _children(proc.pid)
+                     if b"train.py" in Path(f"/proc/{k}/cmdline").read_bytes()]
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out),
+                                 "--tiny"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"another process (pid {proc.pid}) is running the pipeline into this folder" \
+            in second.stderr
+        os.kill(proc.pid, signal.SIGKILL)  # the main process alone, not its process group
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while _alive(train[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(train[0]), "the SuperTransformer training outlived the pipeline"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()

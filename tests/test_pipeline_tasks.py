@@ -14,6 +14,7 @@ from hat.pipeline.presets import preset
 from hat.pipeline.stages import Context, retrain_recipe
 from hat.pipeline.tasks import TASKS, pipeline_task, prepared
 from hat.yamlio import load_yaml
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -34,7 +35,7 @@ def test_debian_recipe_takes_the_preset_and_the_task(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, "debian.en-de", "debian", gpus=2)
     keys = load_yaml(retrain_recipe(ctx))
     p = preset("debian")
-    assert keys["data"] == "data/debian.en-de/data-bin"
+    assert keys["data"] == str(ROOT / "data/debian.en-de/data-bin")  # absolute: runs anywhere
     assert keys["target-lang"] == "de"
     assert keys["max-update"] == p.retrain_updates
     assert keys["max-tokens"] == p.max_tokens and keys["fp16"] is True
@@ -72,6 +73,10 @@ def test_bad_task_stage_and_gpus_are_refused(tmp_path: Path) -> None:
         run_pipeline(tmp_path, "tiny", stop_after="nope")
     with pytest.raises(HatConfigError, match="--gpus 0"):
         run_pipeline(tmp_path, "tiny", gpus=0)
+    # on a CPU, two "GPUs" would measure latency on the cores the training uses
+    with pytest.raises(HatConfigError, match="--gpus 2: the 'tiny' preset runs on the CPU"):
+        run_pipeline(tmp_path / "cpu", "tiny", gpus=2)
+    assert not (tmp_path / "cpu").exists()
 
 
 def test_stop_after_ends_early_and_records_the_task(tmp_path: Path) -> None:
@@ -90,3 +95,33 @@ def test_debian_preset_without_a_gpu_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(HatConfigError, match="--task debian.en-de: torch sees no CUDA device.*"
                                              "--device cpu"):
         run_pipeline(tmp_path, task="debian.en-de")
+
+
+def test_run_records_are_portable_and_configs_relocate(tmp_path: Path) -> None:
+    from hat.pipeline.rundir import local, portable, relocate
+
+    run = tmp_path / "run"
+    outputs = {"checkpoint": f"{run}/checkpoints/x.pt", "n": 3, "other": f"{run}2/y",
+               "found": [{"yaml": f"{run}/search/a.yml"}], "data": "/elsewhere/data-bin"}
+    rec = portable(outputs, run)
+    assert rec["checkpoint"] == "$RUN/checkpoints/x.pt" and rec["other"] == f"{run}2/y"
+    assert rec["found"][0]["yaml"] == "$RUN/search/a.yml" and rec["data"] == "/elsewhere/data-bin"
+    moved = tmp_path / "moved"
+    assert local(rec, moved)["checkpoint"] == f"{moved}/checkpoints/x.pt"
+    assert local(rec, run) == outputs
+    (moved / "configs").mkdir(parents=True)
+    cfg = moved / "configs" / "supertransformer.yml"
+    cfg.write_text(f"data: {run}/data/data-bin\nsave-dir: '{run}'\nkeep: {run}2/z\n")
+    assert relocate(moved, str(run)) == [cfg]
+    assert cfg.read_text() == (f"data: {moved}/data/data-bin\nsave-dir: '{moved}'\n"
+                               f"keep: {run}2/z\n")
+
+
+def test_predicted_and_measured_latency_that_disagree_are_warned_about() -> None:
+    from hat.pipeline import prediction_warnings
+
+    models = [{"name": "hat@6.1ms", "predicted_latency_ms": 5.88, "measured_latency_ms": 3.50},
+              {"name": "baseline", "predicted_latency_ms": 6.0, "measured_latency_ms": 6.3},
+              {"name": "unmeasured", "predicted_latency_ms": 6.0}]
+    (w,) = prediction_warnings(models)
+    assert w.startswith("warning: hat@6.1ms: measured 3.50 ms, predicted 5.88 ms (0.60x)")

@@ -58,7 +58,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     ``stop_after`` ends the run early: the same call without it continues)."""
     import threading
 
-    from hat.pipeline import stages
+    from hat.pipeline import rundir, stages
     from hat.pipeline.tasks import pipeline_task
 
     t = pipeline_task(task)
@@ -85,7 +85,12 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
             raise HatConfigError(f"--gpus {gpus}: torch sees {torch.cuda.device_count()} GPU(s)")
     if gpus < 1:
         raise HatConfigError(f"--gpus {gpus}: must be at least 1")
-    out = Path(out)
+    if gpus > 1 and p.device != "cuda":  # beside a training, latency would be measured on
+        raise HatConfigError(  # the cores it is busy on
+            f"--gpus {gpus}: the '{p.name}' preset runs on the CPU, where the latency stages "
+            "would measure on the cores the SuperTransformer trains on; leave --gpus out (the "
+            "stages then run one after the other) or add --device cuda")
+    out = Path(out).resolve()  # stage configs name absolute paths: they run from anywhere
     out.mkdir(parents=True, exist_ok=True)
     from hat.atomic import check_writable
 
@@ -94,6 +99,11 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     settings = {**p.settings(t.built_in_run), "seed": seed, "task": t.name}
     state_path = out / STATE
     state = _load_state(state_path, settings)
+    was = state.get("run_dir")
+    if was and was != str(out):
+        moved = rundir.relocate(out, was)
+        say(f"the run folder moved from {was}: {len(moved)} file(s) now name {out}")
+    state["run_dir"] = str(out)
     done: dict[str, Any] = state["stages"]
     plan = dict(p.plan_s)
     t_run = time.monotonic()
@@ -108,7 +118,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
         if name in done:
             say(f"[{list(plan).index(name) + 1}/{len(plan)}] {name}: done earlier "
                 f"({done[name]['seconds']:.0f} s)")
-            return done[name]["outputs"]
+            return rundir.local(done[name]["outputs"], out)
         spent = sum(v["seconds"] for v in done.values())
         planned_done = sum(plan[k] for k in done if k in plan)
         speed = (spent + 60) / (planned_done + 60)  # observed pace, with a 60 s prior
@@ -118,24 +128,28 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
         t0 = time.monotonic()
         outputs = fn()
         with lock:
-            done[name] = {"seconds": round(time.monotonic() - t0, 1), "outputs": outputs}
+            done[name] = {"seconds": round(time.monotonic() - t0, 1),
+                          "outputs": rundir.portable(outputs, out)}
             atomic_write_json(state_path, state, indent=1)
         return outputs
 
-    try:
-        stage("corpus", lambda: stages.stage_corpus(ctx))
-        if gpus > 1 and "supertransformer" not in done:
-            _beside(lambda: stage("supertransformer",
-                                  lambda: stages.stage_supertransformer(ctx)),
-                    lambda: _latency_stages(ctx, stage))
-        else:
-            stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
-        pred = _latency_stages(ctx, stage)
-        return _rest(ctx, stage, pred, done, workers)
-    except Stop:
-        say(f"stopped after stage '{stop_after}' (--stop-after); run the command without it to "
-            "continue")
-        return None
+    from hat.runstate import exclusive
+
+    with exclusive(state_path, "running the pipeline into this folder"):
+        try:
+            stage("corpus", lambda: stages.stage_corpus(ctx))
+            if gpus > 1 and "supertransformer" not in done:
+                _beside(lambda: stage("supertransformer",
+                                      lambda: stages.stage_supertransformer(ctx)),
+                        lambda: _latency_stages(ctx, stage))
+            else:
+                stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
+            pred = _latency_stages(ctx, stage)
+            return _rest(ctx, stage, pred, done, workers)
+        except Stop:
+            say(f"stopped after stage '{stop_after}' (--stop-after); run the command without it "
+                "to continue")
+            return None
 
 
 def _beside(main: Callable[[], Any], other: Callable[[], Any]) -> None:
@@ -193,6 +207,8 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
     res = _results(ctx, models, bleu, lat, done)
     report.write(res, out)  # stage times including the report's own
     say(report.markdown(res))
+    for warning in prediction_warnings(res["models"]):
+        say(warning)
     over = [m["name"] for m in res["models"] if m.get("within_limit") is False]
     if over:
         say(f"warning: {', '.join(over)} measured above its latency limit (the predictor's error "
@@ -200,6 +216,24 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
     say(f"results: {out / 'results.json'}, {out / 'results.md'}, "
         f"{out / 'bleu_vs_latency.png'}; commands: {out / 'commands.sh'}")
     return res
+
+
+PREDICTION_TOLERANCE = 0.10
+
+
+def prediction_warnings(models: list[dict[str, Any]],
+                        tolerance: float = PREDICTION_TOLERANCE) -> list[str]:
+    """A warning for each model whose measured latency is off its prediction by more than
+    ``tolerance`` (the search ranked them by the prediction)."""
+    out = []
+    for m in models:
+        pred, meas = m.get("predicted_latency_ms"), m.get("measured_latency_ms")
+        if pred and meas and abs(meas / pred - 1) > tolerance:
+            out.append(f"warning: {m['name']}: measured {meas:.2f} ms, predicted {pred:.2f} ms "
+                       f"({meas / pred:.2f}x): the predictor is off by more than "
+                       f"{tolerance:.0%} on this machine now (another load, or a dataset "
+                       "measured under other conditions); the search ranked by the prediction")
+    return out
 
 
 def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -105,16 +106,44 @@ class Context:
 
 
 # ----------------------------------------------------------------------------- running CLIs
-def _rel(path: Path | str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+def _abs(path: Path | str) -> str:
+    """A path as the stage configs and records write it: absolute, so that every command (and
+    a resumed run) works from any directory."""
+    return str(Path(path).absolute())
 
 
 def script(name: str) -> str:
-    """A root CLI script, relative to the current directory when that is shorter."""
-    return _rel(ROOT / name)
+    """A root CLI script's path."""
+    return _abs(ROOT / name)
+
+
+def _prctl() -> Callable[..., int] | None:
+    """Linux's prctl, looked up once in the parent (a forked child must not import)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: children outlive a killed pipeline
+        return None
+
+
+_PRCTL = _prctl()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: the child gets SIGTERM when the pipeline process that
+    started it dies, even by SIGKILL (and exits at once if that already happened)."""
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 def run_command(ctx: Context, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
@@ -131,7 +160,8 @@ def run_command(ctx: Context, argv: Sequence[str], log: Path, env: dict[str, str
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                preexec_fn=_die_with(os.getpid()))
         while True:
             try:
                 rc = proc.wait(timeout=15)
@@ -209,15 +239,15 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
     p = ctx.preset
     if ctx.task.built_in_run:
         run_command(ctx, [_python(), script("scripts/make_toy_corpus.py"), "--out",
-                          _rel(ctx.out / "data"), "--n-train", p.n_train, "--n-valid",
+                          _abs(ctx.out / "data"), "--n-train", p.n_train, "--n-valid",
                           p.n_valid, "--n-test", p.n_test, "--seed", ctx.seed],
                     ctx.path("logs", "corpus.log"))
     elif prepared(ctx.data_bin):
         ctx.say(f"  {ctx.data_bin}: prepared corpus found")
     else:
-        run_command(ctx, [_python(), script("scripts/prepare_data.py"), "--task", ctx.task.name],
-                    ctx.path("logs", "corpus.log"))
-    return {"data_bin": _rel(ctx.data_bin)}
+        run_command(ctx, [_python(), script("scripts/prepare_data.py"), "--task", ctx.task.name,
+                          "--out", _abs(ctx.data_bin.parent)], ctx.path("logs", "corpus.log"))
+    return {"data_bin": _abs(ctx.data_bin)}
 
 
 def stage_supertransformer(ctx: Context) -> dict[str, Any]:
@@ -225,19 +255,19 @@ def stage_supertransformer(ctx: Context) -> dict[str, Any]:
     p = ctx.preset
     src = ctx.task.config(ctx.task.super_config)
     keys = ctx.train_keys(load_yaml(src))
-    keys.update({"data": _rel(ctx.data_bin), "max-update": p.super_updates,
-                 "save-dir": _rel(ctx.super_ckpt.parent), "seed": ctx.seed,
+    keys.update({"data": _abs(ctx.data_bin), "max-update": p.super_updates,
+                 "save-dir": _abs(ctx.super_ckpt.parent), "seed": ctx.seed,
                  "save-interval-updates": max(50, p.super_updates // 4)})
     if p.super_stop_minutes:
         keys["stop-time-hours"] = round(p.super_stop_minutes / 60, 4)
     stop = (f", stopped after {p.super_stop_minutes:g} minutes if not done"
             if p.super_stop_minutes else "")
     write_config(ctx.super_yaml, keys,
-                 f"SuperTransformer of the pipeline ({_rel(src)}, sized by preset "
+                 f"SuperTransformer of the pipeline ({_abs(src)}, sized by preset "
                  f"'{p.name}'{stop})")
-    run_command(ctx, [_python(), script("train.py"), f"--configs={_rel(ctx.super_yaml)}"],
+    run_command(ctx, [_python(), script("train.py"), f"--configs={_abs(ctx.super_yaml)}"],
                 ctx.path("logs", "supertransformer.log"), env=ctx.gpu_env(0))
-    return {"config": _rel(ctx.super_yaml), "checkpoint": _rel(ctx.super_ckpt),
+    return {"config": _abs(ctx.super_yaml), "checkpoint": _abs(ctx.super_ckpt),
             "updates": checkpoint_updates(ctx.super_ckpt)}
 
 
@@ -263,7 +293,7 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     p = ctx.preset
     vocab = dictionary_size(_source_dict(ctx))
     keys = load_yaml(ctx.task.config(ctx.task.latency_config))
-    keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "lat-dataset-size": p.lat_rows,
+    keys.update({"lat-dataset-path": _abs(ctx.latency_csv), "lat-dataset-size": p.lat_rows,
                  "latiter": p.latiter, "lat-src-vocab-size": vocab, "latsilent": True,
                  "seed": ctx.seed})
     if p.device == "cuda":
@@ -274,9 +304,9 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
                      "latwarmup": 5})
     cfg = write_config(ctx.path("configs", "latency_dataset.yml"), keys,
                        f"Latency dataset of the pipeline's SubTransformers on this {ctx.hw}")
-    run_command(ctx, [_python(), script("latency_dataset.py"), f"--configs={_rel(cfg)}"],
+    run_command(ctx, [_python(), script("latency_dataset.py"), f"--configs={_abs(cfg)}"],
                 ctx.path("logs", "latency_dataset.log"), env=ctx.gpu_env(ctx.latency_gpu))
-    return {"config": _rel(cfg), "csv": _rel(ctx.latency_csv)}
+    return {"config": _abs(cfg), "csv": _abs(ctx.latency_csv)}
 
 
 def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
@@ -285,15 +315,15 @@ def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
     from hat.latency.csvio import load_latency_csv
 
     lat_norm = float(f"{load_latency_csv(ctx.latency_csv)[1].max():.2g}")
-    keys.update({"lat-dataset-path": _rel(ctx.latency_csv), "ckpt-path": _rel(ctx.predictor),
+    keys.update({"lat-dataset-path": _abs(ctx.latency_csv), "ckpt-path": _abs(ctx.predictor),
                  "lat-norm": lat_norm, "train-steps": ctx.preset.predictor_steps,
                  "seed": ctx.seed})
     cfg = write_config(ctx.path("configs", "latency_predictor.yml"), keys,
                        "Latency predictor of the pipeline (lat-norm: about the largest "
                        "measured latency)")
-    run_command(ctx, [_python(), script("latency_predictor.py"), f"--configs={_rel(cfg)}",
+    run_command(ctx, [_python(), script("latency_predictor.py"), f"--configs={_abs(cfg)}",
                       "--json"], ctx.path("logs", "latency_predictor.log"))
-    return {"config": _rel(cfg), "predictor": _rel(ctx.predictor), "lat_norm": lat_norm}
+    return {"config": _abs(cfg), "predictor": _abs(ctx.predictor), "lat_norm": lat_norm}
 
 
 def _round_up(ms: float) -> float:
@@ -337,26 +367,26 @@ def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
     limits = latency_limits(ctx, baseline_ms, others_ms)
     keys.update({"evo-iter": p.evo_iter, "population-size": p.population,
                  "parent-size": p.parents, "mutation-size": p.mutation,
-                 "crossover-size": p.crossover, "ckpt-path": _rel(ctx.predictor),
-                 "lat-norm": lat_norm, "restore-file": _rel(ctx.super_ckpt),
-                 "write-config-path": _rel(ctx.search_yaml), "latency-constraint": limits,
+                 "crossover-size": p.crossover, "ckpt-path": _abs(ctx.predictor),
+                 "lat-norm": lat_norm, "restore-file": _abs(ctx.super_ckpt),
+                 "write-config-path": _abs(ctx.search_yaml), "latency-constraint": limits,
                  "seed": ctx.seed})
     cfg = write_config(ctx.path("configs", "evo_search.yml"), keys,
                        "Pareto search of the pipeline: limits at the "
                        f"{', '.join(f'{q:g}' for q in p.limit_quantiles)} quantiles of the "
                        "measured latencies (below the baseline's) and at the uniform Transformer "
                        "baseline's predicted latency")
-    run_command(ctx, [_python(), script("evo_search.py"), f"--configs={_rel(ctx.super_yaml)}",
-                      f"--evo-configs={_rel(cfg)}"], ctx.path("logs", "search.log"),
+    run_command(ctx, [_python(), script("evo_search.py"), f"--configs={_abs(ctx.super_yaml)}",
+                      f"--evo-configs={_abs(cfg)}"], ctx.path("logs", "search.log"),
                 env=ctx.gpu_env(0))
     import json
 
     summary = json.loads(ctx.search_yaml.with_name(
         ctx.search_yaml.stem.split("@")[0] + ".summary.json").read_text())
-    found = [{"name": f"hat@{w['latency_limit_ms']:g}ms", "yaml": _rel(w["yaml"]),
+    found = [{"name": f"hat@{w['latency_limit_ms']:g}ms", "yaml": _abs(w["yaml"]),
               "latency_limit_ms": w["latency_limit_ms"],
               "inherited_valid_loss": w["valid_loss"]} for w in summary["winners"]]
-    return {"config": _rel(cfg), "limits_ms": limits, "found": found}
+    return {"config": _abs(cfg), "limits_ms": limits, "found": found}
 
 
 def uniform_configs(space: SearchSpace) -> list[SubConfig]:
@@ -419,7 +449,7 @@ def stage_baseline(ctx: Context) -> dict[str, Any]:
             f"number {order.index(i) + 1} by predicted latency of the space's {len(cands)} "
             "uniform configs (same depth for encoder and decoder, one width and head count "
             "everywhere)"))
-        out.append({"name": name, "yaml": _rel(path), "predicted_latency_ms": float(pred[i])})
+        out.append({"name": name, "yaml": _abs(path), "predicted_latency_ms": float(pred[i])})
     return {"baselines": out}
 
 
@@ -434,7 +464,7 @@ def retrain_recipe(ctx: Context) -> Path:
     model gets the same; bench/fidelity.py trains its random SubTransformers with it too)."""
     src = ctx.task.config(ctx.task.retrain_config)
     keys = ctx.train_keys(load_yaml(src))
-    keys.update({"data": _rel(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
+    keys.update({"data": _abs(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
                  "seed": ctx.seed,
                  "save-interval-updates": max(50, ctx.preset.retrain_updates // 2)})
     if ctx.preset.retrain_converged_bits:
@@ -442,7 +472,7 @@ def retrain_recipe(ctx: Context) -> Path:
     rule = (f"until converged (< {ctx.preset.retrain_converged_bits} bits over the last 20 % "
             "of updates) or max-update" if ctx.preset.retrain_converged_bits else "the same budget")
     return write_config(ctx.path("configs", "retrain.yml"), keys,
-                        f"Retraining recipe of the pipeline ({_rel(src)}; from scratch, {rule} "
+                        f"Retraining recipe of the pipeline ({_abs(src)}; from scratch, {rule} "
                         "for every model)")
 
 
@@ -458,14 +488,14 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
             m["checkpoint"] = trained[cfg]
             continue
         save = ctx.out / "retrain" / m["name"]
-        m["checkpoint"] = trained[cfg] = _rel(save / "checkpoint_last.pt")
+        m["checkpoint"] = trained[cfg] = _abs(save / "checkpoint_last.pt")
         jobs.append((f"retrain {m['name']}", [
             _python(), script("train.py"), f"--configs={m['yaml']}",
-            f"--sub-configs={_rel(common)}", "--save-dir", _rel(save)],
+            f"--sub-configs={_abs(common)}", "--save-dir", _abs(save)],
             ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
     run_parallel(ctx, jobs, workers, env)
-    return {"config": _rel(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
+    return {"config": _abs(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
 
 
 def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
@@ -479,8 +509,8 @@ def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict
             continue
         scored[m["checkpoint"]] = m["name"]
         argv = [_python(), "-m", "hat.bleu", "--task", ctx.task.name, "--data",
-                _rel(ctx.data_bin), "--checkpoint", m["checkpoint"], "--sub-config", m["yaml"],
-                "--metric", ctx.task.bleu_metric, "--out", _rel(ctx.out / "bleu" / m["name"]),
+                _abs(ctx.data_bin), "--checkpoint", m["checkpoint"], "--sub-config", m["yaml"],
+                "--metric", ctx.task.bleu_metric, "--out", _abs(ctx.out / "bleu" / m["name"]),
                 "--json"]
         if ctx.preset.device != "cuda":
             argv.append("--cpu")

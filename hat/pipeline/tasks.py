@@ -36,7 +36,7 @@ class PipelineTask:
 
     def data_bin(self, out: Path) -> Path:
         """The binarized corpus: inside the run (toy) or the shared ``data/<task>/data-bin``."""
-        return out / "data" / "data-bin" if self.built_in_run else Path("data") / self.name / \
+        return out / "data" / "data-bin" if self.built_in_run else ROOT / "data" / self.name / \
             "data-bin"
 
 
