@@ -125,3 +125,21 @@ def test_predicted_and_measured_latency_that_disagree_are_warned_about() -> None
               {"name": "unmeasured", "predicted_latency_ms": 6.0}]
     (w,) = prediction_warnings(models)
     assert w.startswith("warning: hat@6.1ms: measured 3.50 ms, predicted 5.88 ms (0.60x)")
+
+
+def test_heartbeat_says_where_each_stage_is(tmp_path: Path) -> None:
+    from hat.pipeline.stages import progress
+
+    log = tmp_path / "x.log"
+    log.write_text("2026 | INFO | train_inner | epoch 001:  3 / 16 loss=8.2, nll_loss=7.8, "
+                   "num_updates=40, lr=0.001\n2026 | INFO | fairseq.data | Start iterating\n")
+    assert progress(log) == "update 40, loss 8.2"
+    log.write_text('{"epoch": 2, "loss": "7.95", "num_updates": "120"}\n')
+    assert progress(log) == "update 120, loss 7.95"
+    log.write_text("| iteration 3/15: best 5.1\n| iteration 4/15: best 5.0\n")
+    assert progress(log) == "iteration 4/15"
+    log.write_text("rows:  45%|####      | 54/120 [00:12<00:15,  4.3row/s]\r"
+                   "rows:  46%|####      | 55/120 [00:12<00:15,  4.3row/s]")
+    assert progress(log) == "55/120"
+    log.write_text("something else\n")
+    assert progress(log) == "something else"

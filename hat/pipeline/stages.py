@@ -6,6 +6,7 @@ from; the commands are collected in ``DIR/commands.sh``."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -168,7 +169,7 @@ def run_command(ctx: Context, argv: Sequence[str], log: Path, env: dict[str, str
                 break
             except subprocess.TimeoutExpired:
                 ctx.say(f"  {label or Path(argv[1]).name}: {time.monotonic() - t0:.0f} s, "
-                        f"{last_line(log)}")
+                        f"{progress(log)}")
             except KeyboardInterrupt:
                 proc.terminate()
                 proc.wait()
@@ -176,6 +177,32 @@ def run_command(ctx: Context, argv: Sequence[str], log: Path, env: dict[str, str
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise StageError(f"command failed (exit {rc}): {shown}\nlast lines of {log}:\n{tail}")
+
+
+PROGRESS = (  # (pattern of a stage CLI's log, what it says), the last match in the log counts
+    (re.compile(r"num_updates[\"']?[=:]\s*[\"']?(\d+)"), "update {0}"),
+    (re.compile(r"iteration (\d+)/(\d+)"), "iteration {0}/{1}"),
+    (re.compile(r"(\d+)/(\d+) \["), "{0}/{1}"),  # a tqdm bar: rows, sentences, steps
+)
+
+
+def progress(log: Path) -> str:
+    """Where a stage's command is: its last update, search iteration or progress-bar count
+    (with the loss of a training), else its last line."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = text[-20000:]
+    for pattern, fmt in PROGRESS:
+        found = list(pattern.finditer(tail))
+        if found:
+            said = fmt.format(*found[-1].groups())
+            loss = list(re.finditer(r"\bloss[\"']?[=:]\s*[\"']?([\d.]+)", tail))
+            if fmt.startswith("update") and loss:
+                said += f", loss {loss[-1].group(1)}"
+            return said
+    return last_line(log)
 
 
 def last_line(log: Path, width: int = 110) -> str:
