@@ -143,3 +143,11 @@ def test_heartbeat_says_where_each_stage_is(tmp_path: Path) -> None:
     assert progress(log) == "55/120"
     log.write_text("something else\n")
     assert progress(log) == "something else"
+
+
+def test_committed_pipeline_plots_are_made_again_from_their_results(tmp_path: Path) -> None:
+    from hat.pipeline.report import main
+
+    out = tmp_path / "p.png"
+    assert main([str(ROOT / "bench/results/pipeline_cpu_epyc.json"), str(out)]) == 0
+    assert out.stat().st_size > 10_000

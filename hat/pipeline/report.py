@@ -77,13 +77,17 @@ def plot(res: dict[str, Any], path: Path) -> Path:
         xy = (m["measured_latency_ms"], m["bleu"])
         points.setdefault(str(m.get("checkpoint") or xy), (xy, []))[1].append(
             f"{m['latency_limit_ms']:g}")
-    for xy, limits in points.values():
+    for k, (xy, limits) in enumerate(points.values()):  # alternate sides: no overprinting
         ax.annotate(f"limit{'s' if len(limits) > 1 else ''} {', '.join(limits)} ms", xy,
-                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+                    textcoords="offset points", xytext=(6, -12 if k % 2 else 6), fontsize=8)
     base.sort(key=lambda m: m["measured_latency_ms"])
     ax.plot([m["measured_latency_ms"] for m in base], [m["bleu"] for m in base], "s--",
             color="tab:red", label="Transformer (uniformly scaled down)")
-    ax.set_xlabel(f"measured latency (ms, {res['device']})")
+    for m in base:
+        ax.annotate(m["name"], (m["measured_latency_ms"], m["bleu"]), textcoords="offset points",
+                    xytext=(-6, -12), ha="right", fontsize=8, color="tab:red")
+    ax.set_xlabel(f"measured latency (ms, {res['device']}); limits: the predicted latency "
+                  "searched under", fontsize=8)
     ax.set_ylabel("BLEU (test)")
     ax.set_title(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}, "
                  f"{res['date']}", fontsize=9)
@@ -100,3 +104,22 @@ def write(res: dict[str, Any], out: Path) -> dict[str, str]:
     atomic_write_text(paths["markdown"], markdown(res))
     plot(res, paths["plot"])
     return {k: str(v) for k, v in paths.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hat.pipeline.report RESULTS_JSON [PNG]``: the plot again from a results file
+    (the PNG beside it by default)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m hat.pipeline.report", description=main.__doc__)
+    ap.add_argument("results", type=Path)
+    ap.add_argument("png", type=Path, nargs="?")
+    args = ap.parse_args(argv)
+    res = json.loads(args.results.read_text())
+    print(plot(res, args.png or args.results.with_suffix(".png")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
