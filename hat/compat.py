@@ -27,6 +27,7 @@ same folder, fsync, rename).
 from __future__ import annotations
 
 import _compat_pickle
+import argparse
 import builtins
 import functools
 import io
@@ -266,9 +267,28 @@ def _source_name(f: Any) -> str:
 def _restricted_torch_load(f: Any, *args: Any, **kwargs: Any) -> Any:
     kwargs["pickle_module"] = restricted_pickle
     try:
-        return torch.load(f, *args, **kwargs)
+        return clean_legacy_args(torch.load(f, *args, **kwargs))
     except _Refused as e:
         raise UnsafeCheckpointError(_source_name(f), e.target) from None
+
+
+# fairseq-0.8 argument values that fairseq 0.12's config rejects: key -> {old value: new value}
+LEGACY_ARG_VALUES: dict[str, dict[Any, Any]] = {
+    "print_alignment": {False: None, True: "hard"},  # 0.8 a flag, 0.12 a choice (hard / soft)
+}
+
+
+def clean_legacy_args(state: Any) -> Any:
+    """A loaded checkpoint with the values of its fairseq-0.8 ``args`` (HAT's own train.py
+    saved them) that fairseq 0.12 cannot read replaced by their 0.12 meaning, so that every
+    path (fairseq's loads, ``train.py --restore-file``, export, BLEU) reads it alike."""
+    args = state.get("args") if isinstance(state, dict) else None
+    if isinstance(args, argparse.Namespace):
+        for key, values in LEGACY_ARG_VALUES.items():
+            value = getattr(args, key, None)
+            if isinstance(value, bool) and value in values:
+                setattr(args, key, values[value])
+    return state
 
 
 class _TorchRestrictedLoad(types.ModuleType):

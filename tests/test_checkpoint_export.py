@@ -112,6 +112,15 @@ def hat_style_args(data: Path | str = HAT_DATA, space: dict | None = None, **ext
         adam_betas="(0.9, 0.98)", adam_eps=1e-08, weight_decay=0.0, warmup_updates=10000,
         warmup_init_lr=1e-07, max_lr=0.001, t_mult=1.0, lr_period_updates=30000.0,
         lr_shrink=1.0,
+        # fairseq 0.8's generation options (HAT's train.py parsed them; print_alignment is a
+        # flag there and a choice of hard/soft in fairseq 0.12)
+        path=None, remove_bpe=None, quiet=False, model_overrides="{}", results_path=None,
+        beam=5, nbest=1, max_len_a=0, max_len_b=200, min_len=1, match_source_len=False,
+        no_early_stop=False, unnormalized=False, no_beamable_mm=False, lenpen=1, unkpen=0,
+        replace_unk=None, sacrebleu=False, score_reference=False, prefix_size=0,
+        no_repeat_ngram_size=0, sampling=False, sampling_topk=-1, sampling_topp=-1.0,
+        temperature=1.0, diverse_beam_groups=-1, diverse_beam_strength=0.5,
+        print_alignment=False, print_step=False, gen_subset="test",
         # HAT's train.py
         train_subtransformer=False, sub_configs=None, profile_flops=False, latgpu=False,
         latcpu=False, latiter=300, latsilent=False, validate_subtransformer=False,
