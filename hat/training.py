@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from hat.errors import HatConfigError
 
@@ -117,6 +118,25 @@ def train(args: argparse.Namespace) -> None:
     prepare_args(args)
     check_restore_file(args)
     cfg = convert_namespace_to_omegaconf(args)
+    with _one_training_per_save_dir(args):
+        _call_fairseq(args, cfg, distributed_utils, fairseq_train_main)
+
+
+def _one_training_per_save_dir(args: argparse.Namespace) -> Any:
+    """A lock on the save dir (rank 0 only: torchrun's other ranks write there too): a second
+    training into it is refused at once, naming the first's pid."""
+    import contextlib
+
+    from hat.runstate import exclusive
+
+    save_dir = getattr(args, "save_dir", None)
+    if getattr(args, "no_save", False) or not save_dir or int(os.environ.get("RANK", "0")):
+        return contextlib.nullcontext()
+    return exclusive(Path(save_dir) / "checkpoint_last.pt", "training into this save-dir")
+
+
+def _call_fairseq(args: argparse.Namespace, cfg: Any, distributed_utils: Any,
+                  fairseq_train_main: Any) -> None:
     try:
         distributed_utils.call_main(cfg, fairseq_train_main)
     except AssertionError as e:  # fairseq's trainer: restored state of another optimizer

@@ -363,3 +363,23 @@ def test_inplace_distillation_adds_the_largest_as_teacher(toy: Path, tmp_path: P
 def _trained(toy: Path, tmp_path: Path) -> Path:
     run(train_cmd(toy, tmp_path / "t", "--max-update", "5", "--disable-validation"))
     return tmp_path / "t" / "checkpoint_last.pt"
+
+
+def test_a_second_training_into_one_save_dir_is_refused(toy: Path, tmp_path: Path) -> None:
+    """The user's case: the same train.py command started twice (e.g. by a second pipeline)."""
+    save = tmp_path / "ck"
+    first = subprocess.Popen(train_cmd(toy, save, "--max-update", "200", "--disable-validation"),
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = save / ".checkpoint_last.pt.lock"
+    deadline = time.time() + 120
+    while not lock.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        second = run(train_cmd(toy, save, "--max-update", "200", "--disable-validation"),
+                     ok=False)
+        assert first.poll() is None, "the first training ended before the second started"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    assert f"another process (pid {first.pid}) is training into this save-dir" in second.stderr
