@@ -1,10 +1,18 @@
 """Atomic file output: write a temporary file in the target folder, then rename it over the target,
-so that readers (and a resumed run) never see half a file."""
+so that readers (and a resumed run) never see half a file.
+
+The temporary file is ``.<name>.<pid>-<host tag>.<random>.tmp``: a later atomic write of the same
+target removes those a killed writer of this machine left behind (its pid no longer runs).
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,10 +22,66 @@ from typing import Any, BinaryIO
 from hat.errors import HatConfigError
 
 
+def _host_tag() -> str:
+    """6 hex digits naming this machine (a pid means nothing on another one)."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _temp_pattern(name: str) -> re.Pattern[str]:
+    """The temporary files of target ``name``: group 1 the writer's pid, group 2 its host tag
+    (mkstemp's random part has no dots, so another target's files never match)."""
+    return re.compile(rf"\.{re.escape(name)}\.(\d+)-([0-9a-f]{{6}})\.[^.]+\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of target ``path`` that writers of this machine which no
+    longer run left behind (killed mid-write); returns them. Others' files are kept."""
+    path = Path(path)
+    pattern, host, removed = _temp_pattern(path.name), _host_tag(), []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for n in names:
+        m = pattern.fullmatch(n)
+        if m is None or m.group(2) != host:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(path.parent / n)
+        except OSError:
+            continue
+        removed.append(path.parent / n)
+    return removed
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` named with this process's pid (stale ones of the
+    same target removed first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_host_tag()}.",
+                                suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file being written, not its hidden temporary name
+        raise type(e)(e.errno, e.strerror, str(path)) from e
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -53,13 +117,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary file name beside ``path`` (``.<name>.<random>.tmp``) for the block to write;
-    when the block completes the file is synced and renamed over ``path``, when it raises
-    (KeyboardInterrupt included) the file is deleted. Check the file inside the block to keep a
-    bad one from ever appearing under ``path``."""
+    """A temporary file name beside ``path`` (``.<name>.<pid>-<host>.<random>.tmp``) for the
+    block to write; when the block completes the file is synced and renamed over ``path``, when
+    it raises (KeyboardInterrupt included) the file is deleted. Check the file inside the block
+    to keep a bad one from ever appearing under ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -99,3 +162,23 @@ def check_writable(path: str | os.PathLike, what: str, append: bool = False) -> 
         raise HatConfigError(f"{what} {path}: the file is read-only; it cannot be appended to "
                              "(make it writable, or choose another path)")
     return path
+
+
+_HINTS = {
+    errno.EACCES: "make it writable or choose another location",
+    errno.EPERM: "make it writable or choose another location",
+    errno.EROFS: "the file system is read-only: choose another location",
+    errno.ENOSPC: "free some space or choose another location",
+    errno.EDQUOT: "free some space or choose another location",
+    errno.EEXIST: "a file is where a folder is expected: choose another path",
+    errno.ENOTDIR: "a file is where a folder is expected: choose another path",
+    errno.EISDIR: "a folder is where a file is expected: choose another path",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error: the path(s), the errno's meaning, what to do."""
+    meaning = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    hint = _HINTS.get(e.errno or 0)
+    return f"{paths + ': ' if paths else ''}{meaning}{'; ' + hint if hint else ''}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from hat.atomic import check_writable, os_error_message
 from hat.checkpoint import (
     build_from_checkpoint,
     check_super_dims,
@@ -128,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                                  "*-subtransformer) with --configs")
         if not args.restore_file or args.restore_file == "checkpoint_last.pt":
             raise HatConfigError("--restore-file must name the SuperTransformer checkpoint")
+        check_writable(args.out, "--out")
         r = export(args.restore_file, cfg, args.out, source=sub_config_source(args), yaml_args=args)
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 2
     print(f"| wrote {r['out']}: {r['params_total']:,} parameters = {r['params_profiled']:,} "
           f"(profiled) + {r['params_embeddings']:,} (embeddings)")

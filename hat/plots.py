@@ -21,11 +21,13 @@ def pyplot() -> Any:
 
 def save_png(fig: Any, path: str | os.PathLike) -> Path:
     """Tight layout, then the PNG written atomically; the figure is closed."""
+    from hat.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        pyplot().close(fig)
     return path

@@ -10,9 +10,11 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
+from hat.atomic import check_writable, os_error_message
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
 from hat.models.args import (
@@ -92,8 +94,11 @@ def run_profile(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of train.py."""
+    origins: dict[str, str] = {}
+    training = False
     try:
-        args = parse_fairseq_args(argv, add_extra=add_train_script_args, training_help=True)
+        args = parse_fairseq_args(argv, add_extra=add_train_script_args, training_help=True,
+                                  origins=origins)
         if args.latcpu and args.latgpu:
             raise HatConfigError("--latcpu and --latgpu are both given; choose one")
         if args.latcpu or args.latgpu:
@@ -118,13 +123,74 @@ def main(argv: list[str] | None = None) -> int:
         if is_hat_arch(args):
             print_profile(run_profile(args), flops=False)
         check_data_dir(args)
+        check_precision(args, origins)
+        check_save_dir(args, origins)
+        check_data_files(args)
         if args.cpu or not torch.cuda.is_available():
             use_cpu_threads()
+        training = True
         train(args)
         return 0
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        kept = ("; the checkpoints saved before it are intact (written atomically): the same "
+                "command resumes from checkpoint_last.pt" if training else "")
+        print(f"error: {os_error_message(e)}{kept}", file=sys.stderr)
+        return 2
+
+
+def _origin(origins: dict[str, str], key: str) -> str:
+    return origins.get(f"--{key}", "command line")
+
+
+FP16_KEYS = ("fp16", "memory-efficient-fp16")
+
+
+def check_precision(args: argparse.Namespace, origins: dict[str, str]) -> None:
+    """fp16 training needs a CUDA GPU (fairseq's fp16 optimizer asks torch.cuda for its device):
+    refuse it on a machine without one, or with --cpu, before fairseq starts."""
+    given = [k for k in FP16_KEYS if getattr(args, k.replace("-", "_"), False)
+             and (k != "fp16" or not getattr(args, "memory_efficient_fp16", False))]
+    if not given:
+        return
+    if torch.cuda.is_available() and not args.cpu:
+        return
+    key = given[0]
+    why = ("--cpu is given" if torch.cuda.is_available() else
+           f"torch sees no CUDA device here (torch {torch.__version__}, CUDA build "
+           f"{torch.version.cuda})")
+    where = _origin(origins, key)
+    off = (f"add --no-{key} (it switches off the YAML's '{key}: true')"
+           if where != "command line" else f"leave --{key} out")
+    raise HatConfigError(f"{key} ({where}): fp16 training needs a CUDA GPU and {why}; to train "
+                         f"in fp32 on this machine {off}, or run on a machine with a GPU")
+
+
+def check_save_dir(args: argparse.Namespace, origins: dict[str, str]) -> None:
+    """The checkpoint folder must be a folder this process can write (probed before fairseq
+    builds anything; fairseq's own check is a traceback)."""
+    if getattr(args, "no_save", False):
+        return
+    save = Path(getattr(args, "save_dir", None) or "checkpoints")
+    where = _origin(origins, "save-dir")
+    if save.exists() and not save.is_dir():
+        raise HatConfigError(f"save-dir {save} ({where}): this is a file, not a folder; choose "
+                             "another save-dir or move the file away")
+    check_writable(save / "checkpoint_last.pt", f"save-dir ({where}): checkpoint")
+
+
+def check_data_files(args: argparse.Namespace) -> None:
+    """The data's dictionaries are fairseq's format and cover the binarized token ids."""
+    if args.task not in ("translation", "hat_translation"):
+        return
+    from hat.data.check import check_binarized_data
+
+    splits = [getattr(args, "train_subset", "train") or "train",
+              *str(getattr(args, "valid_subset", "valid") or "").split(",")]
+    check_binarized_data(str(getattr(args, "data", "") or ""), [s for s in splits if s],
+                         args.source_lang, args.target_lang)
 
 
 def check_data_dir(args: argparse.Namespace) -> None:

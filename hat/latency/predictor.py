@@ -47,6 +47,49 @@ class PredictorError(HatConfigError):
     """A predictor file or its normalisation settings are unusable."""
 
 
+class NotAPredictorError(PredictorError):
+    """A readable model checkpoint of another kind (``arch`` says which) given as a predictor."""
+
+    def __init__(self, message: str, arch: str) -> None:
+        super().__init__(message)
+        self.arch = arch
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.arch)
+
+
+def not_a_predictor(path: Path) -> NotAPredictorError | None:
+    """When ``path`` (which is no plain state dict) is a fairseq/HAT model checkpoint: the error
+    saying so and what it is; else None. Read with the checkpoint reader that runs no code."""
+    from hat.checkpoint import checkpoint_args, read_checkpoint
+
+    try:
+        arch = str(checkpoint_args(read_checkpoint(path), path).arch)
+    except Exception:  # noqa: BLE001 - not a model checkpoint either: the caller's error stands
+        return None
+    if arch.startswith("transformersuper"):
+        kind = "a SuperTransformer training checkpoint"
+    elif arch == "hat_subtransformer":
+        kind = "a standalone SubTransformer exported by hat.export"
+    else:
+        kind = "a fairseq model checkpoint"
+    return NotAPredictorError(
+        f"{path}: not a latency predictor: it is {kind} (arch {arch}, with fairseq's training "
+        "arguments); a latency predictor is the small state dict that latency_predictor.py "
+        f"writes (with its {SIDECAR_SUFFIX} sidecar)", arch)
+
+
+def _torch_load_problem(e: Exception) -> str:
+    """torch.load's weights-only refusal in a few words (its advice to turn off weights_only
+    is not for predictors: they are plain state dicts)."""
+    text = str(e)
+    marker = "Unsupported global: GLOBAL "
+    if marker in text:
+        name = text.split(marker, 1)[1].split(" ", 1)[0]
+        return f"its pickle holds {name}, which a predictor's plain state dict of tensors has not"
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class LatencyMLP(nn.Module):
     """HAT's predictor network (same module names, so HAT state dicts load)."""
 
@@ -280,7 +323,11 @@ class LatencyPredictor:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-            raise PredictorError(f"{path}: cannot read predictor file ({e})") from None
+            other = not_a_predictor(path)
+            if other is not None:
+                raise other from None
+            raise PredictorError(f"{path}: cannot read predictor file "
+                                 f"({_torch_load_problem(e)})") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
         cost_coef = None

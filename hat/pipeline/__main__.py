@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from hat.atomic import check_writable, os_error_message
 from hat.errors import HatConfigError
-from hat.pipeline import PRESETS, STAGES, run_pipeline
+from hat.pipeline import PRESETS, STAGES, STATE, run_pipeline
 from hat.pipeline.stages import StageError
 from hat.pipeline.tasks import TASKS
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     name = "tiny" if args.tiny else args.preset
     try:
+        check_out(args.out)
         run_pipeline(args.out, name, device=args.device, seed=args.seed, workers=args.jobs,
                      say=lambda m: print(m, flush=True), task=args.task, gpus=args.gpus,
                      stop_after=args.stop_after)
@@ -55,11 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {os_error_message(e)} (the stages finished before it are kept in "
+              f"{Path(args.out) / STATE}: the same command continues)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"| interrupted: run the same command again to continue ({args.out}/pipeline.json "
               "records the finished stages)", file=sys.stderr)
         return 130
     return 0
+
+
+def check_out(out: str) -> None:
+    """--out must be a folder (new, or a run folder to continue) this process can write into."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise HatConfigError(f"--out {out}: this is a file, not a folder; give a new folder (or "
+                             "the run folder of the run to continue)")
+    check_writable(path / STATE, f"--out {out}: the run state")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hat.atomic import atomic_write_json
+from hat.atomic import atomic_write_json, check_writable, os_error_message
 from hat.errors import HatConfigError
 from hat.search.evolution import (
     Candidate,
@@ -195,6 +195,37 @@ def output_paths(write_config_path: str, limits: list[Limits]) -> dict[str, Any]
             "plot": Path(f"{base}.png"), "summary": Path(f"{base}.summary.json")}
 
 
+def check_outputs(paths: dict[str, Any], src: Sources) -> None:
+    """Every output can be written (probed in its folder before any work: a search that could
+    not save its state would fail after its first iteration)."""
+    what = f"write-config-path ({src('write-config-path')}): output"
+    for p in [*paths["yamls"], *(v for k, v in paths.items() if k != "yamls")]:
+        check_writable(p, what)
+
+
+def check_gpu_measuring(args: Any, src: Sources, predictor: Any = None) -> None:
+    """A GPU measurement (--measure-latency gpu; or a calibration on the GPU the predictor's data
+    was measured on) needs CUDA: say so before the search, not after it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    here = (f"torch sees no CUDA device here (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda})")
+    if args.measure_latency == "gpu":
+        raise HatConfigError(
+            f"measure-latency gpu ({src('measure-latency')}): {here}; measure the winners on "
+            "this machine's CPU with --measure-latency cpu, or leave it out and measure them on "
+            "the GPU machine (train.py --configs=<winner>.yml --latgpu)")
+    if predictor is not None and args.calibrate_latency and _measure_device(args, predictor) \
+            == "gpu":
+        raise HatConfigError(
+            f"calibrate-latency {args.calibrate_latency} ({src('calibrate-latency')}): the "
+            f"predictor's latencies were measured on a GPU, so it is calibrated on one, but "
+            f"{here}; calibrate on this CPU with --measure-latency cpu, or leave "
+            "calibrate-latency out")
+
+
 def decode_note(predictor: Any) -> str:
     """Which decode the predictor's latencies are for, and what that means for a user."""
     from hat.latency.timing import DEPLOYMENTS
@@ -316,6 +347,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         raise HatConfigError("write-config-path is not set (where the best SubTransformer's "
                              "YAML goes)")
     paths = output_paths(args.write_config_path, limits)
+    check_outputs(paths, src)
+    check_gpu_measuring(args, src)
     from hat.runstate import exclusive
 
     with exclusive(paths["state"], "searching into this write-config-path"):
@@ -331,9 +364,14 @@ def _search(args: Any, src: Sources, settings: EvoSettings, limits: list[Limits]
     space = space_from_args(args)
     predictor = load_predictor(args.ckpt_path, args.feature_norm, args.lat_norm,
                                src("ckpt-path"), space)
+    check_gpu_measuring(args, src, predictor)
     latency = LatencyModel(predictor)
     _log(f"latency predictor {args.ckpt_path}: {decode_note(predictor)}")
     ckpt_state = check_checkpoint(args.restore_file, args, space, src)
+    from hat.data.check import check_binarized_data
+
+    check_binarized_data(str(args.data or ""), str(args.valid_subset).split(","),
+                         args.source_lang, args.target_lang)
     device = _device(args)
     if device == "cpu":
         from hat.threads import use_cpu_threads
@@ -494,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         run(argv)
     except HatConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_message(e)} (the search state saved after the last finished "
+              "iteration is kept: the same command continues from it)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("| interrupted: the search state is saved after every iteration; run the same "

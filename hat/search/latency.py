@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hat.errors import HatConfigError
-from hat.latency.predictor import LatencyPredictor, PredictorError
+from hat.latency.predictor import LatencyPredictor, NotAPredictorError, PredictorError
 from hat.space import SearchSpace, SubConfig, attended_layers
 
 
@@ -45,6 +45,12 @@ def load_predictor(path: str | None, feature_norm: Sequence[float] | None,
                              f"{how_to_make_predictor(path)}")
     try:
         predictor = LatencyPredictor.load(path, feature_norm=feature_norm, lat_norm=lat_norm)
+    except NotAPredictorError as e:
+        todo = ("the SuperTransformer checkpoint goes in restore-file; " if
+                e.arch.startswith("transformersuper") else "")
+        said = str(e).removeprefix(f"{path}: ")
+        raise HatConfigError(f"ckpt-path {path} ({where}): {said}; {todo}ckpt-path takes the "
+                             f"latency predictor: {how_to_make_predictor(path)}") from None
     except PredictorError as e:
         raise HatConfigError(f"ckpt-path {path} ({where}): {e}") from None
     if space is not None:
