@@ -218,7 +218,7 @@ def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, 
     from fairseq import checkpoint_utils
 
     from hat.checkpoint import checkpoint_args
-    from hat.models.args import sub_config_from_args
+    from hat.models.args import check_own_subtransformer
 
     state = _load_state(checkpoint, data)
     args = checkpoint_args(state, checkpoint)
@@ -229,11 +229,8 @@ def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, 
         kind = "retrained"
     else:
         kind = "supertransformer"
-    own = sub_config_from_args(args) if kind != "supertransformer" else None
-    if sub is not None and own is not None and sub != own:
-        raise HatConfigError(
-            f"{sub_yaml}: does not match the {kind} SubTransformer in {checkpoint}: the "
-            f"checkpoint runs {own.describe()}, the YAML gives {sub.describe()}")
+    if kind != "supertransformer":
+        check_own_subtransformer(args, sub, checkpoint, sub_yaml, kind)
     try:
         models, _, task = checkpoint_utils.load_model_ensemble_and_task(
             [checkpoint], arg_overrides={"data": data}, state=state)

@@ -482,3 +482,18 @@ def test_importing_hat_leaves_logging_alone() -> None:
             "sys.exit(0 if (r.level, r.handlers) == (logging.WARNING, []) else 1)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0 and "tensorboardX" not in res.stderr, res.stderr[-2000:]
+
+
+def test_a_new_limit_starts_a_new_search_in_its_own_files(trained, tmp_path) -> None:
+    """The user's case (README, "take over at any stage"): the pipeline's evo config names a
+    write-config-path that already holds a search; another limit on the command line must not
+    fail to resume it but search anew, into files named by the limit."""
+    out = tmp_path / "toy.yml"
+    assert run_cli(search_argv(trained, out, "--evo-iter", "1")).returncode == 0
+    before = out.read_bytes()
+    res = run_cli(search_argv(trained, out, "--evo-iter", "1", "--latency-constraint", "20"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"this one writes {tmp_path / 'toy@20ms.yml'}" in res.stderr
+    assert (tmp_path / "toy@20ms.yml").is_file() and out.read_bytes() == before
+    s = json.loads((tmp_path / "toy@20ms.summary.json").read_text())
+    assert s["winners"][0]["latency_limit_ms"] == 20.0

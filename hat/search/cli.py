@@ -179,6 +179,29 @@ def check_checkpoint(path: str | None, args: Any, space: SearchSpace, src: Sourc
 
 
 # ----------------------------------------------------------------------------- outputs
+def limit_named(write_config_path: str, limits: list[Limits]) -> str:
+    """``write-config-path``, or ``<stem>@<limit>ms.yml`` beside it when a search under another
+    limit already lives there: a new limit starts a new search in its own files (a config's
+    write-config-path then serves every limit given on the command line)."""
+    import dataclasses
+
+    out = Path(write_config_path)
+    state = output_paths(str(out), limits)["state"]
+    if len(limits) != 1 or "@" in out.stem or not state.is_file():
+        return str(out)
+    try:
+        saved = json.loads(state.read_text()).get("settings", {}).get("limits")
+    except (OSError, ValueError):
+        return str(out)  # the resume check reports it
+    mine = json.loads(json.dumps([dataclasses.asdict(lim) for lim in limits]))
+    if saved is None or saved == mine:
+        return str(out)
+    named = out.with_name(f"{out.stem}@{limits[0].latency_ms:g}ms{out.suffix}")
+    _log(f"{state} holds a search under another limit: this one writes {named} (and its side "
+         "files)")
+    return str(named)
+
+
 def output_paths(write_config_path: str, limits: list[Limits]) -> dict[str, Any]:
     """The winner YAML(s) and the files beside them."""
     out = Path(write_config_path)
@@ -346,7 +369,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.write_config_path:
         raise HatConfigError("write-config-path is not set (where the best SubTransformer's "
                              "YAML goes)")
-    paths = output_paths(args.write_config_path, limits)
+    paths = output_paths(limit_named(args.write_config_path, limits), limits)
     check_outputs(paths, src)
     check_gpu_measuring(args, src)
     from hat.runstate import exclusive
