@@ -468,7 +468,7 @@ def optimizer_param_layout(wrapper: Any) -> tuple[Any, list[tuple[Any, list[tupl
     ...]`` for the wrapper's flat fp32 buffer, in the wrapper's order.
     """
     inner = inner_optimizer(wrapper)
-    if hasattr(wrapper, "fp32_optimizer"):  # FP16Optimizer (fp16 and bf16, fp32 master copy)
+    if hasattr(wrapper, "fp16_params"):  # FP16Optimizer (fp16 and bf16, fp32 master copy)
         fp16, fp32 = wrapper.fp16_params, wrapper.fp32_params
         if isinstance(fp32, dict):  # flattened: one buffer per device, params in order
             if len(fp32) != 1:  # fairseq's pipeline model parallelism, which HAT's models lack
@@ -484,7 +484,7 @@ def optimizer_param_layout(wrapper: Any) -> tuple[Any, list[tuple[Any, list[tupl
                 offset += p.numel()
             return inner, [(flat, offsets)]
         return inner, [(p32, [(p, None)]) for p, p32 in zip(fp16, fp32)]
-    # fp32, or MemoryEfficientFP16Optimizer: it steps the model's own tensors
+    # fp32, AMP (fp32 weights) or MemoryEfficientFP16Optimizer: it steps the model's own tensors
     return inner, [(p, [(p, None)]) for g in inner.param_groups for p in g["params"]]
 
 

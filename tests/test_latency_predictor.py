@@ -356,9 +356,9 @@ def test_cli_unknown_yaml_key(tmp_path: Path) -> None:
     cfg = _config(tmp_path, _tiny_csv(tmp_path), extra="hidden-dims: 3\n")
     with pytest.raises(HatConfigError, match=r"cfg\.yml: unknown key 'hidden-dims'"):
         cli.run([f"--configs={cfg}"])
-    cfg = _config(tmp_path, _tiny_csv(tmp_path), extra="feature-dim: 11\n")
+    cfg = _config(tmp_path, _tiny_csv(tmp_path))
     with pytest.raises(HatConfigError, match="feature-dim must be 10"):
-        cli.run([f"--configs={cfg}", "--no-plot"])
+        cli.run([f"--configs={cfg}", "--no-plot", "--feature-dim", "11"])
 
 
 def test_cli_ensemble_members(tmp_path: Path) -> None:

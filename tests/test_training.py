@@ -383,3 +383,10 @@ def test_a_second_training_into_one_save_dir_is_refused(toy: Path, tmp_path: Pat
         first.wait()
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
     assert f"another process (pid {first.pid}) is training into this save-dir" in second.stderr
+
+
+def test_hat_adam_trains_with_amp(toy: Path, tmp_path: Path) -> None:
+    """fairseq's --amp keeps fp32 weights: hat_adam steps them as in fp32 training."""
+    run(train_cmd(toy, tmp_path / "ck", "--amp", "--max-update", "2", "--disable-validation"))
+    ck = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=False)
+    assert ck["optimizer_history"][-1]["num_updates"] == 2

@@ -91,10 +91,13 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
             "would measure on the cores the SuperTransformer trains on; leave --gpus out (the "
             "stages then run one after the other) or add --device cuda")
     out = Path(out).resolve()  # stage configs name absolute paths: they run from anywhere
-    out.mkdir(parents=True, exist_ok=True)
     from hat.atomic import check_writable
 
+    if out.exists() and not out.is_dir():
+        raise HatConfigError(f"--out {out}: this is a file, not a folder; give a new folder (or "
+                             "the run folder of the run to continue)")
     check_writable(out / STATE, "pipeline output folder")
+    out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, preset=p, say=say, seed=seed, task=t, gpus=gpus)
     settings = {**p.settings(t.built_in_run), "seed": seed, "task": t.name}
     state_path = out / STATE
