@@ -154,6 +154,16 @@ def test_unknown_model_name_lists_close_matches(capsys) -> None:
     assert "not a sha256 digest" in capsys.readouterr().err
 
 
+def test_a_save_path_that_cannot_be_written_is_refused_before_fetching(tmp_path: Path,
+                                                                        capsys) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert models_main(["--model-name", NAME, "--save-path", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --save-path") and f"{blocker} is a file" in err
+    assert "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------- models
 def test_mirror_copy_skip_force_and_sha256(mirror: Path, tmp_path: Path, capsys) -> None:
     save = tmp_path / "models"

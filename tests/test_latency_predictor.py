@@ -398,3 +398,17 @@ def test_linear_start_equals_least_squares_fit() -> None:
     coef, *_ = np.linalg.lstsq(a, y.double().numpy(), rcond=None)
     with torch.no_grad():
         np.testing.assert_allclose(net(x).double().numpy(), a @ coef, rtol=1e-4, atol=1e-3)
+
+
+def test_a_second_predictor_training_into_one_ckpt_path_is_refused(tmp_path: Path) -> None:
+    import os
+
+    from hat.runstate import exclusive
+
+    cfg = _config(tmp_path, _tiny_csv(tmp_path))
+    ckpt = tmp_path / "pred" / "p.pt"
+    with exclusive(ckpt, "training a predictor into this ckpt-path"):  # a first one, running
+        with pytest.raises(HatConfigError, match=rf"p.pt: another process \(pid {os.getpid()}\) "
+                                                 "is training a predictor into this ckpt-path"):
+            _cli().run([f"--configs={cfg}", "--no-plot", "--max-steps", "5"])
+    assert not ckpt.exists()

@@ -71,6 +71,9 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "download_model.p
         if args.mirror and not Path(args.mirror).is_dir():
             raise HatConfigError(f"--mirror {args.mirror}: folder not found")
         names = list(dl.HAT_MODELS) if args.download_all else [dl.check_model_name(args.model_name)]
+        from hat.atomic import check_writable
+
+        check_writable(Path(args.save_path) / f"{names[0]}.pt", "--save-path")  # before fetching
     except HatConfigError as e:
         _err(str(e))
         return 2

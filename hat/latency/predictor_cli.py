@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,21 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    import contextlib
+
+    from hat.runstate import exclusive
+
+    with contextlib.ExitStack() as held:
+        def claim() -> None:  # once the inputs are checked: ckpt-path is this process's
+            if not args.eval_only and args.ckpt_path:
+                held.enter_context(exclusive(args.ckpt_path,
+                                             "training a predictor into this ckpt-path"))
+
+        return train_or_evaluate(args, claim)
+
+
+def train_or_evaluate(args: Any, claim: Callable[[], None]) -> dict[str, Any]:
+    """:func:`run` after parsing; ``claim()`` takes ckpt-path once the inputs are checked."""
     from hat.latency.drift import measurement_order
     from hat.latency.fewshot import MIN_ROWS as FEWSHOT_MIN_ROWS
     from hat.latency.fit import split_indices
@@ -147,6 +162,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     y_measured = y
     if args.drift_correct == "neighbours":
         y = drift_corrected(args, x, y, order, ln, summary)
+    claim()
     if args.eval_only:
         log.info("evaluating %s on %d test rows of %s", ckpt, len(te), args.lat_dataset_path)
         pred = LatencyPredictor.load(ckpt, feature_norm=fn, lat_norm=ln)
