@@ -106,17 +106,18 @@ def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> N
 
 
 def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
-    """bench.train_profile --smoke: fairseq's Trainer built as train.py builds it, timed and
-    profiled on the toy task."""
-    out = tmp_path / "profile.json"
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.train_profile", "--smoke", "--variants", "today",
-         "--warmup", "2", "--updates", "4", "--profile-updates", "2", "--work",
-         str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    row = json.loads(out.read_text())["variants"]["today"]
-    assert row["args"] == ["--optimizer", "hat_adam"] and row["updates"] == 4
-    assert row["updates_per_s"] > 0 and row["ms_per_update"] >= row["step_ms_per_update"]
+    """bench.train_profile's child (in process, on the toy task): fairseq's Trainer built as
+    train.py builds it, timed and profiled."""
+    from bench.train_profile import VARIANTS, child_args, run_child
+    from hat.data.toy_corpus import make_toy_corpus
+
+    data = make_toy_corpus(tmp_path / "toy", n_train=300, n_valid=20, n_test=20)
+    argv = child_args(ROOT / "configs" / "toy", ["--max-tokens", "1024", "--num-workers", "0",
+                                                 "--cpu"], VARIANTS["today"], str(data),
+                      str(tmp_path / "save"))
+    row = run_child(argv, warmup=2, updates=4, profile_updates=2)
+    assert row["updates"] == 4 and row["updates_per_s"] > 0
+    assert row["ms_per_update"] >= row["step_ms_per_update"]
     ops = {o["op"] for o in row["top_cpu_ops"]}
     assert "Optimizer.step#SliceAdam.step" in ops or "aten::mm" in ops
     assert row["gpu_busy"] is None and row["top_kernels"] == []  # no GPU here
