@@ -92,3 +92,13 @@ def synthetic_features(n: int, rng: np.random.Generator) -> np.ndarray:
         rng.uniform(1024, 3072, n), rng.uniform(4, 8, n), rng.uniform(4, 8, n),
         rng.uniform(1, 3, n),
     ]
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """A folder nobody may write into (restored afterwards so pytest can clean up)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    yield d
+    d.chmod(0o755)

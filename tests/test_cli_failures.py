@@ -45,15 +45,6 @@ def toy(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def read_only(tmp_path: Path):
-    d = tmp_path / "ro"
-    d.mkdir()
-    d.chmod(0o555)
-    yield d
-    d.chmod(0o755)
-
-
-@pytest.fixture
 def a_file(tmp_path: Path) -> Path:
     """A file where the user meant a folder (refused even for root)."""
     f = tmp_path / "results"

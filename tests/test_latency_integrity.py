@@ -49,16 +49,6 @@ def predictor_cli():
     return load_script("latency_predictor.py")
 
 
-@pytest.fixture
-def read_only(tmp_path: Path):
-    """A folder nobody may write into (restored afterwards so pytest can clean up)."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    d.chmod(0o555)
-    yield d
-    d.chmod(0o755)
-
-
 # ----------------------------------------------------------------------------- measuring
 def test_complete_dataset_says_so_and_measures_nothing(
         tmp_path: Path, measure_cli, monkeypatch: pytest.MonkeyPatch,
