@@ -278,10 +278,10 @@ def parse_fairseq_args(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        print(short_help(add_extra, training=training_help))
+        print_help(short_help(add_extra, training=training_help))
         raise SystemExit(0)
     if "--help-all" in argv:  # ours with the search-space keys, then fairseq's full list
-        print(short_help(add_extra, training=training_help, space_keys=True))
+        print_help(short_help(add_extra, training=training_help, space_keys=True))
         argv = [("--help" if a == "--help-all" else a) for a in argv]
     e = _expand(argv)
     if "--help" not in argv:
@@ -363,6 +363,15 @@ def check_probabilities(args: argparse.Namespace, origin: dict[str, str]) -> Non
             src = origin.get("--" + key, "command line")
             raise HatConfigError(f"{src}: {key} {v:g} is not a probability: allowed "
                                  f"0 <= {key} < 1")
+
+
+def print_help(text: str) -> None:
+    """Print help; a reader that stops early (``--help | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+        raise SystemExit(0) from None
 
 
 def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None,

@@ -129,3 +129,13 @@ def test_nothing_imports_torchaudio() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "False"
+
+
+def test_help_into_a_closed_pipe_is_not_an_error() -> None:
+    """``train.py --help | head -1``: the reader may be gone before the help is written."""
+    proc = subprocess.Popen([sys.executable, "train.py", "--help"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # long before the child has imported torch and fairseq
+    err = proc.stderr.read()
+    assert proc.wait() == 0, err
+    assert "Traceback" not in err and "Broken pipe" not in err
