@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,11 +36,9 @@ def content_fingerprint(path: str | os.PathLike | None) -> str | None:
     that a resume notices a file replaced at the same path."""
     if not path or not Path(path).is_file():
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"{Path(path).stat().st_size} bytes, sha256 {digest.hexdigest()[:16]}"
+    from hat.download import file_sha256
+
+    return f"{Path(path).stat().st_size} bytes, sha256 {file_sha256(path)[:16]}"
 
 
 @contextlib.contextmanager
