@@ -179,23 +179,29 @@ def gaps(jobs: dict[str, dict]) -> dict:
             if not alone:
                 continue
             a = jobs[alone[0]]
-            row[which] = {"standalone": alone[0],
-                          "inherited_loss": j["curve"][-1][f"loss_{which}"],
+            inherited = j["curve"][-1][f"loss_{which}"]
+            best = min(r["loss"] for r in a["curve"])
+            row[which] = {"standalone": alone[0], "inherited_loss": inherited,
                           "standalone_loss": a["curve"][-1]["loss"],
-                          "gap_bits": round(j["curve"][-1][f"loss_{which}"]
-                                            - a["curve"][-1]["loss"], 3),
+                          "gap_bits": round(inherited - a["curve"][-1]["loss"], 3),
+                          # stricter: against the standalone training's best validation
+                          "standalone_best_loss": best,
+                          "gap_bits_vs_best": round(inherited - best, 3),
                           **converged(a["curve"], "loss")}
         out[name] = row
     return out
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    """Curves of the largest and the smallest (inherited solid, alone dashed) and, where scored,
+    every SuperTransformer's inherited losses of random SubTransformers beside its extremes."""
+    from hat.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    plt = pyplot()
+    scored = {k: v for k, v in (result.get("inherited_random") or {}).items() if v}
+    fig, axes = plt.subplots(1, 3 if scored else 2, figsize=(17 if scored else 13, 5),
+                             gridspec_kw={"width_ratios": [3, 3, 2] if scored else [1, 1]})
+    axes[1].sharey(axes[0])
     for ax, which in zip(axes, ("largest", "smallest")):
         for name, j in result["jobs"].items():
             if not j["curve"]:
@@ -209,15 +215,161 @@ def plot(result: dict, path: Path) -> None:
                 continue
             ax.plot([r["update"] for r in j["curve"]], ys, style, marker=".",
                     label=f"{name} ({j['updates_per_s'] or 0:.1f} upd/s)")
-        ax.set_title(f"{which} SubTransformer: inherited (solid) vs trained alone (dashed)")
+        ax.set_title(f"{which} SubTransformer: inherited (solid) vs trained alone (dashed)",
+                     fontsize=10)
         ax.set_xlabel("updates")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if scored:
+        ax = axes[2]
+        for i, (name, v) in enumerate(scored.items()):
+            ys = sorted(r["inherited_loss"] for r in v["random"])
+            ax.scatter([i] * len(ys), ys, s=14, alpha=0.6,
+                       label="random SubTransformers" if i == 0 else None, color="C0")
+            ax.scatter([i], [v["largest"]], marker="v", s=60, color="C2",
+                       label="largest" if i == 0 else None)
+            ax.scatter([i], [v["smallest"]], marker="^", s=60, color="C3",
+                       label="smallest" if i == 0 else None)
+        ax.set_xticks(range(len(scored)))
+        ax.set_xlim(-0.5, len(scored) - 0.5)
+        ax.set_ylabel("valid loss, base 2 (fp32, from the last checkpoint)")
+        ax.set_xticklabels([f"{n}\n({v['checkpoint_updates']} upd)" for n, v in scored.items()],
+                           fontsize=7)
+        n = len(next(iter(scored.values()))["random"])
+        ax.set_title(f"{n} seeded random SubTransformers, inherited", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("valid loss, base 2 (label-smoothed)")
     fig.suptitle(f"{result['task']} on {result['device']} ({result['torch']}, {result['date']}),"
                  f" {len(result['jobs'])} trainings side by side, {result['minutes']} min each")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path)
+
+
+def start_jobs(names: list[str], cfg_dir: Path, work: Path, recipe: list[str], minutes: float,
+               data: str | None, until_converged: bool, save_supers: bool,
+               detach: bool) -> None:
+    """Start every training in its own process (with ``detach``: its own session, so it outlives
+    the command that started it); ``work/jobs.json`` records what runs where."""
+    jobs = {}
+    for name in names:
+        kind, overrides, extra = JOBS[name]
+        cmd = job_command(name, kind, overrides + extra, cfg_dir, work, recipe, minutes, data)
+        if kind != "super" and until_converged:
+            cmd += ["--stop-converged-bits", str(CONVERGED_BITS)]
+        if kind == "super" and save_supers:  # one checkpoint, at the end, for scoring
+            cmd = [c for c in cmd if c != "--no-save"] + [
+                "--no-epoch-checkpoints", "--save-interval", "1000000"]
+        rc_file = work / f"{name}.rc"
+        rc_file.unlink(missing_ok=True)
+        with open(work / f"{name}.log", "w") as log:
+            proc = subprocess.Popen(
+                ["bash", "-c", 'cd "$1" && shift && "$@"; echo $? > "$RC"', "job", str(ROOT),
+                 *cmd], stdout=log, stderr=subprocess.STDOUT, start_new_session=detach,
+                env={**os.environ, "OMP_NUM_THREADS": "2", "RC": str(rc_file)})
+        jobs[name] = {"pid": proc.pid, "start": time.time(), "command": cmd}
+    (work / "jobs.json").write_text(json.dumps({"minutes": minutes, "recipe": recipe,
+                                                "cfg_dir": str(cfg_dir), "jobs": jobs}))
+
+
+def wait_jobs(work: Path, wait_s: float | None) -> bool:
+    """Wait until every training has ended (True) or ``wait_s`` passed (False)."""
+    names = json.loads((work / "jobs.json").read_text())["jobs"]
+    deadline = None if wait_s is None else time.time() + wait_s
+    while not all((work / f"{n}.rc").is_file() for n in names):
+        if deadline is not None and time.time() >= deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def score_random(work: Path, name: str, cfg_dir: Path, n: int, seed: int, data: str | None,
+                 device: str) -> dict | None:
+    """A SuperTransformer's inherited valid loss of its largest, its smallest and ``n`` seeded
+    random SubTransformers (the draws ``bench.fidelity`` makes from the same space), so that
+    from-scratch trainings of the same configs, on another day, can be joined by config."""
+    import random
+
+    from hat.config import parse_fairseq_args
+    from hat.evaluate import ValidLoss, load_for_eval
+    from hat.space import SearchSpace
+
+    ckpt = work / name / "checkpoint_last.pt"
+    if not ckpt.is_file():
+        return None
+    space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
+    space = SearchSpace.from_args(parse_fairseq_args([f"--configs={space_yml}"]),
+                                  source=str(space_yml))
+    rng, cfgs = random.Random(seed), []
+    while len(cfgs) < n:
+        c = space.sample(rng)
+        if c not in cfgs:
+            cfgs.append(c)
+    os.chdir(ROOT)  # the configs' data paths are relative to the checkout, as for train.py
+    task, model = load_for_eval(str(ckpt), data=data, device=device)
+    loss = ValidLoss(task, model, subset="valid", max_tokens=4096, device=device)
+    t0 = time.time()
+    largest, smallest = float(loss(space.largest())), float(loss(space.smallest()))
+    rows = [{"config": c.to_dict(), "inherited_loss": float(loss(c))} for c in cfgs]
+    inside = sum(smallest >= r["inherited_loss"] >= largest - 0.3 for r in rows)
+    return {"checkpoint_updates": _ckpt_updates(ckpt), "seed": seed, "largest": largest,
+            "smallest": smallest, "random": rows, "seconds": round(time.time() - t0, 1),
+            "random_between_extremes": f"{inside}/{n}"}
+
+
+def _ckpt_updates(ckpt: Path) -> int | None:
+    from hat.pipeline.stages import checkpoint_updates
+
+    return checkpoint_updates(ckpt)
+
+
+def collect(work: Path, out: Path, smoke: bool, task: str, score_n: int, score_seed: int,
+            data: str | None, all_done: bool) -> dict:
+    """Curves, speeds and gaps from the logs so far (trainings may still run)."""
+    import torch
+
+    state = json.loads((work / "jobs.json").read_text())
+    jobs = {}
+    for name, info in state["jobs"].items():
+        rc_file = work / f"{name}.rc"
+        rc = int(rc_file.read_text()) if rc_file.is_file() else None
+        text = (work / f"{name}.log").read_text()
+        if rc not in (0, None):
+            print(text[-3000:], file=sys.stderr)
+        kind, overrides, extra = JOBS[name]
+        wall = (rc_file.stat().st_mtime if rc is not None else time.time()) - info["start"]
+        jobs[name] = {**summarize(name, kind, overrides, extra, text, wall), "rc": rc,
+                      "command": " ".join(c for c in info["command"][1:])}
+        if kind != "super":
+            jobs[name]["stop"] = _stop_record(work / name)
+        print(f"{name}: rc {rc}, {jobs[name]['updates']} updates, "
+              f"{jobs[name]['updates_per_s']} upd/s, last {jobs[name]['curve'][-1:]}")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    result = {"task": "toy" if smoke else task, "device": device,
+              "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+              "minutes": state["minutes"], "side_by_side": len(jobs),
+              "finished": all_done, "recipe": state["recipe"],
+              "how": __doc__.strip().splitlines()[0],
+              "converged_if_gain_below_bits": CONVERGED_BITS, "jobs": jobs,
+              "gaps": gaps(jobs)}
+    if all_done and score_n:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        result["inherited_random"] = {
+            name: score_random(work, name, Path(state["cfg_dir"]), score_n, score_seed, data,
+                               dev)
+            for name in jobs if jobs[name]["kind"] == "super"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    print(json.dumps(result["gaps"], indent=1))
+    return result
+
+
+def _stop_record(save_dir: Path) -> dict | None:
+    from hat.convergence import read_record
+
+    rec = read_record(save_dir)
+    return None if rec is None else {"converged": rec["converged"], "gain": rec["gain"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,59 +378,60 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", nargs="+", default=list(JOBS)[:6], choices=sorted(JOBS))
     ap.add_argument("--minutes", type=float, default=6.0, help="wall time of each training")
     ap.add_argument("--work", default="/tmp/hat_convergence", help="scratch folder")
-    ap.add_argument("--out", required=True, help="JSON to write (a PNG beside it)")
+    ap.add_argument("--out", help="JSON to write (a PNG beside it)")
+    ap.add_argument("--until-converged", action="store_true",
+                    help="stop each standalone training once converged (train.py "
+                         f"--stop-converged-bits {CONVERGED_BITS})")
+    ap.add_argument("--score-random", type=int, default=0, metavar="N",
+                    help="when every training has ended: each SuperTransformer's inherited "
+                         "valid loss of N seeded random SubTransformers (and its extremes)")
+    ap.add_argument("--score-seed", type=int, default=7)
+    ap.add_argument("--detach", action="store_true",
+                    help="start the trainings in their own sessions and return (a later "
+                         "--collect reads them); for machines lent one command at a time")
+    ap.add_argument("--collect", action="store_true",
+                    help="do not start: read the trainings in --work (waiting up to --wait-s)")
+    ap.add_argument("--wait-s", type=float, default=None,
+                    help="with --collect: write what is there after this many seconds")
+    ap.add_argument("--replot", metavar="JSON",
+                    help="recompute the gaps and the PNG of a written JSON (no training)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU twin: the toy task's tiny space on a generated corpus, seconds")
     args = ap.parse_args(argv)
-    import torch
-
+    if args.replot:
+        path = Path(args.replot)
+        result = json.loads(path.read_text())
+        result["gaps"] = gaps(result["jobs"])
+        path.write_text(json.dumps(result, indent=1))
+        plot(result, path.with_suffix(".png"))
+        print(json.dumps(result["gaps"], indent=1))
+        return 0
+    if not args.detach and not args.out:
+        ap.error("--out is required (except with --detach)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = None
     if args.smoke:
-        from hat.data.toy_corpus import make_toy_corpus
-
-        data = str(make_toy_corpus(work / "toy", n_train=600, n_valid=40, n_test=40))
+        data = str(work / "toy" / "data-bin")
         cfg_dir, recipe = ROOT / "configs" / "toy", ["--max-tokens", "1024",
                                                      "--warmup-updates", "5", "--num-workers",
                                                      "0", "--lr", "0.003"]
     else:
         cfg_dir, recipe = ROOT / TASKS[args.task], RECIPE + ["--num-workers", "2"]
-    procs = {}
-    for name in args.jobs:
-        kind, overrides, extra = JOBS[name]
-        cmd = job_command(name, kind, overrides + extra, cfg_dir, work, recipe, args.minutes,
-                          data)
-        log = open(work / f"{name}.log", "w")
-        procs[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "OMP_NUM_THREADS": "2"}),
-                       time.time(), log, cmd)
-    jobs = {}
-    for name, (proc, start, log, cmd) in procs.items():
-        rc = proc.wait()
-        log.close()
-        text = (work / f"{name}.log").read_text()
-        if rc != 0:
-            print(text[-3000:], file=sys.stderr)
-        kind, overrides, extra = JOBS[name]
-        jobs[name] = {**summarize(name, kind, overrides, extra, text, time.time() - start),
-                      "rc": rc,
-                      "command": " ".join(c for c in cmd[1:])}
-        print(f"{name}: rc {rc}, {jobs[name]['updates']} updates, "
-              f"{jobs[name]['updates_per_s']} upd/s, last {jobs[name]['curve'][-1:]}")
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    result = {"task": "toy" if args.smoke else args.task, "device": device,
-              "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-              "minutes": args.minutes, "side_by_side": len(jobs),
-              "recipe": recipe, "how": __doc__.strip().splitlines()[0],
-              "converged_if_gain_below_bits": CONVERGED_BITS, "jobs": jobs,
-              "gaps": gaps(jobs)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    plot(result, out.with_suffix(".png"))
-    print(json.dumps(result["gaps"], indent=1))
-    return 0 if all(j["rc"] == 0 for j in jobs.values()) else 1
+    if not args.collect:
+        if args.smoke:
+            from hat.data.toy_corpus import make_toy_corpus
+
+            data = str(make_toy_corpus(work / "toy", n_train=600, n_valid=40, n_test=40))
+        start_jobs(args.jobs, cfg_dir, work, recipe, args.minutes, data, args.until_converged,
+                   bool(args.score_random), args.detach)
+        if args.detach:
+            print(f"started {len(args.jobs)} trainings in {work}; read them with --collect")
+            return 0
+    done = wait_jobs(work, args.wait_s if args.collect else None)
+    result = collect(work, Path(args.out), args.smoke, args.task, args.score_random,
+                     args.score_seed, data, done)
+    return 0 if all(j["rc"] in (0, None) for j in result["jobs"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@
 #    --stop-minutes 7.5 --jobs 20 --gpus 2; every training hit the time cap first)
 #   pipeline_debian_h200.json: runs/debian/results.json with the unseen-split BLEU and the calls.
 #
+#   bash bench/debian_gpu.sh converge MINUTES   # one GPU, in calls of <= 10 minutes: starts
+#                                # the convergence trainings detached and reads them; repeat
+#                                # "bash bench/debian_gpu.sh collect" until "finished": true
+#                                # (debian_en-de_convergence_long_h200.json, 2026-12-02)
+#
 # The same run on one GPU, in one command: python -m hat.pipeline --task debian.en-de --out DIR
 set -u
 RUN=${RUN:-runs/debian}
@@ -70,6 +75,15 @@ with ThreadPoolExecutor(4) as ex:
 json.dump(got, open(f"{run}/bleu_test_unseen.json", "w"), indent=1)
 print(json.dumps({k: v.get("bleu") for k, v in got.items()}))
 EOF
+  ;;
+converge|collect)  # SuperTransformers vs standalone trainings run to convergence, one GPU
+  CONV=(--work /tmp/hat_convergence --score-random 20 --out "${OUT:-/tmp}/convergence.json")
+  if [ "$1" = converge ]; then
+    python -m bench.debian_convergence --detach --until-converged --minutes "${2:-22}" \
+      --jobs super_sandwich0_do0.1 super_sandwich1_do0.1 largest_alone_do0.1 \
+      smallest_alone_do0.1 "${CONV[@]}" || exit $?
+  fi
+  python -m bench.debian_convergence --collect --wait-s "${WAIT_S:-540}" "${CONV[@]}"
   ;;
 3)  # the from-scratch trainings of the fidelity check on both GPUs (when part 1 could not)
   PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python -m bench.fidelity \

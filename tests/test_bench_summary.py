@@ -86,23 +86,40 @@ def test_seed_summary_pairs_runs_and_names_the_losses() -> None:
 
 
 def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> None:
-    """bench.debian_convergence --smoke: the GPU benchmark's code path on the toy task."""
-    out = tmp_path / "conv.json"
+    """bench.debian_convergence --smoke: the GPU benchmark's code path on the toy task, started
+    detached and read with --collect (as on a machine lent one command at a time), with the
+    SuperTransformer's inherited losses of seeded random SubTransformers."""
+    out, work = tmp_path / "conv.json", tmp_path / "work"
+    base = [sys.executable, "-m", "bench.debian_convergence", "--smoke", "--work", str(work),
+            "--score-random", "3"]
     res = subprocess.run(
-        [sys.executable, "-m", "bench.debian_convergence", "--smoke", "--minutes", "0.15",
-         "--jobs", "super_hat_adam", "largest_alone", "smallest_alone", "--work",
-         str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+        [*base, "--detach", "--until-converged", "--minutes", "0.15", "--jobs",
+         "super_hat_adam", "largest_alone", "smallest_alone"], cwd=ROOT, capture_output=True,
+        text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "read them with --collect" in res.stdout
+    res = subprocess.run([*base, "--collect", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert out.with_suffix(".png").is_file()
+    assert out.with_suffix(".png").is_file() and r["finished"] is True
     assert set(r["jobs"]) == {"super_hat_adam", "largest_alone", "smallest_alone"}
     assert r["jobs"]["super_hat_adam"]["method_args"] == ["--optimizer", "hat_adam"]
+    assert all(j["rc"] == 0 and j["updates"] > 0 for j in r["jobs"].values())
+    assert "--stop-converged-bits" in r["jobs"]["largest_alone"]["command"]
+    assert "--stop-converged-bits" not in r["jobs"]["super_hat_adam"]["command"]
     gap = r["gaps"]["super_hat_adam"]
     for which in ("largest", "smallest"):
         row = gap[which]
         assert row["gap_bits"] == pytest.approx(row["inherited_loss"] - row["standalone_loss"],
                                                 abs=1e-3)
         assert isinstance(row["converged"], bool)
+    inh = r["inherited_random"]["super_hat_adam"]
+    assert len(inh["random"]) == 3 and len({json.dumps(x["config"]) for x in inh["random"]}) == 3
+    # the extremes scored from the saved checkpoint equal the training's last validation
+    last = r["jobs"]["super_hat_adam"]["curve"][-1]
+    assert inh["largest"] == pytest.approx(last["loss_largest"], abs=0.01)
+    assert inh["smallest"] == pytest.approx(last["loss_smallest"], abs=0.01)
 
 
 def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
