@@ -222,7 +222,7 @@ def plot(result: dict, path: Path) -> None:
         ax.legend(fontsize=7)
     if scored:
         ax = axes[2]
-        for i, (name, v) in enumerate(scored.items()):
+        for i, v in enumerate(scored.values()):
             ys = sorted(r["inherited_loss"] for r in v["random"])
             ax.scatter([i] * len(ys), ys, s=14, alpha=0.6,
                        label="random SubTransformers" if i == 0 else None, color="C0")
