@@ -33,8 +33,9 @@ TASKS = {"debian.en-de": "configs/debian.en-de", "debian.en-fr": "configs/debian
 RECIPE = ["--max-tokens", "16384", "--warmup-updates", "1000", "--fp16"]
 # name -> (kind, recipe overrides, method args); kind: super, largest, smallest. A
 # SuperTransformer's gap is taken against the standalone trainings with the same overrides.
-HAT_ADAM = ["--optimizer", "hat_adam"]
-SANDWICH = [*HAT_ADAM, "--subnet-sampling", "sandwich"]
+# the Debian configs ship sandwich sampling: jobs name their sampling (HAT: uniform)
+HAT_ADAM = ["--optimizer", "hat_adam", "--subnet-sampling", "uniform"]
+SANDWICH = ["--optimizer", "hat_adam", "--subnet-sampling", "sandwich"]
 DO1 = ["--dropout", "0.1"]
 R8K = ["--max-tokens", "8192", "--warmup-updates", "2000"]
 # larger batches: the update is bound by Python and kernel launches, so a 32k-token update costs
@@ -45,7 +46,7 @@ R32K_LR5 = [*DO1, "--max-tokens", "32768", "--num-workers", "4"]  # today's lr a
 R64K = [*DO1, "--max-tokens", "65536", "--warmup-updates", "500", "--lr", "0.001",
         "--num-workers", "6"]
 JOBS: dict[str, tuple[str, list[str], list[str]]] = {
-    "super_adam": ("super", [], ["--optimizer", "adam"]),
+    "super_adam": ("super", [], ["--optimizer", "adam", "--subnet-sampling", "uniform"]),
     "super_hat_adam": ("super", [], HAT_ADAM),
     "super_sandwich": ("super", [], SANDWICH),
     "largest_alone": ("largest", [], []),
@@ -61,7 +62,7 @@ JOBS: dict[str, tuple[str, list[str], list[str]]] = {
     "smallest_alone_8k_wu2000": ("smallest", R8K, []),
     "super_sandwich1_8k_wu2000": ("super", R8K, [*SANDWICH, "--sandwich-random", "1"]),
     "super_hat_adam_8k_wu2000": ("super", R8K, HAT_ADAM),
-    "super_adam_do0.1": ("super", DO1, ["--optimizer", "adam"]),
+    "super_adam_do0.1": ("super", DO1, ["--optimizer", "adam", "--subnet-sampling", "uniform"]),
     "super_hat_adam_do0.1": ("super", DO1, HAT_ADAM),
     "super_sandwich_do0.1": ("super", DO1, SANDWICH),
     "super_sandwich0_do0.1": ("super", DO1, [*SANDWICH, "--sandwich-random", "0"]),

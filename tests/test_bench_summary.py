@@ -104,7 +104,8 @@ def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> N
     r = json.loads(out.read_text())
     assert out.with_suffix(".png").is_file() and r["finished"] is True
     assert set(r["jobs"]) == {"super_hat_adam", "largest_alone", "smallest_alone"}
-    assert r["jobs"]["super_hat_adam"]["method_args"] == ["--optimizer", "hat_adam"]
+    assert r["jobs"]["super_hat_adam"]["method_args"] == ["--optimizer", "hat_adam",
+                                                          "--subnet-sampling", "uniform"]
     assert all(j["rc"] == 0 and j["updates"] > 0 for j in r["jobs"].values())
     assert "--stop-converged-bits" in r["jobs"]["largest_alone"]["command"]
     assert "--stop-converged-bits" not in r["jobs"]["super_hat_adam"]["command"]

@@ -97,3 +97,22 @@ def test_bad_heads_and_list_length_in_sub_yaml(tmp_path: Path, capsys) -> None:
                                                   "ende-attn-all-subtransformer: [3]"), "arb.yml")
     assert train_main([f"--configs={arb}", f"--sub-configs={COMMON}", "--profile"]) == 2
     assert "allowed values are [-1, 1, 2]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["debian.en-de", "debian.en-fr"])
+def test_debian_configs_share_one_recipe_and_ship_the_measured_sampling(task: str) -> None:
+    """The SuperTransformer, the retrainings and the fidelity check's from-scratch trainings of
+    a Debian task train with one recipe, so their losses compare; the SuperTransformer samples
+    largest + smallest + 1 random, and retrainings stop once converged."""
+    cfg = ROOT / "configs" / task
+    sup = parse_fairseq_args([f"--configs={cfg / 'supertransformer' / 'space0.yml'}"])
+    sub = parse_fairseq_args([f"--configs={cfg / 'supertransformer' / 'space0.yml'}",
+                              f"--sub-configs={cfg / 'subtransformer' / 'common.yml'}"])
+    for key in ("optimizer", "lr", "warmup_updates", "warmup_init_lr", "max_tokens", "dropout",
+                "attention_dropout", "weight_decay", "adam_betas", "label_smoothing",
+                "lr_scheduler", "clip_norm"):
+        assert getattr(sup, key) == getattr(sub, key), key
+    assert sup.max_tokens == 16384 and sup.warmup_updates == 1000 and sup.dropout == 0.1
+    assert (sup.subnet_sampling, sup.sandwich_random) == ("sandwich", 1)
+    assert sup.max_update == 6500
+    assert sub.stop_converged_bits == 0.05 and sub.max_update == 8000

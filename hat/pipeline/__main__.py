@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
                     help="sizes: default (2-core CPU, ~7 min), tiny (a workflow check, ~1-2 min, "
                          "barely trained models), cuda "
-                         "(toy on one GPU), debian (a Debian corpus on a GPU); default: the "
+                         "(toy on one GPU), debian (a Debian corpus on a GPU: about 40 min "
+                         "on one H200, an estimate: not yet run as one pipeline); default: the "
                          "task's ('cuda' for toy with --device cuda)")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
