@@ -7,7 +7,9 @@ python download_model.py --download-all [--save-path ./downloaded_models] [--mir
 
 import sys
 
-from hat.download.cli import models_main
+HAT_LAZY = True  # `import hat` registers with fairseq only where a download needs it (hat.register)
+
+from hat.download.cli import models_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(models_main())

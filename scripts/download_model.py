@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HAT_LAZY = True  # `import hat` registers with fairseq only where a download needs it (hat.register)
 
 from hat.download.cli import models_main  # noqa: E402
 

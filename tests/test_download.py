@@ -554,3 +554,19 @@ def test_every_truncation_of_an_archive_is_detected(tmp_path: Path) -> None:
         (tmp_path / "a.tgz").write_bytes(whole[:cut])
         with pytest.raises(DownloadError, match="truncated or corrupt"):
             safe_extract(tmp_path / "a.tgz", tmp_path / f"out{cut}")
+
+
+def test_download_model_help_and_list_do_not_import_torch() -> None:
+    """``download_model.py --help`` / ``--list`` answer without loading torch or fairseq (the
+    script imports ``hat`` lazily); a download registers HAT with fairseq first."""
+    code = ("import runpy, sys; sys.argv = ['download_model.py', '--list'];\n"
+            "try:\n runpy.run_path('download_model.py', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print('LOADED', 'torch' in sys.modules, 'fairseq' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8" in res.stdout
+    assert "LOADED False False" in res.stdout
+    res = subprocess.run([sys.executable, "download_model.py", "--help"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "--model-name" in res.stdout

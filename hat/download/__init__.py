@@ -274,8 +274,6 @@ def check_architecture(name: str, args: Any, model_state: dict[str, Any], what: 
     SubTransformer whose args hold its ``*_subtransformer`` keys, the published SubTransformer."""
     from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 
-    import hat  # noqa: F401  (registers the architectures)
-
     released = released_architecture(name)
     if released is None:
         return

@@ -77,6 +77,9 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "download_model.p
     except HatConfigError as e:
         _err(str(e))
         return 2
+    import hat
+
+    hat.register()  # fairseq with HAT's architectures: the downloads' checks read checkpoints
     failed = []
     for name in names:
         try:
