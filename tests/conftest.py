@@ -102,3 +102,7 @@ def read_only(tmp_path: Path):
     d.chmod(0o555)
     yield d
     d.chmod(0o755)
+
+GUARD_S = 1800
+"""Seconds after which a test gives up on a subprocess or a wait: a guard against hangs, never a
+speed requirement (the suite must pass on a loaded machine)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import GUARD_S, ROOT
 
 HAT_REF = ROOT.parent / "shared" / "hat-reference"
 PI_SUB = "configs/wmt14.en-de/subtransformer/HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8"
@@ -29,7 +29,7 @@ OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:
            "no_proxy": "", "NO_PROXY": ""}
 
 
-def hat(command: str, offline: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+def hat(command: str, offline: bool = False, timeout: int = GUARD_S) -> subprocess.CompletedProcess:
     """Run one of HAT's README commands in the repository root (``python`` is this Python)."""
     env = dict(os.environ, PYTHON=sys.executable, **(OFFLINE if offline else {}))
     argv = shlex.split(command)

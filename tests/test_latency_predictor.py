@@ -19,7 +19,7 @@ from hat.latency.fewshot import component_predictors, fit_fewshot
 from hat.latency.fit import fit_recipe, split_indices, train_predictor
 from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
 from hat.latency.report import metrics
-from tests.conftest import load_script, synthetic_features
+from tests.conftest import GUARD_S, load_script, synthetic_features
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
@@ -288,7 +288,7 @@ def test_cli_json_last_line_subprocess(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(ROOT / "latency_predictor.py"), f"--configs={cfg}", "--json",
          "--max-steps", "100", "--seed", "3"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+        capture_output=True, text=True, cwd=ROOT, timeout=GUARD_S, check=False,
     )
     assert r.returncode == 0, r.stderr
     last = json.loads(r.stdout.strip().splitlines()[-1])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hat.space import read_subtransformer_yaml
-from tests.conftest import ROOT
+from tests.conftest import GUARD_S, ROOT
 
 STAGES = ["corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
           "search", "retrain", "bleu", "latency", "report"]
@@ -41,7 +41,7 @@ def run(tmp_path_factory) -> tuple[Path, str]:
     base = tmp_path_factory.mktemp("pipeline")
     first = base / "quickstart"
     proc = start(Path("quickstart"), cwd=base)
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + GUARD_S
     while "latency_predictor" not in finished_stages(first):  # kill it right after that stage
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "pipeline too slow"
@@ -53,7 +53,7 @@ def run(tmp_path_factory) -> tuple[Path, str]:
     first.rename(out)
     mtime = (out / "checkpoints/supertransformer/checkpoint_last.pt").stat().st_mtime
     second = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out), "--tiny"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            cwd=ROOT, capture_output=True, text=True, timeout=GUARD_S)
     assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
     for stage in before:
         assert f"{stage}: done earlier" in second.stdout, stage
@@ -128,7 +128,7 @@ def test_each_stage_left_a_file_its_cli_takes(run) -> None:
 def test_resume_refuses_other_settings(run) -> None:
     out, _ = run
     r = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=GUARD_S)
     assert r.returncode == 2 and "cannot resume" in r.stderr
 
 
@@ -140,7 +140,7 @@ def test_fidelity_trains_from_scratch_until_converged(run, tmp_path: Path) -> No
         [sys.executable, "-m", "bench.fidelity", "--run", str(out), "--samples", "3",
          "--max-update", "400", "--converged-bits", "50", "--jobs", "2",
          "--out", str(tmp_path / "fid.json")], cwd=ROOT, capture_output=True, text=True,
-        timeout=600)
+        timeout=GUARD_S)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     a = json.loads((tmp_path / "fid.json").read_text())["a_ranking"]
     assert a["converged_bits"] == 50 and a["scratch_converged"] == 3
@@ -175,20 +175,21 @@ def test_a_killed_pipeline_ends_its_stages_and_a_second_one_is_refused(tmp_path:
     out = tmp_path / "run"
     proc = start(out)
     try:
-        deadline, train = time.monotonic() + 300, []
+        deadline, train = time.monotonic() + GUARD_S, []
         while not train:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
             train = [k for k in _children(proc.pid)
                      if b"train.py" in Path(f"/proc/{k}/cmdline").read_bytes()]
             time.sleep(0.1)
         second = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out),
-                                 "--tiny"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                                 "--tiny"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=GUARD_S)
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"another process (pid {proc.pid}) is running the pipeline into this folder" \
             in second.stderr
         os.kill(proc.pid, signal.SIGKILL)  # the main process alone, not its process group
         proc.wait()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + GUARD_S
         while _alive(train[0]) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(train[0]), "the SuperTransformer training outlived the pipeline"

@@ -32,7 +32,7 @@ from hat.search.evolution import (
 from hat.search.latency import LatencyModel, fit_scale
 from hat.search.report import pareto_front
 from hat.space import SearchSpace, read_subtransformer_yaml
-from tests.conftest import ROOT
+from tests.conftest import GUARD_S, ROOT
 
 TINY = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
 TOY_EVO = ROOT / "configs" / "toy" / "evo_search" / "toy_cpu_epyc.yml"
@@ -290,7 +290,7 @@ def test_kill_and_resume_gives_the_identical_result(trained, tmp_path) -> None:
     state = out.with_name("toy.state.json")
     proc = subprocess.Popen([sys.executable, "evo_search.py", *search_argv(trained, out, *extra)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + GUARD_S
     while time.time() < deadline and proc.poll() is None:
         if state.is_file():
             try:
@@ -350,7 +350,7 @@ def test_two_searches_into_one_write_config_path_do_not_both_run(trained, tmp_pa
     first = subprocess.Popen([sys.executable, "evo_search.py", *argv], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = tmp_path / ".toy.state.json.lock"
-    deadline = time.time() + 120
+    deadline = time.time() + GUARD_S
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     try:

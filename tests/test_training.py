@@ -17,7 +17,7 @@ import torch
 from hat.data.toy_corpus import make_toy_corpus
 from hat.evaluate import ValidLoss, load_for_eval
 from hat.space import SubConfig, write_subtransformer_yaml
-from tests.conftest import ROOT
+from tests.conftest import GUARD_S, ROOT
 
 TINY = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
 FAST = ["--max-tokens", "1024", "--log-interval", "1", "--warmup-updates", "10",
@@ -92,7 +92,7 @@ def test_kill_and_resume_replays_the_same_subnets_and_parameters(
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     saved = tmp_path / "b" / f"checkpoint_{epoch}_{saved_at}.pt"
-    deadline = time.time() + 120
+    deadline = time.time() + GUARD_S
     while time.time() < deadline and proc.poll() is None:
         if saved.exists() and log_b.exists() and max(subnet_sequence(log_b)) >= saved_at + 1:
             break  # update saved_at + 1 has begun: checkpoint_last.pt holds update saved_at
@@ -371,7 +371,7 @@ def test_a_second_training_into_one_save_dir_is_refused(toy: Path, tmp_path: Pat
     first = subprocess.Popen(train_cmd(toy, save, "--max-update", "200", "--disable-validation"),
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = save / ".checkpoint_last.pt.lock"
-    deadline = time.time() + 120
+    deadline = time.time() + GUARD_S
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     try:
