@@ -29,9 +29,12 @@ from pathlib import Path
 from bench.common import ROOT
 from bench.debian_convergence import RECIPE, TASKS, _space
 
+# "today": the configs as shipped (the Debian ones: largest + smallest + 1 random per update
+# since 2026-12-02); the results committed before that date ran uniform sampling under "today"
 VARIANTS: dict[str, list[str]] = {
     "today": ["--optimizer", "hat_adam"],
-    "adam": ["--optimizer", "adam"],
+    "uniform": ["--optimizer", "hat_adam", "--subnet-sampling", "uniform"],
+    "adam": ["--optimizer", "adam", "--subnet-sampling", "uniform"],
     "sandwich0": ["--optimizer", "hat_adam", "--subnet-sampling", "sandwich",
                   "--sandwich-random", "0"],
     "bf16": ["--optimizer", "hat_adam", "--bf16"],
