@@ -341,6 +341,10 @@ def settings_for(args: argparse.Namespace) -> TaskSettings:
     """Task settings with the command line's explicit values applied."""
     base = TASKS[args.task] if args.task else GENERIC
     values = asdict(base)
+    subset = getattr(args, "subset", "test") or "test"
+    if subset != "test" and values["ref"]:  # the task's reference of that split
+        ref = Path(values["ref"])
+        values["ref"] = str(ref.with_name(ref.name.replace("test.", f"{subset}.", 1)))
     for key in ("beam", "lenpen", "remove_bpe", "compound_split", "lowercase", "data", "ref"):
         v = getattr(args, key)
         if v is not None:
@@ -458,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="normal: split hyphenated compounds as HAT (default: yes)")
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
                    help="sacre: case-insensitive (default: yes for iwslt14.de-en)")
-    p.add_argument("--ref", help="sacre: untokenized reference (default per task)")
+    p.add_argument("--ref", help="sacre: untokenized reference (default per task and --subset: "
+                   "data/<task>/tokenized/<subset>.detok.<tgt>)")
     p.add_argument("--average-last", type=int, metavar="N",
                    help="first average the last N checkpoints of the checkpoint's directory")
     p.add_argument("--average-by", choices=("update", "epoch"), default="update",

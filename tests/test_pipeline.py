@@ -199,3 +199,24 @@ def test_a_killed_pipeline_ends_its_stages_and_a_second_one_is_refused(tmp_path:
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+def test_bleu_stage_scores_the_tasks_further_test_splits(run, tmp_path: Path) -> None:
+    """A task with a further test split (Debian's unseen packages; here the toy's valid split
+    stands in): the BLEU stage scores every model on it too, each in its own log."""
+    import dataclasses
+
+    from hat.pipeline.presets import preset
+    from hat.pipeline.stages import Context, stage_bleu
+    from hat.pipeline.tasks import TASKS
+
+    out, _ = run
+    (tmp_path / "data").symlink_to(out / "data")  # the toy corpus lives in its run folder
+    task = dataclasses.replace(TASKS["toy"], extra_test_splits=("valid",))
+    ctx = Context(out=tmp_path, preset=preset("tiny"), say=lambda m: None, task=task)
+    m = json.loads((out / "results.json").read_text())["models"][0]
+    got = stage_bleu(ctx, [m], workers=2)["scores"][m["name"]]
+    assert got["bleu"] == pytest.approx(m["bleu"])  # the test split, as the pipeline scored it
+    assert set(got["splits"]) == {"valid"} and 0 <= got["splits"]["valid"]["bleu"] <= 100
+    assert (tmp_path / "logs" / f"bleu_{m['name']}_valid.log").is_file()
+    assert (tmp_path / "bleu" / m["name"] / "valid.hyp").is_file()

@@ -151,3 +151,49 @@ def test_committed_pipeline_plots_are_made_again_from_their_results(tmp_path: Pa
     out = tmp_path / "p.png"
     assert main([str(ROOT / "bench/results/pipeline_cpu_epyc.json"), str(out)]) == 0
     assert out.stat().st_size > 10_000
+
+
+def test_results_report_every_test_split_and_dominance_on_each() -> None:
+    """A task with a further test split (Debian: packages never seen in training): its BLEU is
+    in every row, each baseline is judged dominated or not on each split, and the Markdown table
+    has a column for it."""
+    from hat.pipeline import report
+
+    def row(name, lim, ms, bleu, unseen):
+        return {"name": name, "latency_limit_ms": lim, "predicted_latency_ms": ms,
+                "measured_latency_ms": ms, "bleu": bleu, "bleu_test_unseen": unseen,
+                "params_m": 1.0, "yaml": f"{name}.yml"}
+
+    models = [row("hat@2ms", 2.0, 1.9, 30.0, 20.0), row("hat@3ms", 3.0, 2.9, 31.0, 27.9),
+              row("transformer", None, 4.2, 30.1, 28.0)]
+    res = report.results(models, {"bleu": 1.0}, {"preset": "p", "device": "cpu",
+                                                 "machine": "m", "date": "d",
+                                                 "latency_protocol": "x"})
+    base = res["models"][2]
+    # test: hat@2ms (30.0 >= 30.1 - 0.2, 1.9 <= 0.7 x 4.2); unseen: only hat@3ms is within
+    # 0.2 BLEU of 28.0, and 2.9 ms is within 0.7 x 4.2 = 2.94 ms
+    assert base["dominated_by"] == "hat@2ms"
+    assert base["dominated_by_test_unseen"] == "hat@3ms"
+    assert res["models"][0]["bleu_test_unseen"] == 20.0
+    md = report.markdown(res)
+    assert "| BLEU test_unseen |" in md and "(test_unseen: dominated by hat@3ms)" in md
+    models[1]["bleu_test_unseen"] = 27.0
+    res = report.results(models, {}, {"preset": "p", "device": "cpu", "machine": "m",
+                                      "date": "d", "latency_protocol": "x"})
+    assert res["models"][2]["dominated_by_test_unseen"] is None
+    assert TASKS["debian.en-de"].extra_test_splits == ("test_unseen",)
+    assert TASKS["toy"].extra_test_splits == ()
+
+
+def test_bleu_reference_follows_the_subset() -> None:
+    """hat.bleu --task debian.en-de --subset test_unseen reads that split's reference, not the
+    test split's (a length mismatch before); --ref still wins."""
+    from hat.bleu import build_parser, settings_for
+
+    def ref(*argv):
+        return settings_for(build_parser().parse_args(["--checkpoint", "c.pt", *argv])).ref
+
+    assert ref("--task", "debian.en-de") == "data/debian.en-de/tokenized/test.detok.de"
+    assert ref("--task", "debian.en-de", "--subset", "test_unseen") == \
+        "data/debian.en-de/tokenized/test_unseen.detok.de"
+    assert ref("--task", "debian.en-de", "--subset", "test_unseen", "--ref", "r.txt") == "r.txt"

@@ -252,8 +252,9 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
     rows = []
     for m in models:
         cfg = read_subtransformer_yaml(m["yaml"])
-        rows.append({**m, "bleu": bleu["scores"][m["name"]]["bleu"],
-                     "bleu_signature": bleu["scores"][m["name"]].get("signature"),
+        score = bleu["scores"][m["name"]]
+        rows.append({**m, "bleu": score["bleu"], "bleu_signature": score.get("signature"),
+                     **{f"bleu_{k}": v["bleu"] for k, v in score.get("splits", {}).items()},
                      "params_m": count_params(cfg, qkv_dim=_qkv(ctx)) / 1e6,
                      **lat["latency"][m["name"]]})
     machine = (torch.cuda.get_device_name(0) if ctx.preset.device == "cuda"

@@ -12,10 +12,12 @@ DOMINANCE = (f"a found model within {BLEU_SLACK} BLEU of the baseline (or better
              f"{LATENCY_RATIO}x its measured latency")
 
 
-def dominated_by(base: dict[str, Any], found: list[dict[str, Any]]) -> str | None:
-    """The first found model that dominates a baseline by :data:`DOMINANCE` (None: none)."""
+def dominated_by(base: dict[str, Any], found: list[dict[str, Any]], bleu: str = "bleu"
+                 ) -> str | None:
+    """The first found model that dominates a baseline by :data:`DOMINANCE` (None: none), by
+    the BLEU under key ``bleu`` (``bleu_<split>``: another test split)."""
     for m in sorted(found, key=lambda m: m["measured_latency_ms"]):
-        if m["bleu"] >= base["bleu"] - BLEU_SLACK and \
+        if m[bleu] >= base[bleu] - BLEU_SLACK and \
                 m["measured_latency_ms"] <= LATENCY_RATIO * base["measured_latency_ms"]:
             return m["name"]
     return None
@@ -26,7 +28,8 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
     """The results record: one entry per model, wall seconds per stage, how it was run."""
     keys = ("name", "latency_limit_ms", "predicted_latency_ms", "measured_latency_ms", "bleu",
             "params_m", "yaml", "checkpoint", "inherited_valid_loss", "bleu_signature")
-    rows = [{k: m.get(k) for k in keys} for m in models]
+    splits = sorted({k for m in models for k in m if k.startswith("bleu_test")})
+    rows = [{k: m.get(k) for k in (*keys, *splits)} for m in models]
     for r in rows:  # the measurement, not the prediction, decides
         lim = r["latency_limit_ms"]
         r["within_limit"] = None if lim is None else r["measured_latency_ms"] <= lim
@@ -34,6 +37,8 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
     for r in rows:
         if r["latency_limit_ms"] is None:
             r["dominated_by"] = dominated_by(r, found)
+            for k in splits:  # on every further test split too
+                r[f"dominated_by_{k[len('bleu_'):]}"] = dominated_by(r, found, k)
     return {"models": rows, "dominance_rule": DOMINANCE,
             "stages": stages, "total_seconds": sum(stages.values()), **meta}
 
@@ -44,8 +49,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"Pipeline results ({res.get('task', 'toy')} task, {res['preset']} preset, "
         f"{res['device']}: {res['machine']}, "
         f"{res['date']}); latency with {res['latency_protocol']}", "",
-        "| model | limit (ms) | predicted (ms) | measured (ms) | BLEU | #params (M) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        "| model | limit (ms) | predicted (ms) | measured (ms) | BLEU | "
+        + "".join(f"BLEU {k[len('bleu_'):]} | " for k in _splits(res)) + "#params (M) |",
+        "| --- | ---: | ---: | ---: | ---: | " + "---: | " * len(_splits(res)) + "---: |"]
     for m in res["models"]:
         lim = "-" if m["latency_limit_ms"] is None else f"{m['latency_limit_ms']:g}"
         if m.get("within_limit") is False:
@@ -53,12 +59,24 @@ def markdown(res: dict[str, Any]) -> str:
         if m["latency_limit_ms"] is None and "dominated_by" in m:
             lim += f" (dominated by {m['dominated_by']})" if m["dominated_by"] else \
                 " (not dominated)"
+        for k in _splits(res):
+            d = m.get(f"dominated_by_{k[len('bleu_'):]}", "")
+            if m["latency_limit_ms"] is None and d != "":
+                lim += f" ({k[len('bleu_'):]}: " + (f"dominated by {d})" if d else
+                                                    "not dominated)")
+        extra = "".join(f"{m[k]:.2f} | " for k in _splits(res))
         lines.append(f"| {m['name']} | {lim} | {m['predicted_latency_ms']:.2f} | "
-                     f"{m['measured_latency_ms']:.2f} | {m['bleu']:.2f} | {m['params_m']:.3f} |")
+                     f"{m['measured_latency_ms']:.2f} | {m['bleu']:.2f} | {extra}"
+                     f"{m['params_m']:.3f} |")
     lines += ["", "| stage | wall (s) |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in res["stages"].items()]
     lines.append(f"| total | {res['total_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _splits(res: dict[str, Any]) -> list[str]:
+    """The ``bleu_<split>`` keys of further test splits in a results record."""
+    return sorted({k for m in res["models"] for k in m if k.startswith("bleu_test")})
 
 
 def plot(res: dict[str, Any], path: Path) -> Path:

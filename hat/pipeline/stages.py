@@ -526,31 +526,44 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
 
 
 def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Beam-search BLEU of every retrained model on the test split (``python -m hat.bleu``)."""
+    """Beam-search BLEU of every retrained model on the test split and the task's further test
+    splits (``python -m hat.bleu``; one score per distinct checkpoint)."""
     import json
 
+    splits = ("test", *ctx.task.extra_test_splits)
     jobs: list[Job] = []
     scored: dict[str, str] = {}
     for m in models:
         if m["checkpoint"] in scored:
             continue
         scored[m["checkpoint"]] = m["name"]
-        argv = [_python(), "-m", "hat.bleu", "--task", ctx.task.name, "--data",
-                _abs(ctx.data_bin), "--checkpoint", m["checkpoint"], "--sub-config", m["yaml"],
-                "--metric", ctx.task.bleu_metric, "--out", _abs(ctx.out / "bleu" / m["name"]),
-                "--json"]
-        if ctx.preset.device != "cuda":
-            argv.append("--cpu")
-        jobs.append((f"BLEU {m['name']}", argv, ctx.path("logs", f"bleu_{m['name']}.log"),
-                     ctx.gpu_env(len(jobs))))
+        for split in splits:
+            argv = [_python(), "-m", "hat.bleu", "--task", ctx.task.name, "--data",
+                    _abs(ctx.data_bin), "--checkpoint", m["checkpoint"], "--sub-config",
+                    m["yaml"], "--metric", ctx.task.bleu_metric, "--subset", split,
+                    "--out", _abs(ctx.out / "bleu" / m["name"]), "--json"]
+            if ctx.preset.device != "cuda":
+                argv.append("--cpu")
+            jobs.append((f"BLEU {m['name']}" + ("" if split == "test" else f" ({split})"), argv,
+                         ctx.path("logs", _bleu_log(m["name"], split)),
+                         ctx.gpu_env(len(jobs))))
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
     run_parallel(ctx, jobs, workers, env)
     scores = {}
     for m in models:
-        log = ctx.out / "logs" / f"bleu_{scored[m['checkpoint']]}.log"
-        line = [ln for ln in log.read_text().splitlines() if ln.startswith("{")][-1]
-        scores[m["name"]] = json.loads(line)
+        got = {}
+        for split in splits:
+            log = ctx.out / "logs" / _bleu_log(scored[m["checkpoint"]], split)
+            got[split] = json.loads([ln for ln in log.read_text().splitlines()
+                                     if ln.startswith("{")][-1])
+        scores[m["name"]] = {**got["test"], "splits": {k: {"bleu": v["bleu"],
+                                                          "signature": v.get("signature")}
+                                                      for k, v in got.items() if k != "test"}}
     return {"scores": scores}
+
+
+def _bleu_log(name: str, split: str) -> str:
+    return f"bleu_{name}.log" if split == "test" else f"bleu_{name}_{split}.log"
 
 
 def stage_latency(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]:

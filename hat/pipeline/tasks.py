@@ -26,6 +26,8 @@ class PipelineTask:
     bleu_metric: str = "normal"  # hat.bleu --metric
     default_preset: str = "default"
     built_in_run: bool = False  # the corpus is made inside the run folder (toy)
+    # further splits every model is scored on, beside test (results: bleu_<split>)
+    extra_test_splits: tuple[str, ...] = ()
 
     @property
     def configs(self) -> Path:
@@ -52,7 +54,8 @@ TASKS: dict[str, PipelineTask] = {
         latency_config="../debian.en-de/latency_dataset/cpu_epyc.yml",
         predictor_config="../debian.en-de/latency_predictor/cpu_epyc.yml",
         evo_config=f"evo_search/deben{t}_cpu_epyc.yml", bleu_metric="sacre",
-        default_preset="debian") for t in ("de", "fr")},
+        # packages never seen in training (hat/data/debian.py HELD_OUT_PACKAGES)
+        extra_test_splits=("test_unseen",), default_preset="debian") for t in ("de", "fr")},
 }
 
 
