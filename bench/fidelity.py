@@ -31,6 +31,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ def kendall(a: list[float], b: list[float]) -> float:
 class Scorer:
     """Validation loss (base 2, label-smoothed) of SubTransformers of one checkpoint."""
 
-    def __init__(self, run: Path, checkpoint: Path, device: str) -> None:
+    def __init__(self, super_yaml: Path, checkpoint: Path, device: str,
+                 data: Path | None = None) -> None:
         from fairseq import tasks
 
         from hat.checkpoint import build_from_checkpoint, read_checkpoint
@@ -59,14 +61,43 @@ class Scorer:
         from hat.evaluate import ValidLoss
         from hat.training import prepare_args
 
-        args = prepare_args(parse_fairseq_args(
-            [f"--configs={run / 'configs/supertransformer.yml'}"]))
+        args = prepare_args(parse_fairseq_args([f"--configs={super_yaml}"]))
+        if data is not None:  # the corpus the check trains on (a config may name another)
+            args.data = str(data)
         task = tasks.setup_task(args)
         model = build_from_checkpoint(read_checkpoint(checkpoint), checkpoint, task=task)
         self.loss = ValidLoss(task, model.eval(), subset="valid", max_tokens=4096, device=device)
 
     def __call__(self, cfg: Any) -> float:
         return float(self.loss(cfg))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What check (a) trains and scores with: a pipeline run's folder, or (``--task``, no run)
+    a task's committed configs with its preset's recipe, working in ``out``."""
+
+    out: Path  # the run folder, or the workspace of a run-less check
+    ctx: Context
+    super_yaml: Path  # the space (and, for a run, the SuperTransformer's config)
+    retrain_updates: int
+
+    @classmethod
+    def from_run(cls, run: Path) -> Source:
+        ctx = run_context(run)
+        yml = run / "configs" / "supertransformer.yml"
+        return cls(run, ctx, yml if yml.is_file() else ctx.task.config(ctx.task.super_config),
+                   ctx.preset.retrain_updates)
+
+    @classmethod
+    def from_task(cls, task: str, out: Path, seed: int = 1) -> Source:
+        from hat.pipeline.presets import preset
+        from hat.pipeline.tasks import pipeline_task
+
+        t = pipeline_task(task)
+        ctx = Context(out=out, preset=preset(t.default_preset), say=lambda m: print(m, flush=True),
+                      seed=seed, task=t)
+        return cls(out, ctx, t.config(t.super_config), ctx.preset.retrain_updates)
 
 
 def run_context(run: Path) -> Context:
@@ -80,11 +111,13 @@ def run_context(run: Path) -> Context:
                    task=TASKS[st.get("task", "toy")])
 
 
-def sample_configs(run: Path, n: int, seed: int) -> list[Any]:
-    """``n`` distinct random SubTransformers of the run's space (seeded)."""
+def sample_configs(src: Source, n: int, seed: int) -> list[Any]:
+    """``n`` distinct random SubTransformers of the space (seeded; the draws
+    ``bench.debian_convergence --score-random`` makes too)."""
+    from hat.config import parse_fairseq_args
     from hat.models.args import space_from_args
 
-    space = space_from_args(_super_args(run))
+    space = space_from_args(parse_fairseq_args([f"--configs={src.super_yaml}"]))
     rng = random.Random(seed)
     cfgs: list[Any] = []
     while len(cfgs) < n:
@@ -103,18 +136,22 @@ def _converged(save: Path) -> dict[str, Any]:
                                    "gain_last_window_bits": rec["gain"]}
 
 
-def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: str,
+def scratch_part(src: Source, cfgs: list[Any], updates: int, jobs: int, device: str,
                  out: Path, stop_minutes: float | None = None, gpus: int = 1,
-                 converged_bits: float | None = None) -> dict[str, Any]:
-    """Train every SubTransformer from scratch (the pipeline's retraining recipe, ``updates``
-    each, or until converged with ``converged_bits``: ``train.py --stop-converged-bits``) and
-    score it; trainings finished earlier are kept (the check resumes)."""
+                 converged_bits: float | None = None,
+                 indices: list[int] | None = None) -> dict[str, Any]:
+    """Train the SubTransformers (``indices`` of ``cfgs``: all by default) from scratch (the
+    pipeline's retraining recipe, ``updates`` each, or until converged with ``converged_bits``:
+    ``train.py --stop-converged-bits``) and score them; trainings finished earlier are kept
+    (the check resumes). Rows are keyed by index, so parts trained on different days merge."""
     from hat.pipeline.stages import checkpoint_updates, retrain_recipe
     from hat.space import write_subtransformer_yaml
 
-    recipe = retrain_recipe(run_context(run))
+    recipe = retrain_recipe(src.ctx)
     todo = []
-    for i, c in enumerate(cfgs):
+    chosen = range(len(cfgs)) if indices is None else indices
+    for i in chosen:
+        c = cfgs[i]
         yml = out / f"sub{i:02d}.yml"
         yml.parent.mkdir(parents=True, exist_ok=True)
         write_subtransformer_yaml(c, yml, header=f"fidelity check: random SubTransformer {i}")
@@ -136,54 +173,104 @@ def scratch_part(run: Path, cfgs: list[Any], updates: int, jobs: int, device: st
     env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
     run_parallel(ctx, todo, jobs, env)
     train_s = time.monotonic() - t0
-    rows = []
-    for i, c in enumerate(cfgs):
+    rows = {}
+    for i in chosen:
         ckpt = out / f"sub{i:02d}" / "checkpoint_last.pt"
-        rows.append({"config": c.to_dict(), "scratch_loss": Scorer(run, ckpt, device)(c),
-                     "scratch_updates": checkpoint_updates(ckpt),
-                     **_converged(out / f"sub{i:02d}")})
+        score = Scorer(src.super_yaml, ckpt, device, src.ctx.data_bin)
+        rows[str(i)] = {"config": cfgs[i].to_dict(), "scratch_loss": score(cfgs[i]),
+                        "scratch_updates": checkpoint_updates(ckpt),
+                        **_converged(out / f"sub{i:02d}")}
     return {"rows": rows, "retrain_updates": updates, "train_seconds": train_s, "jobs": jobs,
             "trained_now": len(todo)}
 
 
-def inherited_part(run: Path, cfgs: list[Any], device: str) -> dict[str, Any]:
-    """Validation loss of every SubTransformer with the SuperTransformer's weights."""
+def inherited_part(src: Source, cfgs: list[Any], device: str,
+                   inherited_from: str | None = None) -> dict[str, Any]:
+    """Validation loss of every SubTransformer with the SuperTransformer's weights: the run's
+    SuperTransformer, or (``inherited_from`` = ``JSON:JOB``) the losses that
+    ``bench.debian_convergence --score-random`` recorded for its training JOB (the same
+    seeded draws, checked)."""
+    if inherited_from:
+        path, _, job = inherited_from.rpartition(":")
+        rec = json.loads(Path(path).read_text())
+        scored = {k: v for k, v in (rec.get("inherited_random") or {}).items() if v}
+        got = scored.get(job)
+        if not got:
+            raise SystemExit(f"{path}: no inherited_random losses of training {job!r}; there "
+                             f"are: {', '.join(scored) or 'none'}")
+        if [r["config"] for r in got["random"][:len(cfgs)]] != [c.to_dict() for c in cfgs]:
+            raise SystemExit(f"{path}: {job}'s random SubTransformers are not this check's draws "
+                             f"(--samples {len(cfgs)}, --seed); it scored seed {got['seed']}")
+        return {"losses": [r["inherited_loss"] for r in got["random"][:len(cfgs)]],
+                "source": f"{path} ({job}, {got['checkpoint_updates']} updates, "
+                          f"{rec.get('device')}, {rec.get('date')})", "seconds": 0.0}
     t0 = time.monotonic()
-    inherited = Scorer(run, run / "checkpoints/supertransformer/checkpoint_last.pt", device)
+    ckpt = src.out / "checkpoints/supertransformer/checkpoint_last.pt"
+    inherited = Scorer(src.super_yaml, ckpt, device, src.ctx.data_bin)
     return {"losses": [inherited(c) for c in cfgs], "seconds": time.monotonic() - t0}
 
 
-def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int | None = None,
+def check_a(src: Source, n: int, seed: int, jobs: int, device: str, updates: int | None = None,
             part: str = "all", stop_minutes: float | None = None, gpus: int = 1,
-            converged_bits: float | None = None) -> dict[str, Any] | None:
-    """(a), in two parts that can run apart (each saved in ``run/fidelity_<updates>/``):
-    ``scratch`` needs no SuperTransformer, ``inherited`` needs no retraining."""
+            converged_bits: float | None = None, indices: list[int] | None = None,
+            inherited_from: str | None = None, scratch_files: list[Path] | None = None
+            ) -> dict[str, Any] | None:
+    """(a), in two parts that can run apart (each saved in ``<out>/fidelity_<updates>/``):
+    ``scratch`` needs no SuperTransformer (``indices``: some of the trainings, merged into what
+    is saved; ``scratch_files``: rows saved on other machines, merged too), ``inherited`` needs
+    no retraining."""
     from hat.atomic import atomic_write_json
 
-    state = json.loads((run / "pipeline.json").read_text())
-    updates = updates or state["settings"]["retrain_updates"]
-    cfgs = sample_configs(run, n, seed)
-    out = run / f"fidelity_{updates}"
+    updates = updates or src.retrain_updates
+    cfgs = sample_configs(src, n, seed)
+    out = src.out / f"fidelity_{updates}"
     out.mkdir(parents=True, exist_ok=True)
     key = {"samples": n, "seed": seed, **({"converged_bits": converged_bits}
                                           if converged_bits else {})}
-    parts = {"scratch": lambda: scratch_part(run, cfgs, updates, jobs, device, out,
-                                             stop_minutes, gpus, converged_bits),
-             "inherited": lambda: inherited_part(run, cfgs, device)}
-    got = {}
-    for name, fn in parts.items():
-        path = out / f"{name}.json"
+
+    def load(path: Path) -> dict[str, Any] | None:
         saved = json.loads(path.read_text()) if path.is_file() else None
-        if saved is not None and saved.get("key") == key:
-            got[name] = saved
-        elif part in ("all", name):
-            got[name] = {"key": key, "machine": _machine(device), **fn()}
-            atomic_write_json(path, got[name], indent=1)
+        return saved if saved is not None and saved.get("key") == key else None
+
+    got: dict[str, Any] = {}
+    scratch = load(out / "scratch.json") or {"key": key, "rows": {}, "machines": {}}
+    if isinstance(scratch["rows"], list):  # saved before rows were keyed by index
+        scratch["rows"] = {str(i): r for i, r in enumerate(scratch["rows"])}
+        scratch.setdefault("machines", {str(i): scratch.get("machine")
+                                        for i in scratch["rows"]})
+    for f in scratch_files or []:
+        other = load(f)
+        if other is None:
+            raise SystemExit(f"{f}: not a scratch part of this check (samples {n}, seed {seed}"
+                             + (f", converged-bits {converged_bits}" if converged_bits else "")
+                             + ")")
+        scratch["rows"].update(other["rows"])
+        scratch["machines"].update(other.get("machines", {}))
+    if part in ("all", "scratch"):
+        todo = [i for i in (range(n) if indices is None else indices)
+                if str(i) not in scratch["rows"]]
+        if todo:
+            done = scratch_part(src, cfgs, updates, jobs, device, out, stop_minutes, gpus,
+                                converged_bits, todo)
+            scratch["rows"].update(done["rows"])
+            scratch["machines"].update({i: _machine(device) for i in done["rows"]})
+            scratch.update({k: done[k] for k in ("retrain_updates", "train_seconds", "jobs")})
+    if scratch["rows"]:
+        atomic_write_json(out / "scratch.json", scratch, indent=1)
+    if len(scratch["rows"]) == n:
+        got["scratch"] = scratch
+    inh = load(out / "inherited.json")
+    if inh is None and part in ("all", "inherited"):
+        inh = {"key": key, "machine": None if inherited_from else _machine(device),
+               **inherited_part(src, cfgs, device, inherited_from)}
+        atomic_write_json(out / "inherited.json", inh, indent=1)
+    if inh is not None:
+        got["inherited"] = inh
     if len(got) < 2:
-        print(f"(a) part(s) {', '.join(got)} saved in {out}; run again with the other part")
+        print(f"(a) saved in {out}: from scratch {len(scratch['rows'])}/{n} trained, inherited "
+              f"{'done' if inh else 'not yet'}; run again for the rest")
         return None
-    rows = [{**r, "inherited_loss": a} for r, a in zip(got["scratch"]["rows"],
-                                                       got["inherited"]["losses"])]
+    rows = [{**scratch["rows"][str(i)], "inherited_loss": inh["losses"][i]} for i in range(n)]
     a = [r["inherited_loss"] for r in rows]
     b = [r["scratch_loss"] for r in rows]
     short = [i for i, r in enumerate(rows) if (r["scratch_updates"] or 0) < updates
@@ -192,8 +279,10 @@ def check_a(run: Path, n: int, seed: int, jobs: int, device: str, updates: int |
             "retrain_updates": updates, "short_of_budget": short,
             "converged_bits": converged_bits,
             "scratch_converged": sum(bool(r.get("converged")) for r in rows),
-            "parts_ran_on": {k: v.get("machine") for k, v in got.items()},
-            **{k: got["scratch"][k] for k in ("train_seconds", "jobs")}}
+            "parts_ran_on": {"scratch": sorted(set(filter(None, scratch["machines"].values())))
+                             or scratch.get("machine"),
+                             "inherited": inh.get("source") or inh.get("machine")},
+            **{k: scratch.get(k) for k in ("train_seconds", "jobs")}}
 
 
 def _machine(device: str) -> str:
@@ -205,12 +294,6 @@ def _machine(device: str) -> str:
     where = (torch.cuda.get_device_name(0) if device == "cuda"
              else f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores")
     return f"{where}, torch {torch.__version__}"
-
-
-def _super_args(run: Path) -> Any:
-    from hat.config import parse_fairseq_args
-
-    return parse_fairseq_args([f"--configs={run / 'configs/supertransformer.yml'}"])
 
 
 def checks_bc(run: Path) -> dict[str, Any]:
@@ -265,9 +348,35 @@ def plot(rows: list[dict[str, Any]], rho: float, path: Path) -> None:
     save_png(fig, path)
 
 
+def _indices(spec: str, n: int) -> list[int]:
+    """``A-B`` or ``A,B,C`` -> indices, each below ``n``."""
+    try:
+        out = []
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            out += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SystemExit(f"--indices {spec!r}: give A-B or A,B,C (integers)") from None
+    if not out or min(out) < 0 or max(out) >= n:
+        raise SystemExit(f"--indices {spec!r}: each must be in 0-{n - 1} (--samples {n})")
+    return sorted(set(out))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", type=Path, required=True, help="a hat.pipeline --out DIR")
+    ap.add_argument("--run", type=Path, required=True,
+                    help="a hat.pipeline --out DIR (with --task: the check's own folder)")
+    ap.add_argument("--task", default=None,
+                    help="no pipeline run: check (a) only, on this task's committed space and "
+                         "its preset's retraining recipe (e.g. debian.en-de)")
+    ap.add_argument("--indices", default=None, metavar="A-B",
+                    help="train only these of the random SubTransformers from scratch (e.g. "
+                         "0-9 on one day, 10-19 on another); saved rows are merged")
+    ap.add_argument("--scratch-from", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="scratch.json files saved by other parts (other machines) to merge")
+    ap.add_argument("--inherited-from", default=None, metavar="JSON:JOB",
+                    help="inherited losses recorded by bench.debian_convergence --score-random "
+                         "for its SuperTransformer training JOB, instead of the run's")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (CPU: 1 thread each)")
@@ -291,25 +400,44 @@ def main() -> int:
                     help="where the parts ran, for parts saved before they recorded it")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     args = ap.parse_args()
-    if not (args.run / "pipeline.json").is_file():
+    indices = _indices(args.indices, args.samples) if args.indices else None
+    if args.task:
+        src = Source.from_task(args.task, args.run)
+    elif not (args.run / "pipeline.json").is_file():
         print(f"error: {args.run}/pipeline.json not found: run python -m hat.pipeline --out "
-              f"{args.run} first", file=sys.stderr)
+              f"{args.run} first (or check a task's space alone with --task)", file=sys.stderr)
         return 2
+    else:
+        src = Source.from_run(args.run)
+    a_args = dict(updates=args.max_update, stop_minutes=args.stop_minutes, gpus=args.gpus,
+                  converged_bits=args.converged_bits, indices=indices,
+                  inherited_from=args.inherited_from, scratch_files=args.scratch_from)
     if args.part != "all":
-        check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
-                args.part, args.stop_minutes, args.gpus, args.converged_bits)
+        check_a(src, args.samples, args.seed, args.jobs, args.device, part=args.part, **a_args)
+        return 0
+    t0 = time.monotonic()
+    if args.task:  # (a) alone: no pipeline results to check
+        a = check_a(src, args.samples, args.seed, args.jobs, args.device, **a_args)
+        if a is None:
+            return 0
+        out = args.out or ROOT / "bench" / "results" / f"fidelity_{args.task}.json"
+        record = {"what": "HAT's premise checked (bench.fidelity --task)", "task": args.task,
+                  "date": datetime.date.today().isoformat(),
+                  "combined_on": _machine(args.device), "a_ranking": a,
+                  "spearman": a["spearman"], "seconds": time.monotonic() - t0}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        plot(a["samples"], a["spearman"], out.with_suffix(".png"))
+        print(f"(a) {args.samples} random SubTransformers: Spearman {a['spearman']:.3f}, "
+              f"Kendall {a['kendall']:.3f}; wrote {out}")
         return 0
     if not (args.run / "results.json").is_file():
         print(f"error: {args.run}/results.json not found: finish python -m hat.pipeline --out "
               f"{args.run} first", file=sys.stderr)
         return 2
-    t0 = time.monotonic()
     bc = checks_bc(args.run)
-    a = check_a(args.run, args.samples, args.seed, args.jobs, args.device, args.max_update,
-                "all", args.stop_minutes, args.gpus, args.converged_bits)
+    a = check_a(src, args.samples, args.seed, args.jobs, args.device, **a_args)
     assert a is not None
-
-
     p = bc["pipeline"]
     name = f"fidelity_{p['preset']}_{p['device']}"
     out = args.out or ROOT / "bench" / "results" / f"{name}.json"

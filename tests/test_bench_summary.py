@@ -162,3 +162,53 @@ def test_train_profile_counts_kernels_not_the_spans_of_named_ranges() -> None:
     assert s["kernel_ms_per_update"] == 1.5 and s["kernel_launches_per_update"] == 2
     assert s["gpu_busy"] == 0.3 and s["syncs_per_update"] == {"cudaStreamSynchronize": 1.0}
     assert [k["kernel"] for k in s["top_kernels"]] == ["gemm_kernel"]
+
+
+def test_fidelity_without_a_pipeline_run_merges_parts_and_joins_recorded_losses(
+        tmp_path: Path) -> None:
+    """bench.fidelity --task: the from-scratch trainings of check (a) in parts (--indices, on
+    two "machines", merged with --scratch-from) and the inherited losses that
+    bench.debian_convergence --score-random recorded (--inherited-from); the Spearman is the
+    one of the joined rows, and draws that differ from the check's are refused."""
+    from bench.fidelity import Source, sample_configs
+    from hat.data.toy_corpus import make_toy_corpus
+    from hat.search.latency import spearman
+
+    runs = [tmp_path / "day1", tmp_path / "day2"]
+    for r in runs:  # the toy task's corpus lives in its run folder
+        make_toy_corpus(r / "data", n_train=300, n_valid=20, n_test=20)
+    cfgs = sample_configs(Source.from_task("toy", runs[0]), 3, 7)
+    conv = tmp_path / "conv.json"
+    losses = [5.0, 4.0, 6.0]
+    conv.write_text(json.dumps({"device": "cpu", "date": "d", "inherited_random": {"sup": {
+        "seed": 7, "checkpoint_updates": 10, "random": [
+            {"config": c.to_dict(), "inherited_loss": v} for c, v in zip(cfgs, losses)]}}}))
+    base = [sys.executable, "-m", "bench.fidelity", "--task", "toy", "--samples", "3",
+            "--max-update", "6", "--jobs", "2"]
+
+    def fid(run: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*base, "--run", str(run), *extra], cwd=ROOT,
+                              capture_output=True, text=True)
+
+    res = fid(runs[0], "--part", "scratch", "--indices", "0-1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "from scratch 2/3 trained" in res.stdout
+    res = fid(runs[1], "--part", "scratch", "--indices", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    bad = tmp_path / "bad.json"
+    bad.write_text(conv.read_text().replace('"seed": 7', '"seed": 8').replace(
+        json.dumps(cfgs[0].to_dict()), json.dumps(cfgs[1].to_dict())))
+    res = fid(runs[0], "--inherited-from", f"{bad}:sup")
+    assert res.returncode != 0 and "not this check's draws" in res.stderr
+    out = tmp_path / "fid.json"
+    res = fid(runs[0], "--scratch-from", str(runs[1] / "fidelity_6" / "scratch.json"),
+              "--inherited-from", f"{conv}:sup", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads(out.read_text())
+    rows = rec["a_ranking"]["samples"]
+    assert [r["inherited_loss"] for r in rows] == losses
+    assert [r["config"] for r in rows] == [c.to_dict() for c in cfgs]
+    assert rec["spearman"] == pytest.approx(spearman(losses, [r["scratch_loss"] for r in rows]))
+    assert all(r["scratch_updates"] == 6 for r in rows)
+    assert "conv.json (sup, 10 updates" in rec["a_ranking"]["parts_ran_on"]["inherited"]
+    assert out.with_suffix(".png").is_file()
