@@ -18,7 +18,15 @@
 #   bash bench/debian_gpu.sh converge MINUTES   # one GPU, in calls of <= 10 minutes: starts
 #                                # the convergence trainings detached and reads them; repeat
 #                                # "bash bench/debian_gpu.sh collect" until "finished": true
-#                                # (debian_en-de_convergence_long_h200.json, 2026-12-02)
+#                                # (debian_en-de_convergence_h200.json, 2026-12-02)
+#   bash bench/debian_gpu.sh fidelity 0-9 [MINUTES]   # one GPU: 10 of the fidelity check's 20
+#                                # random SubTransformers from scratch until converged, detached;
+#                                # "bash bench/debian_gpu.sh fidelity-wait" until scratch.json;
+#                                # another session: 10-19; then, anywhere (no GPU):
+#   python -m bench.fidelity --task debian.en-de --run runs/fidelity_debian --samples 20 \
+#       --converged-bits 0.05 --max-update 8000 --scratch-from A/scratch.json B/scratch.json \
+#       --inherited-from bench/results/debian_en-de_convergence_h200.json:super_sandwich1_do0.1 \
+#       --out bench/results/fidelity_debian_en-de_h200.json
 #
 # The same run on one GPU, in one command: python -m hat.pipeline --task debian.en-de --out DIR
 set -u
@@ -84,6 +92,28 @@ converge|collect)  # SuperTransformers vs standalone trainings run to convergenc
       smallest_alone_do0.1 "${CONV[@]}" || exit $?
   fi
   python -m bench.debian_convergence --collect --wait-s "${WAIT_S:-540}" "${CONV[@]}"
+  ;;
+fidelity)  # from-scratch trainings of check (a), without a pipeline run, started detached
+  FIDW=/tmp/hat_fidelity
+  mkdir -p "$FIDW"
+  setsid nohup python -m bench.fidelity --task $TASK --run "$FIDW" --samples 20 --seed 7 \
+    --device cuda --part scratch --indices "${2:?indices, e.g. 0-9}" --jobs 10 \
+    --converged-bits 0.05 --max-update 8000 --stop-minutes "${3:-24}" \
+    > "$FIDW/fidelity.log" 2>&1 < /dev/null &
+  echo "started: $FIDW/fidelity.log"
+  ;;
+fidelity-wait)  # up to WAIT_S seconds; copies scratch.json and the log to $OUT when there
+  FIDW=/tmp/hat_fidelity
+  end=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while [ ! -f "$FIDW/fidelity_8000/scratch.json" ] && [ "$(date +%s)" -lt "$end" ]; do
+    sleep 10
+  done
+  tail -5 "$FIDW/fidelity.log"
+  grep -h '"num_updates"' "$FIDW"/fidelity_8000/sub*.log 2>/dev/null | tail -3
+  cp "$FIDW"/fidelity_8000/scratch.json "$FIDW/fidelity.log" "${OUT:-/tmp}/" 2>/dev/null
+  for f in "$FIDW"/fidelity_8000/sub*/convergence.json; do
+    [ -f "$f" ] && cp "$f" "${OUT:-/tmp}/$(basename "$(dirname "$f")").convergence.json"
+  done
   ;;
 3)  # the from-scratch trainings of the fidelity check on both GPUs (when part 1 could not)
   PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python -m bench.fidelity \
