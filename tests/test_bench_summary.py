@@ -212,3 +212,28 @@ def test_fidelity_without_a_pipeline_run_merges_parts_and_joins_recorded_losses(
     assert all(r["scratch_updates"] == 6 for r in rows)
     assert "conv.json (sup, 10 updates" in rec["a_ranking"]["parts_ran_on"]["inherited"]
     assert out.with_suffix(".png").is_file()
+
+
+def test_quickstart_seeds_claim_and_spread() -> None:
+    """bench.quickstart_seeds: the claim is the best found model measured faster than the
+    baseline (none when none is faster); the summary gives min / median / max per condition."""
+    from bench.quickstart_seeds import claim, summary
+
+    def m(name, lim, ms, bleu):
+        return {"name": name, "latency_limit_ms": lim, "measured_latency_ms": ms, "bleu": bleu}
+
+    models = [m("a", 3, 3.0, 8.0), m("b", 5, 5.0, 82.0), m("c", 7, 6.0, 77.0),
+              m("transformer", None, 6.5, 80.0)]
+    c = claim(models)
+    assert c["found"] == "b" and c["bleu_difference"] == 2.0
+    assert c["measured_latency_ratio"] == round(5.0 / 6.5, 3)
+    assert claim([m("a", 3, 7.0, 90.0), m("transformer", None, 6.5, 80.0)]) is None
+    runs = [{"label": "idle", "rc": 0, "wall_s": w, "load_avg_mean": 1.0, "claim": c,
+             "max_abs_prediction_error_pct": e, "limits_ms": [3, 5, 7]}
+            for w, e in ((400, 4.0), (380, 6.0), (420, 9.0))]
+    runs.append({"label": "loaded", "rc": 1})
+    s = summary(runs)
+    assert s["idle"]["wall_s"] == {"min": 380, "median": 400, "max": 420, "n": 3}
+    assert s["idle"]["max_abs_prediction_error_pct"]["median"] == 6.0
+    assert s["idle"]["found_within_0.5_bleu_at_lower_latency"] == 3
+    assert s["loaded"]["runs"] == 0 and s["loaded"]["wall_s"] is None
