@@ -8,6 +8,8 @@ evolutionary genes, YAML files) goes through these two classes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -150,6 +152,15 @@ class SubConfig:
             "decoder": {k: v for k, v in d.items() if k.startswith("decoder")},
         }
 
+    def key(self) -> str:
+        """Canonical text of this SubTransformer (the search's memo key)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        """Short stable hash (12 hex digits of the SHA-1 of :meth:`key`): the one that
+        ``--subnet-log``, the search's CSVs and summaries all write, so they join."""
+        return key_hash(self.key())
+
     def describe(self) -> str:
         """One-line human summary."""
         return (
@@ -161,6 +172,11 @@ class SubConfig:
             f" eh{list(self.decoder_ende_attention_heads)}"
             f" arb{list(self.decoder_arbitrary_ende_attn)}"
         )
+
+
+def key_hash(key: str) -> str:
+    """:meth:`SubConfig.hash` of a canonical text made by :meth:`SubConfig.key`."""
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def _as_int(v: Any, key: str, source: str | None) -> Any:

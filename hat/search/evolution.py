@@ -20,7 +20,6 @@ against the limit. What this module adds:
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -78,7 +77,7 @@ def _key(name: str) -> str:
 
 def config_key(cfg: SubConfig) -> str:
     """Canonical text of a SubTransformer (per-layer lists already cut to layer_num)."""
-    return json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    return cfg.key()
 
 
 @dataclass

@@ -4,7 +4,6 @@ loss/latency front (CSV) and a plot of both (PNG). All written atomically."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -13,12 +12,12 @@ from pathlib import Path
 from hat.atomic import atomic_write_text
 from hat.plots import pyplot, save_png
 from hat.search.evolution import Candidate
-from hat.space import FEATURE_NAMES, SearchSpace, SubConfig
+from hat.space import FEATURE_NAMES, SearchSpace, SubConfig, key_hash
 
 
 def config_hash(key: str) -> str:
-    """Short stable hash of a canonical SubTransformer text."""
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
+    """Short stable hash of a canonical SubTransformer text (:meth:`SubConfig.hash`)."""
+    return key_hash(key)
 
 
 def _cfg(space: SearchSpace, c: Candidate) -> SubConfig:

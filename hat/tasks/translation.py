@@ -19,7 +19,6 @@
 
 # (no "from __future__ import annotations": fairseq reads the dataclass field types)
 
-import hashlib
 import json
 import math
 import os
@@ -106,11 +105,6 @@ def _add_step_outputs(a: tuple, b: tuple) -> tuple:
         if isinstance(value, (int, float, torch.Tensor)) and key in log:
             log[key] = log[key] + value
     return a[0] + b[0], a[1] + b[1], log
-
-
-def config_hash(cfg: SubConfig) -> str:
-    """Short stable hash of a SubTransformer."""
-    return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @register_task("hat_translation", dataclass=HatTranslationConfig)
@@ -273,7 +267,7 @@ class HatTranslationTask(TranslationTask):
             return
         rank = int(os.environ.get("RANK", 0))
         with open(self.cfg.subnet_log, "a") as f:
-            f.write(json.dumps({"update": update_num, "rank": rank, "hash": config_hash(cfg),
+            f.write(json.dumps({"update": update_num, "rank": rank, "hash": cfg.hash(),
                                 "config": cfg.to_dict()}) + "\n")
 
     def valid_step(self, sample: Any, model: Any, criterion: Any) -> Any:
