@@ -181,6 +181,18 @@ def test_results_report_every_test_split_and_dominance_on_each() -> None:
     res = report.results(models, {}, {"preset": "p", "device": "cpu", "machine": "m",
                                       "date": "d", "latency_protocol": "x"})
     assert res["models"][2]["dominated_by_test_unseen"] is None
+    import struct
+    import tempfile
+
+    def png_width(path: Path) -> int:
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]
+
+    with tempfile.TemporaryDirectory() as tmp:  # one panel per split: twice as wide
+        one = report.plot({**res, "models": [{k: v for k, v in r.items()
+                                              if k != "bleu_test_unseen"}
+                                             for r in res["models"]]}, Path(tmp) / "1.png")
+        two = report.plot(res, Path(tmp) / "2.png")
+        assert png_width(two) > 1.8 * png_width(one)
     assert TASKS["debian.en-de"].extra_test_splits == ("test_unseen",)
     assert TASKS["toy"].extra_test_splits == ()
 

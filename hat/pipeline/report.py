@@ -80,38 +80,46 @@ def _splits(res: dict[str, Any]) -> list[str]:
 
 
 def plot(res: dict[str, Any], path: Path) -> Path:
-    """BLEU vs measured latency: found SubTransformers and the baseline."""
+    """BLEU vs measured latency: found SubTransformers and the baselines, one panel per test
+    split (the test split, then the task's further ones)."""
     from hat.plots import pyplot, save_png
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = ["bleu", *_splits(res)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        _panel(ax, res, key)
+    fig.suptitle(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}, "
+                 f"{res['date']}", fontsize=9)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def _panel(ax: Any, res: dict[str, Any], key: str) -> None:
     found = sorted((m for m in res["models"] if m["latency_limit_ms"] is not None),
                    key=lambda m: m["measured_latency_ms"])  # a curve along the latency axis
-    base = [m for m in res["models"] if m["latency_limit_ms"] is None]
-    ax.plot([m["measured_latency_ms"] for m in found], [m["bleu"] for m in found], "o-",
+    base = sorted((m for m in res["models"] if m["latency_limit_ms"] is None),
+                  key=lambda m: m["measured_latency_ms"])
+    ax.plot([m["measured_latency_ms"] for m in found], [m[key] for m in found], "o-",
             label="HAT SubTransformers (found, retrained)")
     points: dict[str, tuple[tuple[float, float], list[str]]] = {}  # limits that found one model
     for m in found:
-        xy = (m["measured_latency_ms"], m["bleu"])
+        xy = (m["measured_latency_ms"], m[key])
         points.setdefault(str(m.get("checkpoint") or xy), (xy, []))[1].append(
             f"{m['latency_limit_ms']:g}")
     for k, (xy, limits) in enumerate(points.values()):  # alternate sides: no overprinting
         ax.annotate(f"limit{'s' if len(limits) > 1 else ''} {', '.join(limits)} ms", xy,
                     textcoords="offset points", xytext=(6, -12 if k % 2 else 6), fontsize=8)
-    base.sort(key=lambda m: m["measured_latency_ms"])
-    ax.plot([m["measured_latency_ms"] for m in base], [m["bleu"] for m in base], "s--",
+    ax.plot([m["measured_latency_ms"] for m in base], [m[key] for m in base], "s--",
             color="tab:red", label="Transformer (uniformly scaled down)")
     for m in base:
-        ax.annotate(m["name"], (m["measured_latency_ms"], m["bleu"]), textcoords="offset points",
+        ax.annotate(m["name"], (m["measured_latency_ms"], m[key]), textcoords="offset points",
                     xytext=(-6, -12), ha="right", fontsize=8, color="tab:red")
     ax.set_xlabel(f"measured latency (ms, {res['device']}); limits: the predicted latency "
                   "searched under", fontsize=8)
-    ax.set_ylabel("BLEU (test)")
-    ax.set_title(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}, "
-                 f"{res['date']}", fontsize=9)
+    ax.set_ylabel("BLEU (test)" if key == "bleu" else f"BLEU ({key[len('bleu_'):]})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save_png(fig, path)
 
 
 def write(res: dict[str, Any], out: Path) -> dict[str, str]:
