@@ -289,10 +289,9 @@ def score_random(work: Path, name: str, cfg_dir: Path, n: int, seed: int, data: 
     """A SuperTransformer's inherited valid loss of its largest, its smallest and ``n`` seeded
     random SubTransformers (the draws ``bench.fidelity`` makes from the same space), so that
     from-scratch trainings of the same configs, on another day, can be joined by config."""
-    import random
-
     from hat.config import parse_fairseq_args
     from hat.evaluate import ValidLoss, load_for_eval
+    from hat.pipeline.stages import checkpoint_updates
     from hat.space import SearchSpace
 
     ckpt = work / name / "checkpoint_last.pt"
@@ -301,11 +300,7 @@ def score_random(work: Path, name: str, cfg_dir: Path, n: int, seed: int, data: 
     space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
     space = SearchSpace.from_args(parse_fairseq_args([f"--configs={space_yml}"]),
                                   source=str(space_yml))
-    rng, cfgs = random.Random(seed), []
-    while len(cfgs) < n:
-        c = space.sample(rng)
-        if c not in cfgs:
-            cfgs.append(c)
+    cfgs = space.sample_distinct(n, seed)
     os.chdir(ROOT)  # the configs' data paths are relative to the checkout, as for train.py
     task, model = load_for_eval(str(ckpt), data=data, device=device)
     loss = ValidLoss(task, model, subset="valid", max_tokens=4096, device=device)
@@ -313,15 +308,9 @@ def score_random(work: Path, name: str, cfg_dir: Path, n: int, seed: int, data: 
     largest, smallest = float(loss(space.largest())), float(loss(space.smallest()))
     rows = [{"config": c.to_dict(), "inherited_loss": float(loss(c))} for c in cfgs]
     inside = sum(smallest >= r["inherited_loss"] >= largest - 0.3 for r in rows)
-    return {"checkpoint_updates": _ckpt_updates(ckpt), "seed": seed, "largest": largest,
+    return {"checkpoint_updates": checkpoint_updates(ckpt), "seed": seed, "largest": largest,
             "smallest": smallest, "random": rows, "seconds": round(time.time() - t0, 1),
             "random_between_extremes": f"{inside}/{n}"}
-
-
-def _ckpt_updates(ckpt: Path) -> int | None:
-    from hat.pipeline.stages import checkpoint_updates
-
-    return checkpoint_updates(ckpt)
 
 
 def collect(work: Path, out: Path, smoke: bool, task: str, score_n: int, score_seed: int,

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -118,13 +117,7 @@ def sample_configs(src: Source, n: int, seed: int) -> list[Any]:
     from hat.models.args import space_from_args
 
     space = space_from_args(parse_fairseq_args([f"--configs={src.super_yaml}"]))
-    rng = random.Random(seed)
-    cfgs: list[Any] = []
-    while len(cfgs) < n:
-        c = space.sample(rng)
-        if c not in cfgs:
-            cfgs.append(c)
-    return cfgs
+    return space.sample_distinct(n, seed)
 
 
 def _converged(save: Path) -> dict[str, Any]:

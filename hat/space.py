@@ -251,6 +251,16 @@ class SearchSpace:
         return dataclasses.replace(self, **{k: tuple(v) for k, v in choices.items()})
 
     # ----- sampling -----------------------------------------------------------------------
+    def sample_distinct(self, n: int, seed: int) -> list[SubConfig]:
+        """``n`` distinct :meth:`sample` draws from ``random.Random(seed)``, in draw order (the
+        fidelity check's random SubTransformers)."""
+        rng, cfgs = random.Random(seed), []
+        while len(cfgs) < n:
+            c = self.sample(rng)
+            if c not in cfgs:
+                cfgs.append(c)
+        return cfgs
+
     def sample(self, rng: random.Random) -> SubConfig:
         """Uniform sample in HAT's draw order (reproduces the original's stream for a seed)."""
         ch = rng.choice

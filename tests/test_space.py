@@ -175,3 +175,11 @@ def test_one_hash_of_a_subtransformer_everywhere() -> None:
                                                      separators=(",", ":")).encode()
                                           ).hexdigest()[:12]
     assert space.largest().hash() != space.smallest().hash()
+
+
+def test_sample_distinct_is_seeded_and_distinct() -> None:
+    space = SearchSpace()
+    a = space.sample_distinct(30, 7)
+    assert a == space.sample_distinct(30, 7) and len(set(a)) == 30
+    assert a[0] == space.sample(random.Random(7))  # the draw order of sample()
+    assert a != space.sample_distinct(30, 8)
