@@ -28,7 +28,7 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
     """The results record: one entry per model, wall seconds per stage, how it was run."""
     keys = ("name", "latency_limit_ms", "predicted_latency_ms", "measured_latency_ms", "bleu",
             "params_m", "yaml", "checkpoint", "inherited_valid_loss", "bleu_signature")
-    splits = sorted({k for m in models for k in m if k.startswith("bleu_test")})
+    splits = _splits(models)
     rows = [{k: m.get(k) for k in (*keys, *splits)} for m in models]
     for r in rows:  # the measurement, not the prediction, decides
         lim = r["latency_limit_ms"]
@@ -45,13 +45,14 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
 
 def markdown(res: dict[str, Any]) -> str:
     """A Markdown table of the models and the stage times."""
+    splits = _splits(res["models"])
     lines = [
         f"Pipeline results ({res.get('task', 'toy')} task, {res['preset']} preset, "
         f"{res['device']}: {res['machine']}, "
         f"{res['date']}); latency with {res['latency_protocol']}", "",
         "| model | limit (ms) | predicted (ms) | measured (ms) | BLEU | "
-        + "".join(f"BLEU {k[len('bleu_'):]} | " for k in _splits(res)) + "#params (M) |",
-        "| --- | ---: | ---: | ---: | ---: | " + "---: | " * len(_splits(res)) + "---: |"]
+        + "".join(f"BLEU {k[len('bleu_'):]} | " for k in splits) + "#params (M) |",
+        "| --- | ---: | ---: | ---: | ---: | " + "---: | " * len(splits) + "---: |"]
     for m in res["models"]:
         lim = "-" if m["latency_limit_ms"] is None else f"{m['latency_limit_ms']:g}"
         if m.get("within_limit") is False:
@@ -59,12 +60,12 @@ def markdown(res: dict[str, Any]) -> str:
         if m["latency_limit_ms"] is None and "dominated_by" in m:
             lim += f" (dominated by {m['dominated_by']})" if m["dominated_by"] else \
                 " (not dominated)"
-        for k in _splits(res):
+        for k in splits:
             d = m.get(f"dominated_by_{k[len('bleu_'):]}", "")
             if m["latency_limit_ms"] is None and d != "":
                 lim += f" ({k[len('bleu_'):]}: " + (f"dominated by {d})" if d else
                                                     "not dominated)")
-        extra = "".join(f"{m[k]:.2f} | " for k in _splits(res))
+        extra = "".join(f"{m[k]:.2f} | " for k in splits)
         lines.append(f"| {m['name']} | {lim} | {m['predicted_latency_ms']:.2f} | "
                      f"{m['measured_latency_ms']:.2f} | {m['bleu']:.2f} | {extra}"
                      f"{m['params_m']:.3f} |")
@@ -74,9 +75,9 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _splits(res: dict[str, Any]) -> list[str]:
-    """The ``bleu_<split>`` keys of further test splits in a results record."""
-    return sorted({k for m in res["models"] for k in m if k.startswith("bleu_test")})
+def _splits(models: list[dict[str, Any]]) -> list[str]:
+    """The ``bleu_<split>`` keys of further test splits in the models' rows."""
+    return sorted({k for m in models for k in m if k.startswith("bleu_test")})
 
 
 def plot(res: dict[str, Any], path: Path) -> Path:
@@ -85,7 +86,7 @@ def plot(res: dict[str, Any], path: Path) -> Path:
     from hat.plots import pyplot, save_png
 
     plt = pyplot()
-    keys = ["bleu", *_splits(res)]
+    keys = ["bleu", *_splits(res["models"])]
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         _panel(ax, res, key)
