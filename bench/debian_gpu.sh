@@ -20,9 +20,12 @@
 #                                # "bash bench/debian_gpu.sh collect" until "finished": true
 #                                # (debian_en-de_convergence_h200.json, 2026-12-02)
 #   bash bench/debian_gpu.sh fidelity 0-9 [MINUTES]   # one GPU: 10 of the fidelity check's 20
-#                                # random SubTransformers from scratch until converged, detached;
-#                                # "bash bench/debian_gpu.sh fidelity-wait" until scratch.json;
-#                                # another session: 10-19; then, anywhere (no GPU):
+#                                # random SubTransformers from scratch until converged, detached,
+#                                # 5 at a time; "bash bench/debian_gpu.sh fidelity-wait" until
+#                                # "finished" (call it again at once: an idle machine is given
+#                                # back after ~30 s and the run goes with it); the rows saved so
+#                                # far come back each time. Another session: 10-19; then,
+#                                # anywhere (no GPU; --scratch-from merges, converged rows win):
 #   python -m bench.fidelity --task debian.en-de --run runs/fidelity_debian --samples 20 \
 #       --converged-bits 0.05 --max-update 8000 --scratch-from A/scratch.json B/scratch.json \
 #       --inherited-from bench/results/debian_en-de_convergence_h200.json:super_sandwich1_do0.1 \
@@ -34,6 +37,11 @@ RUN=${RUN:-runs/debian}
 TASK=debian.en-de
 FID=(--run "$RUN" --device cuda --samples 20 --seed 7 --max-update 400)
 mkdir -p "$RUN"
+mps_start() {  # a CUDA MPS control daemon of this job's own; its clients find it by these paths
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/hat_mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/hat_mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  pgrep -x nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d || exit 5
+}
 case "${1:-}" in
 1)
   python -m hat.pipeline --task $TASK --gpus 2 --out "$RUN" --stop-after search &
@@ -94,33 +102,48 @@ converge|collect)  # SuperTransformers vs standalone trainings run to convergenc
   python -m bench.debian_convergence --collect --wait-s "${WAIT_S:-540}" "${CONV[@]}"
   ;;
 fidelity)  # from-scratch trainings of check (a), without a pipeline run, started detached
+  # JOBS at a time (5: 10 side by side trained ~3 updates/s each, 5 ~9, on one H200); with
+  # MPS=1 (default) the trainings share the GPU through a CUDA MPS daemon of this job's own
+  # (pipe folder in /tmp: no device setting changes); every finished training is scored and
+  # saved in scratch.json at once, so "fidelity-wait" can bring back what is done
   FIDW=/tmp/hat_fidelity
   mkdir -p "$FIDW"
+  if [ "${MPS:-1}" = 1 ]; then mps_start; fi
   setsid nohup python -m bench.fidelity --task $TASK --run "$FIDW" --samples 20 --seed 7 \
-    --device cuda --part scratch --indices "${2:?indices, e.g. 0-9}" --jobs 10 \
-    --converged-bits 0.05 --max-update 8000 --stop-minutes "${3:-24}" \
+    --device cuda --part scratch --indices "${2:?indices, e.g. 0-9}" --jobs "${JOBS:-5}" \
+    --converged-bits 0.05 --max-update 8000 --stop-minutes "${3:-12}" \
     > "$FIDW/fidelity.log" 2>&1 < /dev/null &
-  echo "started: $FIDW/fidelity.log"
+  echo $! > "$FIDW/pid"
+  echo "started: $FIDW/fidelity.log (pid $(cat "$FIDW/pid"), MPS=${MPS:-1}, JOBS=${JOBS:-5})"
   ;;
-fidelity-wait)  # up to WAIT_S seconds; copies scratch.json and the log to $OUT when there
+fidelity-wait)  # up to WAIT_S seconds or until the check ends; brings back what is saved
   FIDW=/tmp/hat_fidelity
+  if [ ! -f "$FIDW/pid" ]; then  # a fresh machine: the detached run went with the old one
+    echo "no detached fidelity run on this machine ($FIDW/pid missing): the machine that ran" \
+      "it was given back; start it again" >&2
+    exit 4
+  fi
   end=$(( $(date +%s) + ${WAIT_S:-540} ))
-  while [ ! -f "$FIDW/fidelity_8000/scratch.json" ] && [ "$(date +%s)" -lt "$end" ]; do
+  while kill -0 "$(cat "$FIDW/pid")" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
     sleep 10
   done
-  tail -5 "$FIDW/fidelity.log"
-  grep -h '"num_updates"' "$FIDW"/fidelity_8000/sub*.log 2>/dev/null | tail -3
+  kill -0 "$(cat "$FIDW/pid")" 2>/dev/null && echo "running" || echo "finished"
+  grep -h "done in\|Error\|error" "$FIDW/fidelity.log" | tail -12
+  tail -3 "$FIDW/fidelity.log"
   cp "$FIDW"/fidelity_8000/scratch.json "$FIDW/fidelity.log" "${OUT:-/tmp}/" 2>/dev/null
   for f in "$FIDW"/fidelity_8000/sub*/convergence.json; do
     [ -f "$f" ] && cp "$f" "${OUT:-/tmp}/$(basename "$(dirname "$f")").convergence.json"
   done
+  ;;
+mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then with CUDA MPS
+  python -m bench.mps_side_by_side --jobs 4 --seconds 90 --out "${OUT:-/tmp}/mps_side_by_side.json"
   ;;
 3)  # the from-scratch trainings of the fidelity check on both GPUs (when part 1 could not)
   PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python -m bench.fidelity \
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh 1|2|3" >&2
+  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|mps" >&2
   exit 2
   ;;
 esac

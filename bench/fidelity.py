@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,15 @@ def _converged(save: Path) -> dict[str, Any]:
 def scratch_part(src: Source, cfgs: list[Any], updates: int, jobs: int, device: str,
                  out: Path, stop_minutes: float | None = None, gpus: int = 1,
                  converged_bits: float | None = None,
-                 indices: list[int] | None = None) -> dict[str, Any]:
+                 indices: list[int] | None = None,
+                 on_row: Callable[[str, dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any]:
     """Train the SubTransformers (``indices`` of ``cfgs``: all by default) from scratch (the
     pipeline's retraining recipe, ``updates`` each, or until converged with ``converged_bits``:
     ``train.py --stop-converged-bits``) and score them; trainings finished earlier are kept
-    (the check resumes). Rows are keyed by index, so parts trained on different days merge."""
+    (the check resumes). Rows are keyed by index, so parts trained on different days merge.
+    Each training is scored as soon as it ends and handed to ``on_row(index, row)`` (the
+    caller saves it), so a machine lost mid-way keeps the rows already finished."""
     from hat.pipeline.stages import checkpoint_updates, retrain_recipe
     from hat.space import write_subtransformer_yaml
 
@@ -161,20 +166,27 @@ def scratch_part(src: Source, cfgs: list[Any], updates: int, jobs: int, device: 
             argv += ["--stop-time-hours", f"{stop_minutes / 60:.4f}"]
         gpu = {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus > 1 else {}
         todo.append((f"sub{i:02d}", argv, out / f"sub{i:02d}.log", gpu))
+    rows: dict[str, dict[str, Any]] = {}
+
+    def score(label: str) -> None:
+        i = int(label.removeprefix("sub"))
+        ckpt = out / label / "checkpoint_last.pt"
+        loss = Scorer(src.super_yaml, ckpt, device, src.ctx.data_bin)(cfgs[i])
+        rows[str(i)] = {"config": cfgs[i].to_dict(), "scratch_loss": loss,
+                        "scratch_updates": checkpoint_updates(ckpt), **_converged(out / label)}
+        if on_row is not None:
+            on_row(str(i), rows[str(i)])
+
     ctx = Context(out=out, preset=None, say=lambda m: print(m, flush=True))  # type: ignore[arg-type]
     t0 = time.monotonic()
     env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
-    run_parallel(ctx, todo, jobs, env)
-    train_s = time.monotonic() - t0
-    rows = {}
-    for i in chosen:
-        ckpt = out / f"sub{i:02d}" / "checkpoint_last.pt"
-        score = Scorer(src.super_yaml, ckpt, device, src.ctx.data_bin)
-        rows[str(i)] = {"config": cfgs[i].to_dict(), "scratch_loss": score(cfgs[i]),
-                        "scratch_updates": checkpoint_updates(ckpt),
-                        **_converged(out / f"sub{i:02d}")}
-    return {"rows": rows, "retrain_updates": updates, "train_seconds": train_s, "jobs": jobs,
-            "trained_now": len(todo)}
+    trained = {label for label, *_ in todo}
+    for i in chosen:  # trained before (a resumed check): score them first
+        if f"sub{i:02d}" not in trained:
+            score(f"sub{i:02d}")
+    run_parallel(ctx, todo, jobs, env, on_done=score)
+    return {"rows": {str(i): rows[str(i)] for i in chosen}, "retrain_updates": updates,
+            "train_seconds": time.monotonic() - t0, "jobs": jobs, "trained_now": len(todo)}
 
 
 def inherited_part(src: Source, cfgs: list[Any], device: str,
@@ -237,16 +249,20 @@ def check_a(src: Source, n: int, seed: int, jobs: int, device: str, updates: int
             raise SystemExit(f"{f}: not a scratch part of this check (samples {n}, seed {seed}"
                              + (f", converged-bits {converged_bits}" if converged_bits else "")
                              + ")")
-        scratch["rows"].update(other["rows"])
-        scratch["machines"].update(other.get("machines", {}))
+        _merge_rows(scratch, other)
     if part in ("all", "scratch"):
         todo = [i for i in (range(n) if indices is None else indices)
                 if str(i) not in scratch["rows"]]
         if todo:
+            here = _machine(device)
+
+            def save_row(i: str, row: dict[str, Any]) -> None:
+                scratch["rows"][i] = row
+                scratch["machines"][i] = here
+                atomic_write_json(out / "scratch.json", scratch, indent=1)
+
             done = scratch_part(src, cfgs, updates, jobs, device, out, stop_minutes, gpus,
-                                converged_bits, todo)
-            scratch["rows"].update(done["rows"])
-            scratch["machines"].update({i: _machine(device) for i in done["rows"]})
+                                converged_bits, todo, on_row=save_row)
             scratch.update({k: done[k] for k in ("retrain_updates", "train_seconds", "jobs")})
     if scratch["rows"]:
         atomic_write_json(out / "scratch.json", scratch, indent=1)
@@ -276,6 +292,18 @@ def check_a(src: Source, n: int, seed: int, jobs: int, device: str, updates: int
                              or scratch.get("machine"),
                              "inherited": inh.get("source") or inh.get("machine")},
             **{k: scratch.get(k) for k in ("train_seconds", "jobs")}}
+
+
+def _merge_rows(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Add another part's from-scratch rows; a converged row is never replaced by one that
+    stopped short (the same index trained again elsewhere, e.g. after a time cap)."""
+    for i, row in other["rows"].items():
+        mine = into["rows"].get(i)
+        if mine is not None and mine.get("converged") and not row.get("converged"):
+            continue
+        into["rows"][i] = row
+        if i in other.get("machines", {}):
+            into["machines"][i] = other["machines"][i]
 
 
 def _machine(device: str) -> str:

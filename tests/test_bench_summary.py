@@ -214,6 +214,44 @@ def test_fidelity_without_a_pipeline_run_merges_parts_and_joins_recorded_losses(
     assert out.with_suffix(".png").is_file()
 
 
+def test_fidelity_saves_each_training_as_it_ends(tmp_path: Path, monkeypatch) -> None:
+    """A lost machine keeps what finished: every from-scratch row is in scratch.json as soon as
+    its training ends (the rest failing later changes nothing), and merging parts never
+    replaces a converged row by one that stopped short."""
+    import bench.fidelity as fid
+    from hat.pipeline.stages import Context, StageError, run_parallel
+
+    ctx = Context(out=tmp_path / "rp", preset=None, say=lambda m: None)  # type: ignore[arg-type]
+    (tmp_path / "rp").mkdir()
+    seen: list[str] = []
+    jobs = [(f"j{i}", [sys.executable, "-c", f"import sys; sys.exit({int(i == 2)})"],
+             tmp_path / f"j{i}.log") for i in range(3)]
+    with pytest.raises(StageError):
+        run_parallel(ctx, jobs, 1, {}, on_done=seen.append)
+    assert seen == ["j0", "j1"]
+
+    def one_then_fail(ctx, todo, workers, env, on_done=None):
+        on_done(todo[0][0])
+        raise StageError("the machine went away")
+
+    monkeypatch.setattr(fid, "run_parallel", one_then_fail)
+    monkeypatch.setattr(fid, "Scorer", lambda *a: (lambda cfg: 4.25))
+    src = fid.Source.from_task("toy", tmp_path / "run")
+    with pytest.raises(StageError):
+        fid.check_a(src, 3, 7, 2, "cpu", updates=5, part="scratch", indices=[1, 2])
+    saved = json.loads((tmp_path / "run" / "fidelity_5" / "scratch.json").read_text())
+    assert list(saved["rows"]) == ["1"] and saved["rows"]["1"]["scratch_loss"] == 4.25
+    assert saved["rows"]["1"]["config"] == fid.sample_configs(src, 3, 7)[1].to_dict()
+
+    into = {"rows": {"0": {"converged": True, "scratch_loss": 3.0}}, "machines": {"0": "a"}}
+    fid._merge_rows(into, {"rows": {"0": {"converged": False, "scratch_loss": 3.5},
+                                    "1": {"converged": False, "scratch_loss": 4.0}},
+                           "machines": {"0": "b", "1": "b"}})
+    assert into["rows"]["0"]["scratch_loss"] == 3.0 and into["machines"] == {"0": "a", "1": "b"}
+    fid._merge_rows(into, {"rows": {"1": {"converged": True, "scratch_loss": 3.9}}})
+    assert into["rows"]["1"]["scratch_loss"] == 3.9
+
+
 def test_quickstart_seeds_claim_and_spread() -> None:
     """bench.quickstart_seeds: the claim is the best found model measured faster than the
     baseline (none when none is faster); the summary gives min / median / max per condition."""
@@ -237,3 +275,22 @@ def test_quickstart_seeds_claim_and_spread() -> None:
     assert s["idle"]["max_abs_prediction_error_pct"]["median"] == 6.0
     assert s["idle"]["found_within_0.5_bleu_at_lower_latency"] == 3
     assert s["loaded"]["runs"] == 0 and s["loaded"]["wall_s"] is None
+
+
+def test_mps_bench_reads_fairseqs_last_train_line() -> None:
+    """bench.mps_side_by_side (GPU only) reads each job's speed from fairseq's last end-of-epoch
+    "train" line and sums the jobs; a job that wrote none counts as unfinished."""
+    from bench.mps_side_by_side import last_train_stats, summarize
+
+    def line(ups, wps, n):
+        return ("2026-12-02 12:07:21 | INFO | train | " + json.dumps(
+            {"epoch": 2, "train_ups": str(ups), "train_wps": str(wps),
+             "train_num_updates": str(n)}))
+    log = "\n".join([line(3.0, 100000, 200), "| INFO | fairseq_cli.train | done",
+                     line(3.43, 126152, 278), "2026 | INFO | valid | {}"])
+    assert last_train_stats(log) == {"updates_per_s": 3.43, "wps": 126152.0, "updates": 278}
+    assert last_train_stats("no train line") is None
+    s = summarize([last_train_stats(log), None, {"updates_per_s": 4.0, "wps": 1.0,
+                                                 "updates": 9}])
+    assert s["finished"] == 2 and s["aggregate_updates_per_s"] == 7.43
+    assert s["median_updates_per_s"] == pytest.approx(3.715)

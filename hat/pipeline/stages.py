@@ -219,12 +219,14 @@ def last_line(log: Path, width: int = 110) -> str:
 Job = tuple[str, list[str], Path] | tuple[str, list[str], Path, dict[str, str]]
 
 
-def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str]) -> None:
+def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str],
+                 on_done: Callable[[str], None] | None = None) -> None:
     """Run labelled commands, ``workers`` at a time (a job's own environment, its 4th item,
-    adds to ``env``: e.g. the GPU it runs on)."""
+    adds to ``env``: e.g. the GPU it runs on); ``on_done(label)`` runs after each success,
+    one at a time, while the other jobs go on."""
     errors: list[BaseException] = []
     pending = list(jobs)
-    lock = threading.Lock()
+    lock, done_lock = threading.Lock(), threading.Lock()
 
     def worker() -> None:
         while True:
@@ -237,6 +239,9 @@ def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str
                 run_command(ctx, argv, log, env={**env, **(own[0] if own else {})},
                             label=label)
                 ctx.say(f"  {label}: done in {time.monotonic() - t0:.0f} s")
+                if on_done is not None:
+                    with done_lock:
+                        on_done(label)
             except BaseException as e:  # noqa: BLE001 - re-raised below
                 with lock:
                     errors.append(e)
