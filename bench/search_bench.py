@@ -46,8 +46,7 @@ from hat.evaluate import ValidLoss, _to
 from hat.latency.machine import cpu_model
 from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState
 from hat.search.latency import LatencyModel, load_predictor, spearman
-from hat.search.report import config_hash
-from hat.space import SubConfig
+from hat.space import SubConfig, key_hash
 
 SPACE0 = ROOT / "configs" / "wmt14.en-de" / "supertransformer" / "space0.yml"
 PREDICTOR = ROOT / "latency_dataset" / "predictors" / "wmt14ende_gpu_h100.pt"
@@ -203,7 +202,7 @@ def run_search(space: Any, fitness: Any, latency: LatencyModel, limit: float, ca
     row = {"wall_s": wall, "evaluations": st.evaluations, "unique_evaluations": len(st.scores),
            "cache_hits": st.cache_hits, "generations_measured": gens,
            "extrapolated": stopped, "best_loss": best["loss"] if best else None,
-           "best_config_hash": config_hash(best["key"]) if best else None,
+           "best_config_hash": key_hash(best["key"]) if best else None,
            "best_predicted_latency_ms": best["latency_ms"] if best else None}
     if stopped:
         per_gen = [h["seconds"] for h in st.history]

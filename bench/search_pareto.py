@@ -34,7 +34,7 @@ import torch
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
 from hat.search.evolution import Evolution, EvoSettings, Limits
-from hat.search.report import config_hash
+from hat.space import key_hash
 
 TIE_TOL = 1e-6  # losses closer than this: a tie (in practice the same SubTransformer)
 TOL = 0.01  # "as good": Pareto's winner loss <= separate's + TOL
@@ -58,7 +58,7 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def _winner(win: Any) -> dict[str, Any]:
-    return {"loss": win.loss, "config_hash": config_hash(win.key),
+    return {"loss": win.loss, "config_hash": key_hash(win.key),
             "predicted_latency_ms": win.latency_ms, "params_m": win.params_m,
             "found_at_iteration": win.iteration}
 
@@ -152,7 +152,7 @@ def main() -> int:
                                            for r in rows]),
             "pareto_found_best_known": sum(abs(x - best) <= TIE_TOL for x in pl),
             "separate_found_best_known": sum(abs(x - best) <= TIE_TOL for x in sl),
-            "best_known": {"loss": best, "config_hash": config_hash(best_key),
+            "best_known": {"loss": best, "config_hash": key_hash(best_key),
                            "predicted_latency_ms": float(latency([fitness.cfgs[best_key]])[0]),
                            "pool": len(feas)}}
     pe = [float(r["pareto_evaluations"]) for r in rows]

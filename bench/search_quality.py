@@ -39,10 +39,9 @@ import torch
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
 from hat.latency.machine import cpu_model
-from hat.search.evolution import Evolution, EvoSettings, Limits, config_key
+from hat.search.evolution import Evolution, EvoSettings, Limits
 from hat.search.latency import LatencyModel, load_predictor
-from hat.search.report import config_hash
-from hat.space import SearchSpace, SubConfig
+from hat.space import SearchSpace, SubConfig, key_hash
 
 TIE_TOL = 1e-6  # losses closer than this count as a tie (in practice: the same SubTransformer)
 N_LATENCY_SAMPLES = 20_000  # random SubTransformers for the feasible-fraction estimate
@@ -53,14 +52,14 @@ def _log(msg: str) -> None:
 
 
 class MemoFitness:
-    """``ValidLoss`` memoised by ``config_key`` (shared by every run)."""
+    """``ValidLoss`` memoised by ``SubConfig.key`` (shared by every run)."""
 
     def __init__(self, fn: Any) -> None:
         self.fn, self.memo, self.calls, self.hits, self.seconds = fn, {}, 0, 0, 0.0
         self.cfgs: dict[str, SubConfig] = {}
 
     def __call__(self, cfg: SubConfig) -> float:
-        key = config_key(cfg)
+        key = cfg.key()
         if key in self.memo:
             self.hits += 1
             return self.memo[key]
@@ -130,7 +129,7 @@ def random_search(space: SearchSpace, latency: LatencyModel, fitness: MemoFitnes
         draws += len(batch)
         lat = latency(batch)
         for cfg, ms in zip(batch, lat):
-            key = config_key(cfg)
+            key = cfg.key()
             if key in seen or not limit.ok(float(ms), 0.0):
                 continue
             seen.add(key)
@@ -246,7 +245,7 @@ def main() -> int:
             budget = len(state.scores)
             rows.append({"limit_ms": lim_ms, "seed": seed, "method": "evolution",
                          "best_loss": win.loss, "evaluations": budget,
-                         "fitness_calls": state.evaluations, "config_hash": config_hash(win.key),
+                         "fitness_calls": state.evaluations, "config_hash": key_hash(win.key),
                          "predicted_latency_ms": win.latency_ms, "params_m": win.params_m,
                          "found_at_iteration": win.iteration,
                          "new_fitness_evaluations": fitness.calls - calls0,
@@ -257,7 +256,7 @@ def main() -> int:
             (rlat,) = latency([fitness.cfgs[rs["key"]]])
             rows.append({"limit_ms": lim_ms, "seed": seed, "method": "random",
                          "best_loss": rs["best_loss"], "evaluations": budget,
-                         "config_hash": config_hash(rs["key"]),
+                         "config_hash": key_hash(rs["key"]),
                          "predicted_latency_ms": float(rlat),
                          "params_m": params(fitness.cfgs[rs["key"]]),
                          "found_at_evaluation": int(np.argmin(rs["losses"])) + 1,
@@ -297,7 +296,7 @@ def main() -> int:
             "evolution_losses": sum(d > TIE_TOL for d in diff),
             "evolution_found_best_known": sum(abs(e - best) <= TIE_TOL for e in evo_l),
             "random_found_best_known": sum(abs(r - best) <= TIE_TOL for r in rnd_l),
-            "best_known": {"loss": best, "config_hash": config_hash(best_key),
+            "best_known": {"loss": best, "config_hash": key_hash(best_key),
                            "config": fitness.cfgs[best_key].to_dict(),
                            "predicted_latency_ms": float(latency([fitness.cfgs[best_key]])[0]),
                            "pool": len(feas_keys),
@@ -317,7 +316,7 @@ def main() -> int:
                 memo_h[key] = float(heldout(fitness.cfgs[key]))
             return memo_h[key]
 
-        by_hash = {config_hash(k): k for k in fitness.memo}
+        by_hash = {key_hash(k): k for k in fitness.memo}
         for r in rows:
             r["heldout_loss"] = h_loss(by_hash[r["config_hash"]])
         for lim_ms in args.limits:
@@ -343,7 +342,7 @@ def main() -> int:
     report = report_header(args, sargs, ckpt, evo_sizes)
     report["settings"].update({
             "random": "len(state.scores) of the same seed's evolution: distinct "
-                      "(config_key) SubTransformers from space.sample(random.Random(seed)), "
+                      "(SubConfig.key) SubTransformers from space.sample(random.Random(seed)), "
                       "rejection-sampled against the same predicted-latency limit; best loss",
             "fitness": "hat.evaluate.ValidLoss (label-smoothed, base 2) on the whole valid "
                        "split, fp32, CPU, inherited SuperTransformer weights",

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,14 +144,6 @@ class SubConfig:
             k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
         }
 
-    def to_sample_config(self) -> dict[str, dict[str, Any]]:
-        """HAT's nested ``{'encoder': {...}, 'decoder': {...}}`` form used by set_sample_config."""
-        d = self.to_dict()
-        return {
-            "encoder": {k: v for k, v in d.items() if k.startswith("encoder")},
-            "decoder": {k: v for k, v in d.items() if k.startswith("decoder")},
-        }
-
     def key(self) -> str:
         """Canonical text of this SubTransformer (the search's memo key)."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -245,10 +237,6 @@ class SearchSpace:
             if v is not None:
                 kw[f.name] = v
         return cls(source=source, **kw)
-
-    def widened(self, **choices: Iterable[int]) -> SearchSpace:
-        """A copy with some choice lists replaced (e.g. the wider latency-dataset space)."""
-        return dataclasses.replace(self, **{k: tuple(v) for k, v in choices.items()})
 
     # ----- sampling -----------------------------------------------------------------------
     def sample_distinct(self, n: int, seed: int) -> list[SubConfig]:

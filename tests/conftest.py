@@ -17,7 +17,6 @@ import torch
 import hat  # noqa: F401  (registers models)
 from hat.checkpoint import ShapeTask, dummy_dictionary
 from hat.models import TransformerSuperModel
-from hat.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,12 +67,6 @@ def tiny_supernet(shared: bool = True, vocab: int = 50, seed: int = 0, **kw
             if name.endswith("bias") or "layer_norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
-
-
-@pytest.fixture
-def tiny_space() -> SearchSpace:
-    """The tiny space as a SearchSpace."""
-    return SearchSpace(**TINY_SPACE)
 
 
 def load_script(relpath: str) -> ModuleType:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hat.search.evolution import Limits, config_key
+from hat.search.evolution import Limits
 from hat.space import SearchSpace
 from tests.conftest import load_script, tiny_args
 
@@ -19,7 +19,7 @@ def test_random_search_draws_distinct_feasible_and_keeps_the_best() -> None:
     calls = []
 
     def loss(cfg):
-        calls.append(config_key(cfg))
+        calls.append(cfg.key())
         return 10.0 - cfg.decoder_embed_dim / 10 + sum(cfg.encoder_ffn_embed_dim) / 1000
 
     fit = sq.MemoFitness(loss)

@@ -27,7 +27,6 @@ from hat.search.evolution import (
     InfeasibleError,
     Limits,
     SearchState,
-    config_key,
 )
 from hat.search.latency import LatencyModel, fit_scale
 from hat.search.report import pareto_front
@@ -61,7 +60,7 @@ def synthetic(space: SearchSpace, calls: list | None = None):
     """A fitness that rewards size (like a SuperTransformer's loss) and a latency model."""
     def fitness(cfg):
         if calls is not None:
-            calls.append(config_key(cfg))
+            calls.append(cfg.key())
         f = SearchSpace.features(cfg)
         return 10.0 - f[0] / 64 - f[2] / 256 - f[5] - f[6] / 256 - 0.1 * f[9] + 0.01 * f[3]
 
@@ -144,10 +143,10 @@ def test_infeasible_limits_fail_fast_and_sampling_is_bounded(space: SearchSpace)
     with pytest.raises(InfeasibleError, match="params-constraint"):
         Evolution(space, SET, [Limits(10.0, params_m=0.5)], fit, lat, par).check_feasible()
     # feasible (one SubTransformer) but never drawn: a bounded error, not an endless loop
-    only = config_key(space.smallest(-1))
+    only = space.smallest(-1).key()
 
     def one_fast(cfgs):
-        return np.array([1.0 if config_key(c) == only else 100.0 for c in cfgs])
+        return np.array([1.0 if c.key() == only else 100.0 for c in cfgs])
 
     tight = Evolution(space, dataclasses.replace(SET, max_tries=2), [Limits(2.0)], fit,
                       one_fast, par)

@@ -159,18 +159,17 @@ def test_arbitrary_attention_needs_enough_encoder_layers() -> None:
 
 
 def test_one_hash_of_a_subtransformer_everywhere() -> None:
-    """--subnet-log's hash, the search CSVs' and summaries' config_hash are one function of the
+    """--subnet-log's hash and the search CSVs' and summaries' config_hash are one function of the
     SubTransformer, so a training log and a search join on it."""
     import hashlib
     import json
 
-    from hat.search.evolution import config_key
-    from hat.search.report import config_hash
+    from hat.space import key_hash
 
     space = SearchSpace()  # HAT's WMT space
     rng = random.Random(0)
     for cfg in [space.largest(), space.smallest(), *[space.sample(rng) for _ in range(5)]]:
-        assert cfg.hash() == config_hash(config_key(cfg))
+        assert cfg.hash() == key_hash(cfg.key())
         assert cfg.hash() == hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True,
                                                      separators=(",", ":")).encode()
                                           ).hexdigest()[:12]

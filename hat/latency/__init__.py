@@ -7,7 +7,6 @@ from hat.latency.csvio import (
     append_rows,
     load_latency_csv,
     read_latency_table,
-    read_rows,
     write_latency_csv,
 )
 from hat.latency.fewshot import fit_fewshot
@@ -29,7 +28,6 @@ __all__ = [
     "load_latency_csv",
     "metrics",
     "read_latency_table",
-    "read_rows",
     "split_indices",
     "train_predictor",
     "write_latency_csv",

@@ -177,11 +177,6 @@ def read_latency_table(path: str | os.PathLike, allow_truncated_tail: bool = Fal
     )
 
 
-def read_rows(path: str | os.PathLike, allow_truncated_tail: bool = True) -> LatencyTable:
-    """Read rows for resuming a measurement run (drops a truncated final line by default)."""
-    return read_latency_table(path, allow_truncated_tail=allow_truncated_tail)
-
-
 def load_latency_csv(
     path: str | os.PathLike,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | list[str]]]:
@@ -291,11 +286,6 @@ def write_latency_csv(
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(header)
     atomic_write_text(path, out.getvalue() + "".join(rows))
-
-
-def write_latency_table(path: str | os.PathLike, table: LatencyTable) -> None:
-    """Atomically write a :class:`LatencyTable` (extra columns preserved)."""
-    write_latency_csv(path, table.features, table.latency, table.extra)
 
 
 def repair_truncated_tail(path: str | os.PathLike) -> bool:

@@ -128,7 +128,7 @@ def read_existing(path: Path) -> tuple[int, list[tuple[SubConfig, Measurement]],
     text = path.read_text(encoding="utf-8")
     if text.count("\n") <= 1:  # header only
         return 0, [], 0
-    table = csvio.read_rows(path)
+    table = csvio.read_latency_table(path, allow_truncated_tail=True)
     cfgs = table.extra.get("subtransformer")
     done: list[tuple[SubConfig, Measurement]] = []
     for i in range(len(table)):
@@ -155,7 +155,7 @@ def count_rows(path: str | os.PathLike) -> int:
         return 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the truncated tail: the resumed run says it cuts it
-        return len(csvio.read_rows(path))
+        return len(csvio.read_latency_table(path, allow_truncated_tail=True))
 
 
 def require_sidecar(path: Path, rows: int) -> None:

@@ -7,8 +7,6 @@ from hat.search.evolution import (
     InfeasibleError,
     Limits,
     SearchState,
-    config_key,
 )
 
-__all__ = ["Candidate", "EvoSettings", "Evolution", "InfeasibleError", "Limits", "SearchState",
-           "config_key"]
+__all__ = ["Candidate", "EvoSettings", "Evolution", "InfeasibleError", "Limits", "SearchState"]

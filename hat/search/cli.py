@@ -29,13 +29,12 @@ from hat.search.evolution import (
 )
 from hat.search.latency import LatencyModel, load_predictor
 from hat.search.report import (
-    config_hash,
     pareto_front,
     save_search_plot,
     write_evaluations_csv,
     write_front_csv,
 )
-from hat.space import SearchSpace, SubConfig, write_subtransformer_yaml
+from hat.space import SearchSpace, SubConfig, key_hash, write_subtransformer_yaml
 
 STATE_VERSION = 1
 
@@ -499,7 +498,7 @@ def finish(args: Any, evo: Evolution, state: SearchState, limits: list[Limits],
         write_winner_yaml(path, cfg, w, lim, args.seed, predictor.deployment)
         rows.append({"latency_limit_ms": lim.latency_ms, "params_limit_m": lim.params_m,
                      "yaml": str(path), "valid_loss": w.loss, "predicted_latency_ms": w.latency_ms,
-                     "params_m": w.params_m, "config_hash": config_hash(w.key),
+                     "params_m": w.params_m, "config_hash": key_hash(w.key),
                      "config": cfg.to_dict()})
         _log(f"limit {lim.latency_ms:g} ms: loss {w.loss:.4f}, predicted {w.latency_ms:.4g} ms, "
              f"{w.params_m:.2f}M params -> {path}")

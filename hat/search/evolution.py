@@ -75,11 +75,6 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
-def config_key(cfg: SubConfig) -> str:
-    """Canonical text of a SubTransformer (per-layer lists already cut to layer_num)."""
-    return cfg.key()
-
-
 @dataclass
 class Candidate:
     """One evaluated SubTransformer."""
@@ -166,7 +161,7 @@ class Evolution:
 
     # ----- predictions (memoised) ---------------------------------------------------------
     def _predict(self, cfgs: Sequence[SubConfig]) -> list[tuple[float, float]]:
-        keys = [config_key(c) for c in cfgs]
+        keys = [c.key() for c in cfgs]
         todo = {k: c for k, c in zip(keys, cfgs) if k not in self._lat}
         if todo:
             lat = np.asarray(self.latency_fn(list(todo.values())), dtype=np.float64)
@@ -244,7 +239,7 @@ class Evolution:
         last_save = time.monotonic()
         for g in genes:
             cfg = self.space.from_genes(g)
-            key = config_key(cfg)
+            key = cfg.key()
             if self.cache and key in state.scores:
                 state.cache_hits += 1
                 out.append(state.scores[key].loss)
@@ -267,12 +262,12 @@ class Evolution:
         own = list(zip(losses[li], state.populations[li]))
         pool = [own[i] for i in sorted(range(len(own)), key=lambda i: own[i][0])]
         if len(self.limits) > 1:
-            seen = {config_key(self.space.from_genes(g)) for _, g in own}
+            seen = {self.space.from_genes(g).key() for _, g in own}
             for lj in range(len(self.limits)):
                 if lj == li:
                     continue
                 for loss, g in zip(losses[lj], state.populations[lj]):
-                    k = config_key(self.space.from_genes(g))
+                    k = self.space.from_genes(g).key()
                     if k not in seen and self._feasible(g, self.limits[li]):
                         seen.add(k)
                         pool.append((loss, g))
@@ -309,7 +304,7 @@ class Evolution:
                 (lat, pm), = self._predict([best])
                 line["best"].append({"limit_ms": self.limits[li].latency_ms,
                                      "loss": par[0][0], "latency_ms": lat, "params_m": pm,
-                                     "key": config_key(best)})
+                                     "key": best.key()})
             state.history.append(line)
             self.log(_progress_text(line, s.evo_iter))
             if it + 1 >= s.evo_iter:

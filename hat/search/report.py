@@ -15,11 +15,6 @@ from hat.search.evolution import Candidate
 from hat.space import FEATURE_NAMES, SearchSpace, SubConfig, key_hash
 
 
-def config_hash(key: str) -> str:
-    """Short stable hash of a canonical SubTransformer text (:meth:`SubConfig.hash`)."""
-    return key_hash(key)
-
-
 def _cfg(space: SearchSpace, c: Candidate) -> SubConfig:
     return space.from_genes(c.genes)
 
@@ -33,7 +28,7 @@ def write_evaluations_csv(path: str | os.PathLike, space: SearchSpace,
                 "params_m"])
     for c in cands:
         feats = SearchSpace.features(_cfg(space, c))
-        w.writerow([c.iteration, config_hash(c.key), *[f"{v:g}" for v in feats],
+        w.writerow([c.iteration, key_hash(c.key), *[f"{v:g}" for v in feats],
                     f"{c.loss:.6f}", f"{c.latency_ms:.6g}", f"{c.params_m:.4f}"])
     return atomic_write_text(path, buf.getvalue())
 
@@ -55,7 +50,7 @@ def write_front_csv(path: str | os.PathLike, space: SearchSpace,
     w.writerow(["predicted_latency_ms", "valid_loss", "params_m", "config_hash", "config"])
     for c in front:
         w.writerow([f"{c.latency_ms:.6g}", f"{c.loss:.6f}", f"{c.params_m:.4f}",
-                    config_hash(c.key), _cfg(space, c).describe()])
+                    key_hash(c.key), _cfg(space, c).describe()])
     return atomic_write_text(path, buf.getvalue())
 
 
