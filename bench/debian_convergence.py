@@ -318,6 +318,8 @@ def collect(work: Path, out: Path, smoke: bool, task: str, score_n: int, score_s
     """Curves, speeds and gaps from the logs so far (trainings may still run)."""
     import torch
 
+    from hat.convergence import stop_summary
+
     state = json.loads((work / "jobs.json").read_text())
     jobs = {}
     for name, info in state["jobs"].items():
@@ -331,7 +333,7 @@ def collect(work: Path, out: Path, smoke: bool, task: str, score_n: int, score_s
         jobs[name] = {**summarize(name, kind, overrides, extra, text, wall), "rc": rc,
                       "command": " ".join(c for c in info["command"][1:])}
         if kind != "super":
-            jobs[name]["stop"] = _stop_record(work / name)
+            jobs[name]["stop"] = stop_summary(work / name)
         print(f"{name}: rc {rc}, {jobs[name]['updates']} updates, "
               f"{jobs[name]['updates_per_s']} upd/s, last {jobs[name]['curve'][-1:]}")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
@@ -353,13 +355,6 @@ def collect(work: Path, out: Path, smoke: bool, task: str, score_n: int, score_s
     plot(result, out.with_suffix(".png"))
     print(json.dumps(result["gaps"], indent=1))
     return result
-
-
-def _stop_record(save_dir: Path) -> dict | None:
-    from hat.convergence import read_record
-
-    rec = read_record(save_dir)
-    return None if rec is None else {"converged": rec["converged"], "gain": rec["gain"]}
 
 
 def main(argv: list[str] | None = None) -> int:

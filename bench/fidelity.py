@@ -123,11 +123,9 @@ def sample_configs(src: Source, n: int, seed: int) -> list[Any]:
 
 def _converged(save: Path) -> dict[str, Any]:
     """What ``train.py --stop-converged-bits`` recorded in a save dir (empty without it)."""
-    from hat.convergence import read_record
+    from hat.convergence import stop_summary
 
-    rec = read_record(save)
-    return {} if rec is None else {"converged": rec["converged"],
-                                   "gain_last_window_bits": rec["gain"]}
+    return stop_summary(save, "gain_last_window_bits") or {}
 
 
 def scratch_part(src: Source, cfgs: list[Any], updates: int, jobs: int, device: str,

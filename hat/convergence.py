@@ -70,5 +70,11 @@ def read_record(save_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def stop_summary(save_dir: Path, gain_key: str = "gain") -> dict | None:
+    """``{"converged", <gain_key>}`` of :func:`read_record` (what a report row keeps)."""
+    rec = read_record(save_dir)
+    return None if rec is None else {"converged": rec["converged"], gain_key: rec["gain"]}
+
+
 ACTIVE: ConvergenceStop | None = None
 """The tracker of the training in this process (set by the task when the option is on)."""
