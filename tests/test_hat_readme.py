@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import GUARD_S, ROOT
+from tests.conftest import GUARD_S, ROOT, reference_dir
 
-HAT_REF = ROOT.parent / "shared" / "hat-reference"
+HAT_REF = reference_dir()
 PI_SUB = "configs/wmt14.en-de/subtransformer/HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8"
 IWSLT_SUB = "configs/iwslt14.de-en/subtransformer/HAT_iwslt14deen_titanxp@137.8ms_bleu@34.7"
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",

@@ -255,8 +255,8 @@ def decode_note(predictor: Any) -> str:
     dep = predictor.deployment
     note = f"latencies for lat-deployment {dep} ({DEPLOYMENTS.get(dep, 'unknown')})"
     if dep == "hat":
-        note += ("; a beam search takes longer (README step 7: measure with lat-deployment "
-                 "generate for a limit you can deploy at)")
+        note += ("; a beam search takes longer (docs/deployment.md: measure with "
+                 "lat-deployment generate for a limit you can deploy at)")
     return note
 
 
