@@ -29,8 +29,25 @@ OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:
            "no_proxy": "", "NO_PROXY": ""}
 
 
-def hat(command: str, offline: bool = False, timeout: int = GUARD_S) -> subprocess.CompletedProcess:
-    """Run one of HAT's README commands in the repository root (``python`` is this Python)."""
+# what a machine may have fetched or trained that a fresh clone has not
+LOCAL = {"data", "data-bin", "downloaded_models", "checkpoints", "runs"}
+
+
+@pytest.fixture(scope="module")
+def bare_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout without its local data (links to everything else): a command run there meets
+    what a fresh clone meets, whatever this machine has downloaded."""
+    root = tmp_path_factory.mktemp("bare_checkout")
+    for entry in ROOT.iterdir():
+        if entry.name not in LOCAL:
+            (root / entry.name).symlink_to(entry)
+    return root
+
+
+def hat(command: str, offline: bool = False, timeout: int = GUARD_S,
+        cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run one of HAT's README commands in the repository root, or ``cwd`` (``python`` is this
+    Python)."""
     env = dict(os.environ, PYTHON=sys.executable, **(OFFLINE if offline else {}))
     argv = shlex.split(command)
     env_prefix = {}
@@ -40,7 +57,7 @@ def hat(command: str, offline: bool = False, timeout: int = GUARD_S) -> subproce
     env.update(env_prefix)
     if argv[0] == "python":
         argv[0] = sys.executable
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -68,28 +85,24 @@ def test_get_preprocessed_without_internet_says_how(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- testing
-def test_download_model_without_internet_says_how() -> None:
+def test_download_model_without_internet_says_how(bare_root: Path) -> None:
     name = "HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8"
-    had = (ROOT / "downloaded_models" / f"{name}.pt").exists()
-    r = hat(f"python download_model.py --model-name={name} --force", offline=True)
+    r = hat(f"python download_model.py --model-name={name}", offline=True, cwd=bare_root)
     assert_clear_failure(r, "--mirror", name, rc=1)
-    assert (ROOT / "downloaded_models" / f"{name}.pt").exists() == had  # nothing partial left
+    assert not (bare_root / "downloaded_models" / f"{name}.pt").exists()  # nothing partial left
 
 
-def test_test_sh_without_model_or_data_says_what_to_fetch() -> None:
+def test_test_sh_without_model_or_data_says_what_to_fetch(bare_root: Path) -> None:
     r = hat(f"bash configs/wmt14.en-de/test.sh "
-            f"./downloaded_models/HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8.pt {PI_SUB}.yml normal")
-    if (ROOT / "data" / "wmt14.en-de" / "data-bin").is_dir():
-        pytest.skip("the WMT data is present here")
+            f"./downloaded_models/HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8.pt {PI_SUB}.yml normal",
+            cwd=bare_root)
     assert_clear_failure(r, "get_preprocessed.sh")
 
 
-def test_profile_model_size_by_default_then_training_needs_data() -> None:
+def test_profile_model_size_by_default_then_training_needs_data(bare_root: Path) -> None:
     """HAT: 'By default, only the model size is profiled' (the same command retrains)."""
-    if (ROOT / "data" / "wmt14.en-de" / "data-bin").is_dir():
-        pytest.skip("the WMT data is present here: the command would train")
     r = hat(f"python train.py --configs={PI_SUB}.yml "
-            "--sub-configs=configs/wmt14.en-de/subtransformer/common.yml")
+            "--sub-configs=configs/wmt14.en-de/subtransformer/common.yml", cwd=bare_root)
     assert "| #Params:" in r.stdout
     assert_clear_failure(r, "preprocess.sh", "get_preprocessed.sh")
     assert "'common':" not in r.stdout + r.stderr  # no fairseq config dump before the error
@@ -129,11 +142,10 @@ def test_profile_flops_iwslt() -> None:
     "CUDA_VISIBLE_DEVICES=0,1,2,3 python train.py "
     "--configs=configs/wmt14.en-fr/supertransformer/space0.yml --update-freq=32",
 ])
-def test_train_supertransformer_without_data_says_what_to_fetch(command: str) -> None:
+def test_train_supertransformer_without_data_says_what_to_fetch(command: str,
+                                                               bare_root: Path) -> None:
     task = "wmt14.en-fr" if "en-fr" in command else "wmt14.en-de"
-    if (ROOT / "data" / task / "data-bin").is_dir():
-        pytest.skip("the WMT data is present here: the command would train")
-    assert_clear_failure(hat(command), f"configs/{task}/get_preprocessed.sh")
+    assert_clear_failure(hat(command, cwd=bare_root), f"configs/{task}/get_preprocessed.sh")
 
 
 def test_latency_dataset_cpu_raspberrypi_measures(tmp_path: Path) -> None:
