@@ -10,17 +10,13 @@ over the committed or fetched datasets). A killed run resumes where it stopped w
 import sys
 from collections.abc import Sequence
 
-from hat.errors import HatConfigError
+from hat.cli import run_cli
 from hat.latency.dataset_cli import main as measure_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure; a configuration or input problem prints ``error: ...`` and returns 2."""
-    try:
-        return measure_main(argv)
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: measure_main(argv))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 
 from hat.atomic import atomic_torch_save
 from hat.checkpoint import read_checkpoint
+from hat.cli import run_cli
 from hat.errors import HatConfigError
 
 UPDATE_PATTERN = re.compile(r"checkpoint_(\d+)_(\d+)\.pt")
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; 2 on bad input."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         by = "update" if args.num_update_checkpoints is not None else "epoch"
         n = args.num_update_checkpoints if by == "update" else args.num_epoch_checkpoints
         if n is not None:
@@ -133,12 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             paths = [Path(p) for p in args.inputs]
         average_checkpoints(paths, args.output)
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"| averaged {len(paths)} checkpoints: {', '.join(p.name for p in paths)}")
-    print(f"| wrote {args.output}")
-    return 0
+        print(f"| averaged {len(paths)} checkpoints: {', '.join(p.name for p in paths)}")
+        print(f"| wrote {args.output}")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hat.atomic import atomic_write_text, check_writable
+from hat.cli import run_cli
 from hat.errors import HatConfigError, UnsafeCheckpointError
 from hat.space import SubConfig, read_subtransformer_yaml
 from hat.threads import use_cpu_threads
@@ -492,25 +493,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
     for name in ("fairseq", "hat"):
         logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
-    try:
+    def body() -> int:
         ev = evaluate(args)
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if ev.averaged:
-        print(f"| averaged {len(ev.averaged)} checkpoints: "
-              + ", ".join(Path(p).name for p in ev.averaged))
-    if ev.config is not None:
-        print(f"| {ev.kind}: {ev.config.describe()}")
-    print(ev.result.line())
-    print(f"| signature: {ev.result.signature}")
-    for line in ev.clock.lines() if ev.clock else []:
-        print(line)
-    if args.out:
-        print(f"| wrote {args.out}")
-    if args.json:
-        print(json.dumps(summary(ev)))
-    return 0
+        if ev.averaged:
+            print(f"| averaged {len(ev.averaged)} checkpoints: "
+                  + ", ".join(Path(p).name for p in ev.averaged))
+        if ev.config is not None:
+            print(f"| {ev.kind}: {ev.config.describe()}")
+        print(ev.result.line())
+        print(f"| signature: {ev.result.signature}")
+        for line in ev.clock.lines() if ev.clock else []:
+            print(line)
+        if args.out:
+            print(f"| wrote {args.out}")
+        if args.json:
+            print(json.dumps(summary(ev)))
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

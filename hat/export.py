@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from hat.atomic import check_writable, os_error_message
+from hat.atomic import check_writable
 from hat.checkpoint import (
     build_from_checkpoint,
     check_super_dims,
@@ -23,6 +23,7 @@ from hat.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from hat.cli import run_cli
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
 from hat.models import SubTransformerModel, TransformerSuperModel
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     def extra(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="path of the standalone checkpoint")
 
-    try:
+    def body() -> int:
         args = parse_fairseq_args(argv, add_extra=extra)
         cfg = sub_config_from_args(args)
         if cfg is None:
@@ -131,16 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             raise HatConfigError("--restore-file must name the SuperTransformer checkpoint")
         check_writable(args.out, "--out")
         r = export(args.restore_file, cfg, args.out, source=sub_config_source(args), yaml_args=args)
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_message(e)}", file=sys.stderr)
-        return 2
-    print(f"| wrote {r['out']}: {r['params_total']:,} parameters = {r['params_profiled']:,} "
-          f"(profiled) + {r['params_embeddings']:,} (embeddings)")
-    print(f"| max |logits(SuperTransformer slice) - logits(standalone)| = {r['max_abs_diff']:.2e}")
-    return 0
+        print(f"| wrote {r['out']}: {r['params_total']:,} parameters = {r['params_profiled']:,} "
+              f"(profiled) + {r['params_embeddings']:,} (embeddings)")
+        print("| max |logits(SuperTransformer slice) - logits(standalone)| = "
+              f"{r['max_abs_diff']:.2e}")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-from hat.atomic import check_writable, os_error_message
+from hat.atomic import check_writable
+from hat.cli import run_cli
 from hat.config import parse_fairseq_args
 from hat.errors import HatConfigError
 from hat.models.args import (
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of train.py."""
     origins: dict[str, str] = {}
     training = False
-    try:
+
+    def body() -> int:
+        nonlocal training
         args = parse_fairseq_args(argv, add_extra=add_train_script_args, training_help=True,
                                   origins=origins)
         if args.latcpu and args.latgpu:
@@ -131,14 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         training = True
         train(args)
         return 0
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        kept = ("; the checkpoints saved before it are intact (written atomically): the same "
+
+    def kept() -> str:
+        return ("; the checkpoints saved before it are intact (written atomically): the same "
                 "command resumes from checkpoint_last.pt" if training else "")
-        print(f"error: {os_error_message(e)}{kept}", file=sys.stderr)
-        return 2
+
+    return run_cli(body, os_note=kept)
 
 
 def _origin(origins: dict[str, str], key: str) -> str:

@@ -274,3 +274,29 @@ def test_fp16_config_on_a_machine_without_cuda_is_refused_before_fairseq(toy, tm
     err = run_main(main, train_argv(toy["data"], tmp_path / "ck", "--fp16"), capsys)
     assert "fp16 (command line)" in err and "leave --fp16 out" in err
     assert not (tmp_path / "ck").exists()
+
+
+def test_every_command_line_ends_errors_the_same_way(capsys) -> None:
+    """hat.cli.run_cli, the one wrapper of the CLIs: a config error and an OS error are one
+    ``error:`` line and exit 2 (the OS error with what was kept), Ctrl-C is 130 where the
+    command says what to do next and propagates where it does not; the body's status passes."""
+    from hat.cli import run_cli
+    from hat.errors import HatConfigError
+
+    def fail(exc: BaseException):
+        def body():
+            raise exc
+        return body
+
+    assert run_cli(fail(HatConfigError("x.yml: key 'lr': -1 is not > 0"))) == 2
+    assert capsys.readouterr().err == "error: x.yml: key 'lr': -1 is not > 0\n"
+    kept = []
+    err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/x.csv")
+    assert run_cli(fail(err), os_note=lambda: kept.append(1) or " (rows kept)") == 2
+    line = capsys.readouterr().err
+    assert line.startswith("error: /out/x.csv: ") and line.endswith(" (rows kept)\n") and kept
+    assert run_cli(fail(KeyboardInterrupt()), interrupted="run it again") == 130
+    assert "interrupted: run it again" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(fail(KeyboardInterrupt()))
+    assert run_cli(lambda: None) == 0 and run_cli(lambda: 1) == 1

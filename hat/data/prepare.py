@@ -29,12 +29,12 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from hat.cli import run_cli
 from hat.data.fetch import fetch_raw
 from hat.data.recipes import TASKS, Corpus, DataPrepError, TaskRecipe, expected_files, task_recipe
 from hat.data.text import (
@@ -50,7 +50,6 @@ from hat.data.text import (
     read_corpus_side,
     read_lines,
 )
-from hat.errors import HatConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -271,21 +270,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
-    try:
+
+    def body() -> None:
         recipe = task_recipe(args.task)
         if args.list_files and recipe.catalogs:
             from hat.data.debian import DEBIAN_PACKAGES, HELD_OUT_PACKAGES
 
             for name in DEBIAN_PACKAGES:
                 print(name + ("\t(held out: test_unseen)" if name in HELD_OUT_PACKAGES else ""))
-            return 0
-        if args.list_files:
+        elif args.list_files:
             for rel, archive in expected_files(recipe):
                 print(f"{rel}\t(from {archive})")
-            return 0
-        prepare(args.task, args.out or Path("data") / args.task, raw_dir=args.raw_dir,
-                workers=args.workers, bpe_tokens=args.bpe_tokens)
-    except HatConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        else:
+            prepare(args.task, args.out or Path("data") / args.task, raw_dir=args.raw_dir,
+                    workers=args.workers, bpe_tokens=args.bpe_tokens)
+
+    return run_cli(body)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hat.download as dl
+from hat.cli import run_cli
 from hat.errors import HatConfigError
 
 
@@ -62,7 +63,8 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "download_model.p
     if args.list:
         print("\n".join(dl.HAT_MODELS))
         return 0
-    try:
+
+    def body() -> int:
         if args.download_all and args.sha256:
             raise HatConfigError("--sha256 checks one file: use it with --model-name, or put "
                                  "<name>.pt.sha256 files beside the models in the --mirror folder")
@@ -74,44 +76,45 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "download_model.p
         from hat.atomic import check_writable
 
         check_writable(Path(args.save_path) / f"{names[0]}.pt", "--save-path")  # before fetching
-    except HatConfigError as e:
-        _err(str(e))
-        return 2
-    import hat
+        import hat
 
-    hat.register()  # fairseq with HAT's architectures: the downloads' checks read checkpoints
-    failed = []
-    for name in names:
-        try:
-            dl.download_model(name, args.save_path, args.mirror, args.sha256, args.force,
-                           args.timeout, log=lambda m: print(m, flush=True))
-        except HatConfigError as e:
-            _err(str(e))
-            failed.append(name)
-    if len(names) > 1:
-        print(f"| {len(names) - len(failed)} of {len(names)} models in {args.save_path}"
-              + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
-    return 1 if failed else 0
+        hat.register()  # fairseq with HAT's architectures: the downloads' checks read checkpoints
+        failed = []
+        for name in names:
+            try:
+                dl.download_model(name, args.save_path, args.mirror, args.sha256, args.force,
+                                  args.timeout, log=lambda m: print(m, flush=True))
+            except HatConfigError as e:  # this model failed (exit status 1); the others go on
+                _err(str(e))
+                failed.append(name)
+        if len(names) > 1:
+            print(f"| {len(names) - len(failed)} of {len(names)} models in {args.save_path}"
+                  + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+        return 1 if failed else 0
+
+    return run_cli(body)
 
 
 def data_main(argv: Sequence[str] | None = None, prog: str = "python -m hat.download data"
               ) -> int:
     """Entry point of configs/<task>/get_preprocessed.sh."""
     args = data_parser(prog).parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.sha256:
             dl.check_sha256(args.sha256)
         if args.mirror and not Path(args.mirror).is_dir():
             raise HatConfigError(f"--mirror {args.mirror}: folder not found")
-        dl.fetch_data(args.task, args.out, args.mirror, args.sha256, args.force, args.timeout,
-                   keep_archive=not args.delete_archive, log=lambda m: print(m, flush=True))
-    except dl.DownloadError as e:
-        _err(str(e))
-        return 1
-    except HatConfigError as e:
-        _err(str(e))
-        return 2
-    return 0
+        try:
+            dl.fetch_data(args.task, args.out, args.mirror, args.sha256, args.force,
+                          args.timeout, keep_archive=not args.delete_archive,
+                          log=lambda m: print(m, flush=True))
+        except dl.DownloadError as e:  # the network or the mirror failed: exit status 1
+            _err(str(e))
+            return 1
+        return 0
+
+    return run_cli(body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import configargparse
 import numpy as np
 
 from hat.atomic import check_writable
+from hat.cli import run_cli
 from hat.errors import HatConfigError
 from hat.latency.fewshot import DATA_METHODS, METHODS
 from hat.latency.predictor import FEATURE_NORM, LatencyPredictor
@@ -355,10 +356,8 @@ def dataset_record(csv_path: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: clean one-line errors (``error: ...``, exit status 2) for bad configs/data."""
-    try:
+    def body() -> None:
         run(argv)
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(body)
 

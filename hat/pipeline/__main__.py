@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from hat.atomic import check_writable, os_error_message
+from hat.atomic import check_writable
+from hat.cli import run_cli
 from hat.errors import HatConfigError
 from hat.pipeline import PRESETS, STAGES, STATE, run_pipeline
 from hat.pipeline.stages import StageError
@@ -48,26 +49,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="end after this stage (the same command without it continues)")
     args = ap.parse_args(argv)
     name = "tiny" if args.tiny else args.preset
-    try:
+
+    def body() -> int:
         check_out(args.out)
-        run_pipeline(args.out, name, device=args.device, seed=args.seed, workers=args.jobs,
-                     say=lambda m: print(m, flush=True), task=args.task, gpus=args.gpus,
-                     stop_after=args.stop_after)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_message(e)} (the stages finished before it are kept in "
-              f"{Path(args.out) / STATE}: the same command continues)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"| interrupted: run the same command again to continue ({args.out}/pipeline.json "
-              "records the finished stages)", file=sys.stderr)
-        return 130
-    return 0
+        try:
+            run_pipeline(args.out, name, device=args.device, seed=args.seed, workers=args.jobs,
+                         say=lambda m: print(m, flush=True), task=args.task, gpus=args.gpus,
+                         stop_after=args.stop_after)
+        except StageError as e:  # a stage's command failed: its log says why
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_cli(body, os_note=f" (the stages finished before it are kept in "
+                                 f"{Path(args.out) / STATE}: the same command continues)",
+                   interrupted=f"run the same command again to continue ({args.out}/"
+                               "pipeline.json records the finished stages)")
 
 
 def check_out(out: str) -> None:

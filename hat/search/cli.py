@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hat.atomic import atomic_write_json, check_writable, os_error_message
+from hat.atomic import atomic_write_json, check_writable
+from hat.cli import run_cli
 from hat.errors import HatConfigError
 from hat.search.evolution import (
     Candidate,
@@ -550,17 +551,12 @@ def measure_winners(args: Any, predictor: Any, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of evo_search.py."""
-    try:
-        run(argv)
-    except HatConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_message(e)} (the search state saved after the last finished "
-              "iteration is kept: the same command continues from it)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("| interrupted: the search state is saved after every iteration; run the same "
-              "command again to continue", file=sys.stderr)
-        return 130
+    def body() -> None:
+        run(argv)  # returns the summary (for callers in Python); the exit status is 0
+
+    return run_cli(body,
+                   os_note=" (the search state saved after the last finished iteration is kept: "
+                           "the same command continues from it)",
+                   interrupted="the search state is saved after every iteration; run the same "
+                               "command again to continue")
     return 0
