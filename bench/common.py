@@ -19,8 +19,8 @@ from hat.latency.fit import Recipe, train_predictor
 from hat.latency.machine import cpu_model
 from hat.latency.predictor import FEATURE_NORM, LatencyPredictor
 from hat.latency.report import metrics
+from hat.paths import ROOT, reference_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 # HAT's published latency datasets (hat.latency.csvio.HAT_LATENCY_DATASETS names the files)
@@ -41,9 +41,6 @@ def find_csv(name: str, bases: list[Path]) -> Path | None:
     return path
 
 
-def reference_dir() -> Path:
-    """HAT's reference data: ``$HAT_REFERENCE_DIR`` or ``../shared/hat-reference``."""
-    return Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
 
 
 def data_bases(data: str | None, ours: bool = True) -> list[Path]:

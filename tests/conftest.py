@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,13 +16,7 @@ import torch
 import hat  # noqa: F401  (registers models)
 from hat.checkpoint import ShapeTask, dummy_dictionary
 from hat.models import TransformerSuperModel
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def reference_dir() -> Path:
-    """../shared/hat-reference beside the checkout (or $HAT_REFERENCE_DIR)."""
-    return Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
+from hat.paths import ROOT, reference_dir
 
 
 @pytest.fixture

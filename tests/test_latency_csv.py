@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -17,14 +16,10 @@ from hat.latency.csvio import (
     read_latency_table,
     write_latency_csv,
 )
+from hat.paths import reference_dir
 from tests.conftest import synthetic_features
 
-REF = Path(
-    os.environ.get(
-        "HAT_REFERENCE_DIR",
-        Path(__file__).resolve().parents[1].parent / "shared" / "hat-reference",
-    )
-)
+REF = reference_dir()
 REF_CSVS = sorted((REF / "latency").glob("*_all.csv")) if (REF / "latency").is_dir() else []
 needs_ref = pytest.mark.skipif(not REF_CSVS, reason=f"HAT reference data not found at {REF}")
 

@@ -17,6 +17,7 @@ from hat.errors import HatConfigError
 from hat.latency import csvio
 from hat.latency.dataset import EXTRA_COLUMNS, count_rows, measure_dataset
 from hat.latency.noise import NoiseControl
+from hat.paths import ROOT
 from tests.conftest import load_script, synthetic_features
 from tests.test_latency_measure import tiny_meter, tiny_yaml
 
@@ -276,7 +277,7 @@ def test_suspicious_latency_is_a_warning(tmp_path: Path, predictor_cli,
 
 
 def test_real_datasets_pass_the_spread_check() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     for name in ("toy_cpu_epyc_all.csv", "wmt14ende_cpu_epyc_all.csv",
                  "wmt14ende_gpu_h100_all.csv"):
         path = root / "latency_dataset" / name

@@ -19,6 +19,7 @@ from hat.latency.dataset import EXTRA_COLUMNS, measure_dataset, sample_row
 from hat.latency.dataset_cli import main, parse_args, protocol_from_args
 from hat.latency.noise import NoiseControl
 from hat.latency.timing import LatencyMeter, Measurement, Protocol, trimmed_stats
+from hat.paths import ROOT
 from hat.space import SearchSpace, SubConfig
 from tests.conftest import TINY_SPACE, tiny_supernet
 
@@ -243,7 +244,6 @@ def test_choice_outside_supernet_is_reported(tmp_path: Path) -> None:
         main(["--configs", str(path)])
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @functools.cache

@@ -19,9 +19,9 @@ from hat.latency.fewshot import component_predictors, fit_fewshot
 from hat.latency.fit import fit_recipe, split_indices, train_predictor
 from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
 from hat.latency.report import metrics
+from hat.paths import ROOT
 from tests.conftest import GUARD_S, load_script, synthetic_features
 
-ROOT = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("HAT_REFERENCE_DIR", ROOT.parent / "shared" / "hat-reference"))
 LAT_NORM = {"titanxp": 200.0, "xeon": 300.0, "raspberrypi": 5000.0}
 NAMES = [

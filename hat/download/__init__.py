@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hat.atomic import atomic_path, atomic_write_json
 from hat.errors import HatConfigError, UnsafeCheckpointError
+from hat.paths import ROOT
 
 if TYPE_CHECKING:
     from hat.space import SearchSpace, SubConfig
@@ -220,7 +221,7 @@ def check_model_file(path: str | os.PathLike, what: str, sha256: str | None = No
 
 
 # ----------------------------------------------------------------------------- architectures
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # configs/<task>/subtransformer/*.yml
+CONFIGS = ROOT / "configs"  # configs/<task>/subtransformer/*.yml
 # the <task> part of HAT's model names -> (task, arch of its SuperTransformer)
 RELEASED_TASKS: dict[str, tuple[str, str]] = {
     "wmt14ende": ("wmt14.en-de", "transformersuper_wmt_en_de"),

@@ -24,6 +24,7 @@ from hat.latency import csvio
 from hat.latency.machine import hardware, machine_info, now
 from hat.latency.noise import NoiseControl, QuickFit, drift_factor, measure_with_retries
 from hat.latency.timing import DEPLOYMENTS, LatencyMeter, Measurement
+from hat.paths import ROOT
 from hat.runstate import check_resume, exclusive
 from hat.space import SearchSpace, SubConfig
 
@@ -49,7 +50,7 @@ RESUME_KEYS = ("protocol", "space", "seed", "model", "noise", "hardware")
 BASE_RUNS = 5
 """Interleaved reference measurements whose median scales a dataset (after a discarded one)."""
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "latency_dataset"
+SHIPPED_DIR = ROOT / "latency_dataset"
 """The repository's committed datasets; measuring writes only below its ``measured/``."""
 
 

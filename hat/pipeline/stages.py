@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import HatConfigError
+from hat.paths import ROOT
 from hat.pipeline.presets import Preset
 from hat.pipeline.tasks import TASKS, PipelineTask, prepared
 from hat.space import SearchSpace, SubConfig, read_subtransformer_yaml
 from hat.yamlio import load_yaml, write_yaml
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class StageError(HatConfigError):

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hat.errors import HatConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
+from hat.paths import ROOT
 
 
 @dataclass(frozen=True)
