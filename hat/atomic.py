@@ -14,10 +14,10 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from hat.errors import HatConfigError
 
@@ -133,6 +133,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_text_files(paths: Sequence[str | os.PathLike]) -> Iterator[list[TextIO]]:
+    """Text files (UTF-8, ``\\n`` newlines) for the block to write, each under a temporary name
+    (:func:`atomic_path`); all appear under their names when the block completes, none when it
+    raises. Their folders are created."""
+    with ExitStack() as stack:
+        tmps = []
+        for p in paths:
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(stack.enter_context(atomic_path(p)))
+        yield [stack.enter_context(open(t, "w", encoding="utf-8", newline="\n")) for t in tmps]
 
 
 def check_writable(path: str | os.PathLike, what: str, append: bool = False) -> Path:

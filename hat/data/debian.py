@@ -50,7 +50,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hat.atomic import atomic_write_json
+from hat.atomic import atomic_text_files, atomic_write_json
 from hat.data.catalogs import (
     Cleaner,
     catalog_pairs,
@@ -59,7 +59,7 @@ from hat.data.catalogs import (
 )
 from hat.data.prepare import _Pipeline
 from hat.data.recipes import Corpus, DataPrepError, TaskRecipe
-from hat.data.text import MosesProcessor, _atomic_open, fairseq_preprocess, learn_bpe, read_lines
+from hat.data.text import MosesProcessor, fairseq_preprocess, learn_bpe, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class DebianPipeline(_Pipeline):
         corpus = build_corpus(self.catalog_dir, self.packages, self.r.tgt, self.held_out,
                               self.valid_frac, self.test_frac, self.cleaner, self.r.src)
         files = [self.side(s, lang, self.raw) for s in SPLITS for lang in self.r.langs]
-        with _atomic_open(files) as handles:
+        with atomic_text_files(files) as handles:
             for i, split in enumerate(SPLITS):
                 fs, ft = handles[2 * i], handles[2 * i + 1]
                 for s, t in corpus.splits[split]:

@@ -34,13 +34,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from hat.atomic import atomic_text_files
 from hat.cli import run_cli
 from hat.data.fetch import fetch_raw
 from hat.data.recipes import TASKS, Corpus, DataPrepError, TaskRecipe, expected_files, task_recipe
 from hat.data.text import (
     BpeProcessor,
     MosesProcessor,
-    _atomic_open,
     _tee,
     check_raw_files,
     clean_pairs,
@@ -90,7 +90,7 @@ class _Pipeline:
         logger.info("[%s] %s ...", self.r.name, name)
         start = time.monotonic()
         fn()
-        with _atomic_open([marker]) as (f,):
+        with atomic_text_files([marker]) as (f,):
             f.write(json.dumps(params, sort_keys=True))
         logger.info("[%s] %s finished in %.1fs", self.r.name, name, time.monotonic() - start)
 
@@ -108,7 +108,7 @@ class _Pipeline:
         (and, for ``raw_outputs``, copy the untokenized text)."""
         r = self.r
         counts: dict[str, list[int]] = {}
-        with _atomic_open(list(outputs) + list(raw_outputs)) as files:
+        with atomic_text_files(list(outputs) + list(raw_outputs)) as files:
             raw_files = files[2:] or [None, None]
             for lang, f, raw_f in zip(r.langs, files[:2], raw_files):
                 proc = MosesProcessor(lang, normalize_punct=train and r.normalize_punct,
@@ -136,7 +136,7 @@ class _Pipeline:
         r = self.r
         pairs = zip(read_lines(inputs[0]), read_lines(inputs[1]))
         kept = 0
-        with _atomic_open(outputs) as (fs, ft):
+        with atomic_text_files(outputs) as (fs, ft):
             for s, t in clean_pairs(pairs, r.clean_min, r.clean_max, r.clean_ratio):
                 if lower:
                     s, t = s.lower(), t.lower()
@@ -146,7 +146,7 @@ class _Pipeline:
         logger.info("  cleaned %s: kept %d pairs", inputs[0].stem, kept)
 
     def _split(self, inputs: Sequence[Path], every: int) -> None:
-        with _atomic_open(self.pair("train") + self.pair("valid")) as files:
+        with atomic_text_files(self.pair("train") + self.pair("valid")) as files:
             for inp, train_f, valid_f in zip(inputs, files[:2], files[2:]):
                 for i, line in enumerate(read_lines(inp), 1):
                     (valid_f if i % every == 0 else train_f).write(line + "\n")
@@ -155,7 +155,7 @@ class _Pipeline:
         proc = BpeProcessor(codes)
         for split, stem in stems.items():
             for lang in self.r.langs:
-                with _atomic_open([self.side(prefix + split, lang, dest)]) as (f,):
+                with atomic_text_files([self.side(prefix + split, lang, dest)]) as (f,):
                     for line in map_lines(proc, read_lines(self.side(stem, lang)), self.workers):
                         f.write(line + "\n")
 

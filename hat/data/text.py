@@ -10,12 +10,12 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from itertools import islice
 from multiprocessing import Pool
 from pathlib import Path
 from typing import TextIO
 
+from hat.atomic import atomic_text_files
 from hat.data.fetch import resolve_raw
 from hat.data.recipes import Corpus, DataPrepError, TaskRecipe, expected_files
 
@@ -226,11 +226,11 @@ def learn_bpe(train_files: Sequence[Path], codes: Path, num_merges: int, workers
     from subword_nmt.learn_bpe import learn_bpe as _learn
 
     joined = codes.with_name(codes.name + ".input")
-    with _atomic_open([joined]) as (out,):
+    with atomic_text_files([joined]) as (out,):
         for path in train_files:
             for line in read_lines(path):
                 out.write(line + "\n")
-    with _atomic_open([codes]) as (out,), open(joined, encoding="utf-8") as inp:
+    with atomic_text_files([codes]) as (out,), open(joined, encoding="utf-8") as inp:
         _learn(inp, out, num_merges, min_frequency=2, num_workers=max(1, workers))
     joined.unlink()
 
@@ -238,26 +238,6 @@ def learn_bpe(train_files: Sequence[Path], codes: Path, num_merges: int, workers
 # --------------------------------------------------------------------------------------------
 # Files and steps
 # --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _atomic_open(paths: Sequence[Path]) -> Iterator[list[TextIO]]:
-    """Open ``paths`` for writing under temporary names; rename them all on success."""
-    tmps = [p.with_name(p.name + ".tmp") for p in paths]
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    files = [open(t, "w", encoding="utf-8", newline="\n") for t in tmps]
-    try:
-        yield files
-    except BaseException:
-        for f, t in zip(files, tmps):
-            f.close()
-            t.unlink(missing_ok=True)
-        raise
-    for f in files:
-        f.close()
-    for t, p in zip(tmps, paths):
-        os.replace(t, p)
 
 
 def fairseq_preprocess(text_dir: Path, dest_dir: Path, src: str, tgt: str,

@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hat.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 SRC_LANG = "src"
@@ -215,10 +217,8 @@ def detokenize(line: str) -> str:
     return re.sub(r" ([.,])", r"\1", line.strip())
 
 
-def _write_atomic(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(path)
+def _write_lines(path: Path, lines: list[str]) -> None:
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _data_bin_complete(data_bin: Path) -> bool:
@@ -254,12 +254,12 @@ def make_toy_corpus(out_dir: Path, n_train: int = 6000, seed: int = 0,
     raw.mkdir(parents=True, exist_ok=True)
     corpus = generate_corpus(n_train, n_valid, n_test, seed)
     for split, pairs in corpus.items():
-        _write_atomic(raw / f"{split}.{SRC_LANG}", [s for s, _ in pairs])
-        _write_atomic(raw / f"{split}.{TGT_LANG}", [t for _, t in pairs])
-    _write_atomic(raw / f"test.detok.{SRC_LANG}", [detokenize(s) for s, _ in corpus["test"]])
-    _write_atomic(raw / f"test.detok.{TGT_LANG}", [detokenize(t) for _, t in corpus["test"]])
+        _write_lines(raw / f"{split}.{SRC_LANG}", [s for s, _ in pairs])
+        _write_lines(raw / f"{split}.{TGT_LANG}", [t for _, t in pairs])
+    _write_lines(raw / f"test.detok.{SRC_LANG}", [detokenize(s) for s, _ in corpus["test"]])
+    _write_lines(raw / f"test.detok.{TGT_LANG}", [detokenize(t) for _, t in corpus["test"]])
     fairseq_preprocess(raw, data_bin, SRC_LANG, TGT_LANG, joined_dictionary=joined_dictionary,
                        workers=workers)
-    _write_atomic(manifest, [json.dumps(params, sort_keys=True)])
+    _write_lines(manifest, [json.dumps(params, sort_keys=True)])
     logger.info("toy corpus written to %s", out_dir)
     return data_bin
