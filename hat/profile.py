@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from hat.space import SubConfig, attended_layers
 
-TASK_LENGTHS = {"wmt14.en-de": 30, "wmt14.en-fr": 30, "wmt19.en-de": 30, "iwslt14.de-en": 23}
-
 
 @dataclass(frozen=True)
 class Profile:

@@ -23,7 +23,7 @@ from hat.models.args import (
     sub_config_source,
     warn_if_not_member,
 )
-from hat.profile import TASK_LENGTHS, profile
+from hat.profile import profile
 from hat.space import SearchSpace, SubConfig
 from hat.threads import use_cpu_threads
 
@@ -63,9 +63,9 @@ def add_train_script_args(parser: argparse.ArgumentParser) -> None:
 
 def profile_length(args: argparse.Namespace) -> int:
     """Profiling length: --profile-length, else 23 for IWSLT archs, else 30."""
-    if args.profile_length:
-        return args.profile_length
-    return TASK_LENGTHS["iwslt14.de-en"] if "iwslt" in args.arch else TASK_LENGTHS["wmt14.en-de"]
+    from hat.latency.model import sentence_length
+
+    return sentence_length(args.arch, args.profile_length)
 
 
 def profiled_config(args: argparse.Namespace) -> tuple[SearchSpace, SubConfig, bool]:
@@ -224,7 +224,7 @@ def run_latency(args: argparse.Namespace, cfg: SubConfig) -> dict:
     """Time the SubTransformer ``cfg`` (as :func:`run_profile` resolved it from the args) with
     HAT's protocol (random weights: only shapes matter): one encoder pass of a length-n dummy
     source, an n-step beam-5 incremental decode."""
-    from hat.latency.dataset_cli import build_model, vocab_sizes
+    from hat.latency.model import build_model, vocab_sizes
     from hat.latency.timing import LatencyMeter, Protocol, resolve_device
     from hat.threads import available_cores
 

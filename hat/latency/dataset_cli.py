@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
 from hat.latency.dataset import (
@@ -20,18 +18,14 @@ from hat.latency.dataset import (
     meta_path,
     require_sidecar,
 )
+from hat.latency.model import DEFAULT_LATITER, build_model, sentence_length
 from hat.latency.noise import NoiseControl
 from hat.latency.timing import (
     DEPLOYMENTS,
-    DUMMY_TOKEN,
     LatencyMeter,
     Protocol,
     resolve_device,
 )
-from hat.space import SearchSpace
-
-DEFAULT_LATITER = {"cpu": 10, "cuda": 20}
-WMT_VOCAB = 32768  # HAT's wmt16_en_de joined dictionary
 
 
 def add_args(parser: Any) -> None:
@@ -117,7 +111,7 @@ def protocol_from_args(args: Any) -> Protocol:
     threads = None
     if kind == "cpu":
         threads = args.latcpu_threads or len(os.sched_getaffinity(0))
-    length = args.lat_sentence_length or (23 if "iwslt" in str(args.arch) else 30)
+    length = sentence_length(args.arch, args.lat_sentence_length)
     return Protocol(src_len=length, beam=args.lat_beam, warmup=args.latwarmup, iters=iters,
                     device=device, threads=threads, train_mode=args.hat_train_mode_measure,
                     timer=args.latcpu_timer if kind == "cpu" else "wall",
@@ -147,47 +141,6 @@ def check_interleave(noise: NoiseControl, protocol: Protocol) -> None:
                              "--no-lat-ref-interleave (or delete it from the YAML)")
 
 
-def vocab_sizes(args: Any) -> tuple[int, int]:
-    """(source, target) dictionary sizes: the data's dict files, else the config keys."""
-    src, tgt = args.lat_src_vocab_size, args.lat_tgt_vocab_size
-    data = Path(str(getattr(args, "data", "") or ""))
-    s_lang, t_lang = getattr(args, "source_lang", None), getattr(args, "target_lang", None)
-    if src is None and s_lang and (data / f"dict.{s_lang}.txt").is_file():
-        src = dictionary_size(data / f"dict.{s_lang}.txt")
-    if tgt is None and t_lang and (data / f"dict.{t_lang}.txt").is_file():
-        tgt = dictionary_size(data / f"dict.{t_lang}.txt")
-    src = src or WMT_VOCAB
-    tgt = src if getattr(args, "share_all_embeddings", False) else (tgt or src)
-    if src <= DUMMY_TOKEN or tgt <= DUMMY_TOKEN:
-        raise HatConfigError(f"lat vocabulary sizes must exceed {DUMMY_TOKEN}, got {src}/{tgt}")
-    return src, tgt
-
-
-def dictionary_size(path: str | os.PathLike) -> int:
-    """Symbols of a fairseq dictionary file as ``Dictionary.load`` counts them (with the 4
-    specials)."""
-    from fairseq.data import Dictionary
-
-    return len(Dictionary.load(str(path)))
-
-
-def build_model(args: Any, seed: int = 1) -> tuple[torch.nn.Module, SearchSpace, dict[str, Any]]:
-    """A randomly initialised SuperTransformer at the super dims, its sampling space, and a
-    description of it (weights do not matter for latency)."""
-    from fairseq.models import ARCH_MODEL_REGISTRY
-
-    from hat.checkpoint import ShapeTask, dummy_dictionary
-
-    src_n, tgt_n = vocab_sizes(args)
-    src = dummy_dictionary(src_n)
-    tgt = src if args.share_all_embeddings or tgt_n == src_n else dummy_dictionary(tgt_n)
-    torch.manual_seed(seed)
-    model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, ShapeTask(src, tgt))
-    space = model.space
-    info = {"arch": args.arch, "src_vocab": src_n, "tgt_vocab": tgt_n,
-            "share_all_embeddings": bool(args.share_all_embeddings),
-            "attn_impl": getattr(args, "attn_impl", None)}
-    return model, space, info
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,16 @@ class Protocol:
     timer: str = "wall"  # wall: perf_counter / CUDA events; thread: CPU time of this thread
     cuda_graph: bool = False  # GPU: time CUDA-graph replays (no host launch overhead)
     deployment: str = "hat"  # which decode is timed: one of DEPLOYMENTS
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any], **changes: Any) -> Protocol:
+        """The protocol a dataset's sidecar recorded (``dataclasses.asdict`` of one; keys it
+        does not know are ignored), with ``changes`` applied."""
+        known = {f.name for f in fields(cls)}
+        p = {k: v for k, v in rec.items() if k in known}
+        if "trim" in p:
+            p["trim"] = tuple(p["trim"])
+        return cls(**{**p, **changes})
 
     def interleave_clash(self) -> str | None:
         """The setting that rules out lat-ref-interleave (which times eager runs of HAT's

@@ -319,7 +319,7 @@ def _source_dict(ctx: Context) -> Path:
 
 def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     """Measure SubTransformers of the space on this machine."""
-    from hat.latency.dataset_cli import dictionary_size
+    from hat.latency.model import dictionary_size
 
     p = ctx.preset
     vocab = dictionary_size(_source_dict(ctx))

@@ -7,7 +7,7 @@ import argparse
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,28 +131,26 @@ def measure_setup(predictor: LatencyPredictor, device: str, search_args: Any) ->
     """The predictor's measurement protocol and model (from its sidecar), on ``device``
     ('cpu' or 'gpu'); HAT's protocol and the searched SuperTransformer's shape when the
     predictor does not say (HAT's own files)."""
-    from hat.latency.dataset_cli import DEFAULT_LATITER, vocab_sizes
+    from hat.latency.model import DEFAULT_LATITER, sentence_length, vocab_sizes
     from hat.latency.timing import Protocol
 
     kind = "cuda" if device in ("gpu", "cuda") else "cpu"
     ds = predictor.meta.get("dataset") or {}
     proto, model = ds.get("protocol"), ds.get("model")
-    names = {f.name for f in fields(Protocol)}
     if proto:
-        p = {k: v for k, v in proto.items() if k in names}
-        p["trim"] = tuple(p.get("trim", (0.1, 0.9)))
-        was = str(p.get("device", "cpu"))
+        was = str(proto.get("device", "cpu"))
         if kind == "cpu" and was.startswith("cuda"):
-            p.update(device="cpu", cuda_graph=False, threads=None, timer="wall")
+            protocol = Protocol.from_record(proto, device="cpu", cuda_graph=False, threads=None,
+                                            timer="wall")
         elif kind == "cuda":
-            p.update(device="cuda", threads=None, timer="wall")
+            protocol = Protocol.from_record(proto, device="cuda", threads=None, timer="wall")
+        else:
+            protocol = Protocol.from_record(proto)
         source = f"the predictor's dataset {ds.get('csv', '?')}"
     else:
-        length = 23 if "iwslt" in str(getattr(search_args, "arch", "")) else 30
-        p = {"src_len": length, "beam": 5, "warmup": 5, "iters": DEFAULT_LATITER[kind],
-             "device": kind}
+        protocol = Protocol(src_len=sentence_length(getattr(search_args, "arch", "")), beam=5,
+                            warmup=5, iters=DEFAULT_LATITER[kind], device=kind)
         source = "HAT's protocol: the predictor records none"
-    protocol = Protocol(**p)
     margs = argparse.Namespace(**vars(search_args))
     if model:
         margs.arch = model.get("arch", margs.arch)
@@ -177,7 +175,7 @@ class Measurer:
     """Times SubTransformers with a :class:`MeasureSetup` (model built once)."""
 
     def __init__(self, setup: MeasureSetup) -> None:
-        from hat.latency.dataset_cli import build_model
+        from hat.latency.model import build_model
         from hat.latency.timing import LatencyMeter
 
         self.setup = setup
