@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
-from hat.pipeline.stages import Context, _abs, run_parallel, script
+from hat.pipeline.context import Context
+from hat.pipeline.runner import absolute, run_parallel, script
 from hat.search.latency import spearman
 
 
@@ -155,8 +156,8 @@ def scratch_part(src: Source, cfgs: list[Any], updates: int, jobs: int, device: 
         if (checkpoint_updates(save / "checkpoint_last.pt") or -1) >= updates or \
                 _converged(save).get("converged"):
             continue
-        argv = [sys.executable, script("train.py"), f"--configs={_abs(yml)}",
-                f"--sub-configs={_abs(recipe)}", "--save-dir", _abs(save),
+        argv = [sys.executable, script("train.py"), f"--configs={absolute(yml)}",
+                f"--sub-configs={absolute(recipe)}", "--save-dir", absolute(save),
                 "--max-update", str(updates)]
         if converged_bits:
             argv += ["--stop-converged-bits", str(converged_bits)]

@@ -219,7 +219,8 @@ def test_fidelity_saves_each_training_as_it_ends(tmp_path: Path, monkeypatch) ->
     its training ends (the rest failing later changes nothing), and merging parts never
     replaces a converged row by one that stopped short."""
     import bench.fidelity as fid
-    from hat.pipeline.stages import Context, StageError, run_parallel
+    from hat.pipeline.context import Context, StageError
+    from hat.pipeline.runner import run_parallel
 
     ctx = Context(out=tmp_path / "rp", preset=None, say=lambda m: None)  # type: ignore[arg-type]
     (tmp_path / "rp").mkdir()

@@ -206,8 +206,9 @@ def test_bleu_stage_scores_the_tasks_further_test_splits(run, tmp_path: Path) ->
     stands in): the BLEU stage scores every model on it too, each in its own log."""
     import dataclasses
 
+    from hat.pipeline.context import Context
     from hat.pipeline.presets import preset
-    from hat.pipeline.stages import Context, stage_bleu
+    from hat.pipeline.stages import stage_bleu
     from hat.pipeline.tasks import TASKS
 
     out, _ = run

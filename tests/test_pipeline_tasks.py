@@ -10,8 +10,9 @@ import pytest
 
 from hat.errors import HatConfigError
 from hat.pipeline import run_pipeline
+from hat.pipeline.context import Context
 from hat.pipeline.presets import preset
-from hat.pipeline.stages import Context, retrain_recipe
+from hat.pipeline.stages import retrain_recipe
 from hat.pipeline.tasks import TASKS, pipeline_task, prepared
 from hat.yamlio import load_yaml
 from tests.conftest import ROOT
@@ -128,7 +129,7 @@ def test_predicted_and_measured_latency_that_disagree_are_warned_about() -> None
 
 
 def test_heartbeat_says_where_each_stage_is(tmp_path: Path) -> None:
-    from hat.pipeline.stages import progress
+    from hat.pipeline.runner import progress
 
     log = tmp_path / "x.log"
     log.write_text("2026 | INFO | train_inner | epoch 001:  3 / 16 loss=8.2, nll_loss=7.8, "

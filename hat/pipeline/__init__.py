@@ -22,8 +22,8 @@ from typing import Any
 
 from hat.atomic import atomic_write_json
 from hat.errors import HatConfigError
+from hat.pipeline.context import Context
 from hat.pipeline.presets import PRESETS, Preset, preset
-from hat.pipeline.stages import Context
 
 STATE = "pipeline.json"
 STATE_VERSION = 1

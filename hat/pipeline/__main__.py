@@ -11,7 +11,7 @@ from hat.atomic import check_writable
 from hat.cli import run_cli
 from hat.errors import HatConfigError
 from hat.pipeline import PRESETS, STAGES, STATE, run_pipeline
-from hat.pipeline.stages import StageError
+from hat.pipeline.context import StageError
 from hat.pipeline.tasks import TASKS
 
 
