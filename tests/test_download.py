@@ -26,10 +26,12 @@ from hat.download import (
     HAT_MODELS,
     MARKER,
     DownloadError,
+    catalog,
     databin_missing,
     direct_url,
     download_model,
     fetch_data,
+    transfer,
 )
 from hat.download.cli import data_main, models_main
 from hat.errors import HatConfigError
@@ -227,7 +229,7 @@ def test_interrupted_download_leaves_no_partial_file(server, tmp_path: Path,
         def update(self, n):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(dl, "_progress", lambda total, desc: Interrupt())
+    monkeypatch.setattr(transfer, "progress_bar", lambda total, desc: Interrupt())
     save = tmp_path / "models"
     with pytest.raises(KeyboardInterrupt):
         download_model(NAME, save, url=f"{server.url}/big.pt", log=lambda m: None)
@@ -256,7 +258,7 @@ def test_download_all_reports_failures_and_continues(server, tmp_path: Path, mon
     server.routes["/good.pt"] = (200, "application/octet-stream", good, None)
     table = {"HAT_a": f"{server.url}/good.pt?dl=0", "HAT_b": f"{server.url}/gone.pt?dl=0",
              "HAT_c": f"{server.url}/good.pt?dl=0"}
-    monkeypatch.setattr(dl, "HAT_MODELS", table)
+    monkeypatch.setattr(catalog, "HAT_MODELS", table)
     save = tmp_path / "all"
     assert models_main(["--download-all", "--save-path", str(save)]) == 1
     out, err = capsys.readouterr()

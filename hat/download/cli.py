@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hat.download as dl
 from hat.cli import run_cli
+from hat.download import catalog
 from hat.errors import HatConfigError
 
 
@@ -33,7 +34,8 @@ def model_parser(prog: str = "download_model.py") -> argparse.ArgumentParser:
                    help=f"model to download (default, as in HAT: {dl.DEFAULT_MODEL})")
     p.add_argument("--save-path", default=dl.DEFAULT_SAVE_PATH,
                    help=f"folder for <name>.pt (default {dl.DEFAULT_SAVE_PATH})")
-    p.add_argument("--download-all", action="store_true", help=f"all {len(dl.HAT_MODELS)} models")
+    p.add_argument("--download-all", action="store_true",
+                   help=f"all {len(catalog.HAT_MODELS)} models")
     p.add_argument("--list", action="store_true", help="print the model names and exit")
     _common_options(p)
     return p
@@ -61,7 +63,7 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "download_model.p
     """Entry point of download_model.py."""
     args = model_parser(prog).parse_args(argv)
     if args.list:
-        print("\n".join(dl.HAT_MODELS))
+        print("\n".join(catalog.HAT_MODELS))
         return 0
 
     def body() -> int:
@@ -72,7 +74,8 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "download_model.p
             dl.check_sha256(args.sha256)
         if args.mirror and not Path(args.mirror).is_dir():
             raise HatConfigError(f"--mirror {args.mirror}: folder not found")
-        names = list(dl.HAT_MODELS) if args.download_all else [dl.check_model_name(args.model_name)]
+        names = (list(catalog.HAT_MODELS) if args.download_all
+                 else [dl.check_model_name(args.model_name)])
         from hat.atomic import check_writable
 
         check_writable(Path(args.save_path) / f"{names[0]}.pt", "--save-path")  # before fetching
