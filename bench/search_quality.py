@@ -77,7 +77,8 @@ def build(args: argparse.Namespace
     (same model, another split; None without one), checkpoint info."""
     from hat.config import parse_fairseq_args
     from hat.models.args import space_from_args
-    from hat.search.cli import Sources, add_search_args, build_fitness, check_checkpoint
+    from hat.search.cli import build_fitness
+    from hat.search.options import Sources, add_search_args, check_checkpoint
 
     origins: dict[str, str] = {}
     sargs = parse_fairseq_args([f"--configs={args.configs}", f"--evo-configs={args.evo_configs}",

@@ -15,8 +15,8 @@ from hat.config import parse_fairseq_args
 from hat.data.toy_corpus import make_toy_corpus
 from hat.errors import HatConfigError
 from hat.pipeline.__main__ import main as pipeline_main
-from hat.search.cli import Sources, add_search_args, limits_from_args
 from hat.search.cli import main as search_main
+from hat.search.options import Sources, add_search_args, limits_from_args
 from hat.train_cli import add_train_script_args
 from hat.train_cli import main as train_main
 from hat.yamlio import load_yaml

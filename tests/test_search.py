@@ -20,7 +20,7 @@ from hat.config import parse_fairseq_args
 from hat.data.toy_corpus import make_toy_corpus
 from hat.errors import HatConfigError
 from hat.evaluate import ValidLoss, load_for_eval
-from hat.search.cli import Sources, add_search_args, limits_from_args, main, settings_from_args
+from hat.search.cli import main
 from hat.search.evolution import (
     Evolution,
     EvoSettings,
@@ -29,6 +29,7 @@ from hat.search.evolution import (
     SearchState,
 )
 from hat.search.latency import LatencyModel, fit_scale
+from hat.search.options import Sources, add_search_args, limits_from_args, settings_from_args
 from hat.search.report import pareto_front
 from hat.space import SearchSpace, read_subtransformer_yaml
 from tests.conftest import GUARD_S, ROOT
