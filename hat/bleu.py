@@ -31,10 +31,8 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,9 +42,11 @@ import torch
 
 from hat.atomic import atomic_write_text, check_writable
 from hat.cli import run_cli
-from hat.errors import HatConfigError, UnsafeCheckpointError
-from hat.space import SubConfig, read_subtransformer_yaml
+from hat.errors import HatConfigError
+from hat.metrics import BleuResult, moses_detokenize, read_lines, sacre_bleu, tokenized_bleu
+from hat.space import SubConfig
 from hat.threads import use_cpu_threads
+from hat.translate import average_into, check_data, load_model, translate
 
 if TYPE_CHECKING:
     from hat.generate.clock import DecodeClock
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hat.bleu")
 
 METRICS = ("normal", "sacre")
-_COMPOUND = re.compile(r"(\S)-(\S)")
-_NOISE = (r"(?s).*ConfigStore schema", r"(?s).*pin_memory")  # fairseq/hydra/torch chatter
 
 
 @dataclass(frozen=True)
@@ -90,235 +88,6 @@ TASKS: dict[str, TaskSettings] = {
                         ref="data/toy/raw/test.detok.tgt"),
 }
 GENERIC = TaskSettings("", remove_bpe=False)
-
-
-# ----- metrics --------------------------------------------------------------------------------
-def compound_split(line: str) -> str:
-    """HAT/tensor2tensor compound splitting: ``a-b`` -> ``a ##AT##-##AT## b``."""
-    return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", line)
-
-
-@dataclass
-class BleuResult:
-    """One corpus BLEU score."""
-
-    bleu: float
-    metric: str
-    signature: str
-    n: int
-    precisions: list[float] = field(default_factory=list)
-    bp: float = 1.0
-    hyp_len: int = 0
-    ref_len: int = 0
-    label: str = ""
-
-    def line(self) -> str:
-        """``BLEU = 27.40 (normal, tokenized, compound-split) 60.1/33.2/... (BP = ...)``."""
-        prec = "/".join(f"{p:.1f}" for p in self.precisions)
-        ratio = self.hyp_len / self.ref_len if self.ref_len else 0.0
-        return (f"BLEU = {self.bleu:.2f} ({self.label}) {prec} (BP = {self.bp:.3f} ratio = "
-                f"{ratio:.3f} hyp_len = {self.hyp_len} ref_len = {self.ref_len}) n = {self.n}")
-
-
-def _check_lengths(hyps: Sequence[str], refs: Sequence[str], what: str) -> None:
-    if len(hyps) != len(refs):
-        raise HatConfigError(f"{what}: {len(hyps)} hypotheses but {len(refs)} reference lines")
-
-
-def _result(metric: Any, score: Any, n: int, label: str, name: str, extra: str = ""
-            ) -> BleuResult:
-    return BleuResult(bleu=float(score.score), metric=name,
-                      signature=str(metric.get_signature()) + extra, n=n,
-                      precisions=[float(p) for p in score.precisions], bp=float(score.bp),
-                      hyp_len=int(score.sys_len), ref_len=int(score.ref_len), label=label)
-
-
-def tokenized_bleu(hyps: Sequence[str], refs: Sequence[str], compound: bool = True
-                   ) -> BleuResult:
-    """Corpus BLEU of tokenized text (multi-bleu.perl), optionally after compound splitting."""
-    from sacrebleu.metrics import BLEU
-
-    _check_lengths(hyps, refs, "normal BLEU")
-    if compound:
-        hyps, refs = [compound_split(h) for h in hyps], [compound_split(r) for r in refs]
-    metric = BLEU(tokenize="none", smooth_method="none", force=True)
-    score = metric.corpus_score(list(hyps), [list(refs)])
-    label = "normal, tokenized" + (", compound-split" if compound else "")
-    return _result(metric, score, len(hyps), label, "normal",
-                   "|compound-split:" + ("yes" if compound else "no"))
-
-
-def moses_detokenize(lines: Sequence[str], lang: str) -> list[str]:
-    """Moses-detokenize tokenized lines (unescaping ``&amp;`` etc.)."""
-    from sacremoses import MosesDetokenizer
-
-    detok = MosesDetokenizer(lang=lang or "en")
-    return [detok.detokenize(line.split()) for line in lines]
-
-
-def sacre_bleu(hyps: Sequence[str], refs: Sequence[str], lowercase: bool = False
-               ) -> BleuResult:
-    """sacreBLEU (13a tokenization) of detokenized hypotheses against raw references."""
-    from sacrebleu.metrics import BLEU
-
-    _check_lengths(hyps, refs, "sacreBLEU")
-    metric = BLEU(lowercase=lowercase)
-    score = metric.corpus_score(list(hyps), [list(refs)])
-    return _result(metric, score, len(hyps), "sacre, detokenized", "sacre")
-
-
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a text file without their newlines."""
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
-# ----- loading --------------------------------------------------------------------------------
-def check_data(data: str | os.PathLike, subset: str) -> None:
-    """The data-bin directory exists and holds ``subset``."""
-    path = Path(data)
-    if not path.is_dir():
-        from hat.data.missing import how_to_get
-
-        raise HatConfigError(f"data directory {path} not found (--data); {how_to_get(path)}")
-    present = sorted({f.name.split(".")[0] for f in path.iterdir() if f.name.endswith(".idx")})
-    if subset not in present:
-        raise HatConfigError(f"{path}: split '{subset}' not found; splits present: "
-                             f"{present or 'none'}")
-
-
-def _load_state(path: str, data: str) -> dict[str, Any]:
-    from fairseq import checkpoint_utils
-
-    if not os.path.isfile(path):
-        raise HatConfigError(f"{path}: checkpoint file not found")
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data})
-    except UnsafeCheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 - unpickling/upgrade failure: not a checkpoint
-        raise HatConfigError(f"{path}: not a readable fairseq checkpoint ({e})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise HatConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
-    return state
-
-
-def load_model(checkpoint: str, data: str, sub_yaml: str | None = None
-               ) -> tuple[Any, Any, str]:
-    """(task, model in eval mode on CPU, kind) with the SubTransformer to test activated.
-
-    ``kind`` is ``supertransformer``, ``retrained`` or ``exported``.
-    """
-    with warnings.catch_warnings():
-        for pattern in _NOISE:
-            warnings.filterwarnings("ignore", message=pattern)
-        return _load_model(checkpoint, data, sub_yaml)
-
-
-def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, Any, str]:
-    from fairseq import checkpoint_utils
-
-    from hat.checkpoint import checkpoint_args
-    from hat.models.args import check_own_subtransformer
-
-    state = _load_state(checkpoint, data)
-    args = checkpoint_args(state, checkpoint)
-    sub = read_subtransformer_yaml(sub_yaml) if sub_yaml else None
-    if args.arch == "hat_subtransformer":
-        kind = "exported"
-    elif getattr(args, "train_subtransformer", False):
-        kind = "retrained"
-    else:
-        kind = "supertransformer"
-    if kind != "supertransformer":
-        check_own_subtransformer(args, sub, checkpoint, sub_yaml, kind)
-    try:
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-            [checkpoint], arg_overrides={"data": data}, state=state)
-    except RuntimeError as e:
-        hint = ""
-        if "size mismatch for encoder.embed_tokens" in str(e):
-            hint = (f"; its vocabulary differs from the dictionary in {data} (a released HAT "
-                    "model needs HAT's preprocessed data: bash configs/<task>/get_preprocessed.sh)")
-        raise HatConfigError(f"{checkpoint}: cannot build the model: "
-                             f"{str(e).splitlines()[0]}{hint}") from None
-    model = models[0]
-    if sub is not None and kind == "supertransformer":
-        model.set_sample_config(sub, source=sub_yaml)
-    return task, model.eval(), kind
-
-
-def average_into(checkpoint: str, n: int, by: str, tmp_dir: str) -> tuple[str, list[Path]]:
-    """Average the last ``n`` checkpoints beside ``checkpoint`` (or in it, if a directory)."""
-    from hat.average import average_last
-
-    save_dir = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or "."
-    out = os.path.join(tmp_dir, f"average_last{n}.pt")
-    return out, average_last(save_dir, n, out, by)
-
-
-# ----- generation -----------------------------------------------------------------------------
-def translate(task: Any, model: Any, subset: str = "test", beam: int = 5, lenpen: float = 1.0,
-              max_tokens: int | None = None, batch_size: int | None = None,
-              remove_bpe: bool = False, device: str = "cpu", max_len_a: float = 0.0,
-              max_len_b: int = 200, generator_kind: str = "fairseq",
-              clock: DecodeClock | None = None) -> tuple[list[str], list[str]]:
-    """Beam search over ``subset``: (1-best hypotheses, references), in test-set order.
-    ``generator_kind``: fairseq's ``SequenceGenerator``, ``static`` (:mod:`hat.generate`, the
-    same hypotheses over a static key/value cache) or ``graph`` (that search replayed as CUDA
-    graphs on a GPU, one per batch shape; eager on a CPU). ``clock`` times every decode call."""
-    from fairseq import utils
-    from fairseq.dataclass.configs import GenerationConfig
-
-    task.load_dataset(subset)
-    dataset = task.dataset(subset)
-    model.to(device)
-    generator = task.build_generator([model], GenerationConfig(
-        beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
-    static = None
-    if generator_kind in ("static", "graph"):
-        from hat.generate import BeamSettings, GraphBeamSearch, StaticBeamSearch
-
-        kind = GraphBeamSearch if generator_kind == "graph" else StaticBeamSearch
-        static = kind(model, task.target_dictionary, BeamSettings(
-            beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
-    itr = task.get_batch_iterator(
-        dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size,
-        max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
-        ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_workers=0,
-    ).next_epoch_itr(shuffle=False)
-    tgt_dict = task.target_dictionary
-    bpe = "subword_nmt" if remove_bpe else None
-    strip = getattr(generator, "symbols_to_strip_from_output", {tgt_dict.eos()})
-    hyps: list[str | None] = [None] * len(dataset)
-    refs: list[str | None] = [None] * len(dataset)
-    with warnings.catch_warnings():
-        for pattern in _NOISE:
-            warnings.filterwarnings("ignore", message=pattern)
-        for sample in itr:
-            if "net_input" not in sample:
-                continue
-            sample = utils.move_to_cuda(sample) if device != "cpu" else sample
-            net = sample["net_input"]
-
-            def decode(sample: dict = sample, net: dict = net) -> list:
-                if static is not None:
-                    return static.generate(net["src_tokens"], net["src_lengths"])
-                with torch.no_grad():
-                    return task.inference_step(generator, [model], sample)
-
-            out = clock.run(decode, net["src_tokens"].size(1)) if clock else decode()
-            for i, sid in enumerate(sample["id"].tolist()):
-                best = out[i][0]["tokens"].int().cpu()
-                target = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int().cpu()
-                hyps[sid] = tgt_dict.string(best, bpe, extra_symbols_to_ignore=strip)
-                refs[sid] = tgt_dict.string(target, bpe, escape_unk=True,
-                                            extra_symbols_to_ignore=strip)
-    missing = [i for i, h in enumerate(hyps) if h is None]
-    if missing:
-        raise HatConfigError(f"{len(missing)} sentences of '{subset}' were not translated "
-                             f"(e.g. #{missing[0]})")
-    return [h or "" for h in hyps], [r or "" for r in refs]
 
 
 # ----- command line ---------------------------------------------------------------------------

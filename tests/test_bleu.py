@@ -16,9 +16,9 @@ import torch
 
 from hat.average import average_checkpoints, last_checkpoints
 from hat.average import main as average_main
-from hat.bleu import compound_split, moses_detokenize, sacre_bleu, tokenized_bleu
 from hat.bleu import main as bleu_main
 from hat.checkpoint import save_checkpoint
+from hat.metrics import compound_split, moses_detokenize, sacre_bleu, tokenized_bleu
 from tests.conftest import ROOT
 
 TINY_YML = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
