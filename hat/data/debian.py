@@ -10,7 +10,7 @@ Steps (each skipped when done, every output written atomically):
    ``--raw-dir DIR`` replaces the cache's ``catalogs/`` folder (same layout; no download).
 2. corpus: read the catalogs with :func:`read_mo`, clean (:class:`Cleaner`), split
    (:func:`split_pairs`) into ``orig/{train,valid,test,test_unseen}.{en,<tgt>}``.
-3. the WMT steps (:mod:`hat.data.prepare`, :mod:`hat.data.text`): sacremoses, joint BPE,
+3. the WMT steps (:mod:`hat.data.wmt`, :mod:`hat.data.text`): sacremoses, joint BPE,
    fairseq-preprocess with a joined dictionary (``test_unseen`` binarized as an extra split).
 4. ``manifest.json``: packages, versions, catalogs/pairs per package, failures, cleaning
    counts, split statistics and the vocabulary size.
@@ -57,9 +57,9 @@ from hat.data.catalogs import (
     normalize_source,
     read_mo,
 )
-from hat.data.prepare import _Pipeline
 from hat.data.recipes import Corpus, DataPrepError, TaskRecipe
 from hat.data.text import MosesProcessor, fairseq_preprocess, learn_bpe, read_lines
+from hat.data.wmt import WmtPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def corpus_stats(pairs: Sequence[tuple[str, str]]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-class DebianPipeline(_Pipeline):
+class DebianPipeline(WmtPipeline):
     """The WMT text steps on the catalog corpus (all splits normalized alike, no second
     length cleaning: the corpus step did it on words), plus the ``test_unseen`` split."""
 
