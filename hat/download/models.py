@@ -7,7 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hat.download.catalog import DEFAULT_SAVE_PATH, DownloadError, check_model_name, direct_url, model_url
+from hat.download.catalog import (
+    DEFAULT_SAVE_PATH,
+    DownloadError,
+    check_model_name,
+    direct_url,
+    model_url,
+)
 from hat.download.checks import check_model_file, check_sha256, read_sha256
 from hat.download.transfer import copy_file, fetch_url, glob_escape, remove_stale
 
