@@ -85,6 +85,7 @@ def test_seed_summary_pairs_runs_and_names_the_losses() -> None:
     assert s["ours_mean_rmse_le_hat_mean"] and s["ours_mean_within10_ge_hat_mean"]
 
 
+@pytest.mark.slow
 def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> None:
     """bench.debian_convergence --smoke: the GPU benchmark's code path on the toy task, started
     detached and read with --collect (as on a machine lent one command at a time), with the
@@ -123,6 +124,7 @@ def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> N
     assert inh["smallest"] == pytest.approx(last["loss_smallest"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
     """bench.train_profile's child (in process, on the toy task): fairseq's Trainer built as
     train.py builds it, timed and profiled."""
@@ -164,6 +166,7 @@ def test_train_profile_counts_kernels_not_the_spans_of_named_ranges() -> None:
     assert [k["kernel"] for k in s["top_kernels"]] == ["gemm_kernel"]
 
 
+@pytest.mark.slow
 def test_fidelity_without_a_pipeline_run_merges_parts_and_joins_recorded_losses(
         tmp_path: Path) -> None:
     """bench.fidelity --task: the from-scratch trainings of check (a) in parts (--indices, on

@@ -205,6 +205,7 @@ def _bleu_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
 BLEU_SCORES: dict[str, float] = {}
 
 
+@pytest.mark.slow
 def test_trained_beats_untrained(toy, one_thread, capsys) -> None:
     common = ["--task", "toy", "--data", str(toy["data"]), "--sub-config", str(toy["sub"]),
               "--ref", str(toy["ref"])]
@@ -225,6 +226,7 @@ def test_trained_beats_untrained(toy, one_thread, capsys) -> None:
     assert refs == (toy["root"] / "corpus" / "raw" / "test.tgt").read_text()
 
 
+@pytest.mark.slow
 def test_test_sh_sacre(toy) -> None:
     proc = subprocess.run(
         ["bash", str(ROOT / "configs" / "toy" / "test.sh"), str(toy["trained"]), str(toy["sub"]),
@@ -237,6 +239,7 @@ def test_test_sh_sacre(toy) -> None:
     assert (toy["save"] / "exp" / "largest_test" / "test.hyp.detok").is_file()
 
 
+@pytest.mark.slow
 def test_exported_and_retrained_give_same_hypotheses(toy, one_thread, capsys) -> None:
     from hat.export import export
     from hat.space import read_subtransformer_yaml
@@ -263,6 +266,7 @@ def test_exported_and_retrained_give_same_hypotheses(toy, one_thread, capsys) ->
     assert hyps["exported"] == hyps["super"] == hyps["retrained"]
 
 
+@pytest.mark.slow
 def test_static_generator_gives_fairseqs_hypotheses(toy, one_thread, capsys) -> None:
     hyps = {}
     for kind in ("fairseq", "static", "graph"):  # graph: eager on a CPU
@@ -276,6 +280,7 @@ def test_static_generator_gives_fairseqs_hypotheses(toy, one_thread, capsys) -> 
     assert len(hyps["static"][0].splitlines()) == 100
 
 
+@pytest.mark.slow
 def test_timing_at_batch_one(toy, one_thread, capsys) -> None:
     """--timing --batch-size 1: one timed call per sentence, grouped by decoder steps (the
     returned hypotheses' length)."""
@@ -291,6 +296,7 @@ def test_timing_at_batch_one(toy, one_thread, capsys) -> None:
     assert json.loads((out / "test.normal.json").read_text())["timing"]["calls"] == 100
 
 
+@pytest.mark.slow
 def test_average_last_from_bleu(toy, one_thread, capsys) -> None:
     rc = bleu_main(["--task", "toy", "--data", str(toy["data"]), "--checkpoint",
                     str(toy["trained"]), "--average-last", "2", "--json", *FAST])
@@ -310,6 +316,7 @@ def _epoch_update_names(save: Path) -> list[tuple[int, int]]:
     return sorted(found, key=lambda x: x[1])
 
 
+@pytest.mark.slow
 def test_bad_inputs(toy, tmp_path, capsys) -> None:
     data, ckpt = str(toy["data"]), str(toy["trained"])
     err = _bleu_error(capsys, "--data", data, "--checkpoint", str(tmp_path / "nope.pt"))

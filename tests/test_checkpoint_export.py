@@ -247,6 +247,7 @@ def run_generate(databin: Path, ckpt: Path, *extra: str) -> list[str]:
     return sorted(ln for ln in out.stdout.splitlines() if re.match(r"H-\d+", ln))
 
 
+@pytest.mark.slow
 def test_export_cli_and_fairseq_generate(databin: Path, tmp_path: Path) -> None:
     model = write_hat_checkpoint(tmp_path / "super.pt", databin)
     cfg = SearchSpace(**TINY_SPACE).sample(random.Random(13))
@@ -340,6 +341,7 @@ def _run(*cmd: str | Path) -> subprocess.CompletedProcess:
                           text=True)
 
 
+@pytest.mark.slow
 def test_test_sh_bleu_of_hat_supertransformer_and_subtransformer(databin: Path,
                                                                  tmp_path: Path) -> None:
     cfg = SearchSpace(**TINY_SPACE).sample(random.Random(21))
@@ -377,6 +379,7 @@ def test_bleu_checks_the_output_folder_before_decoding(databin: Path, tmp_path: 
     assert rc == 2 and "--out" in err and f"{blocker} is a file" in err
 
 
+@pytest.mark.slow
 def test_train_restore_file_takes_a_hat_checkpoint_not_an_exported_one(databin: Path,
                                                                        tmp_path: Path) -> None:
     hat_ckpt = tmp_path / "HAT_toy_super_space0.pt"
@@ -402,6 +405,7 @@ def test_train_restore_file_takes_a_hat_checkpoint_not_an_exported_one(databin: 
     assert "configs/<task>/test.sh" in res.stderr
 
 
+@pytest.mark.slow
 def test_evo_search_on_a_hat_supertransformer(databin: Path, tmp_path: Path) -> None:
     hat_ckpt = tmp_path / "HAT_toy_super_space0.pt"
     write_hat_checkpoint(hat_ckpt, databin, space=TOY_SPACE)

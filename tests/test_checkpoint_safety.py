@@ -219,6 +219,7 @@ def test_everything_a_checkpoint_holds_loads(tmp_path: Path, legacy: bool) -> No
         assert _same(state[key], loaded[key]), key
 
 
+@pytest.mark.slow
 def test_a_cfg_pickled_as_omegaconf_loads_in_fairseq(tmp_path: Path, trained: Path) -> None:
     """Older fairseq saved ``cfg`` as a DictConfig (its nodes, metadata and typing.Any)."""
     from fairseq import checkpoint_utils
@@ -258,6 +259,7 @@ def trained(toy: Path, tmp_path_factory) -> Path:
     return save / "checkpoint_last.pt"
 
 
+@pytest.mark.slow
 def test_this_projects_checkpoint_loads_everywhere(toy: Path, trained: Path) -> None:
     from fairseq import checkpoint_utils
 
@@ -289,6 +291,7 @@ def test_hats_fairseq08_checkpoint_loads_everywhere(toy: Path, tmp_path: Path) -
     assert fairseq_state["args"].arch == "transformersuper_wmt_en_de"
 
 
+@pytest.mark.slow
 def test_train_and_bleu_and_export_refuse_it_with_one_line(toy: Path, tmp_path: Path,
                                                            capsys) -> None:
     from hat.bleu import main as bleu_main

@@ -76,6 +76,7 @@ def train_argv(data: Path, save: Path, *extra: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- item 15
+@pytest.mark.slow
 @pytest.mark.parametrize("where", [READ_ONLY, "file"])
 def test_evo_search_into_an_unwritable_folder_fails_before_searching(
         where: str, toy, read_only, a_file, capsys) -> None:
@@ -231,6 +232,7 @@ def _writer(target: Path) -> tuple[subprocess.Popen, Path]:
     return proc, Path(proc.stdout.readline().strip())
 
 
+@pytest.mark.slow
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path) -> None:
     """The user's case: evo_search killed while writing found.evaluations.csv left a hidden
     .found.evaluations.csv.*.tmp; the next write of that file removes it (a live writer's and

@@ -46,6 +46,7 @@ def test_help_lists_own_and_hat_options_first(capsys, monkeypatch) -> None:
     assert "--encoder-embed-choice" in out and "--distributed-world-size" in out
 
 
+@pytest.mark.slow
 def test_search_help_says_what_it_does_with_an_example() -> None:
     res = subprocess.run([sys.executable, "evo_search.py", "--help"], cwd=ROOT,
                          capture_output=True, text=True)
@@ -115,6 +116,7 @@ def test_cpu_threads(cores: int, load: float, env: dict, want: int) -> None:
     assert choose_cpu_threads(cores, load, env)[0] == want
 
 
+@pytest.mark.slow
 def test_nothing_imports_torchaudio() -> None:
     """ve-fairseq pulls in a torchaudio built for another torch (it cannot load with torch
     2.13); nothing this project runs may import it."""
@@ -131,6 +133,7 @@ def test_nothing_imports_torchaudio() -> None:
     assert r.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_help_into_a_closed_pipe_is_not_an_error() -> None:
     """``train.py --help | head -1``: the reader may be gone before the help is written."""
     proc = subprocess.Popen([sys.executable, "train.py", "--help"], cwd=ROOT,

@@ -36,6 +36,7 @@ def train(data: Path, save: Path, *extra: str) -> subprocess.CompletedProcess:
     return res
 
 
+@pytest.mark.slow
 def test_training_stops_when_converged_and_a_resume_keeps_the_history(tmp_path: Path) -> None:
     data = make_toy_corpus(tmp_path / "toy", n_train=600, n_valid=40, n_test=40)
     save = tmp_path / "ck"

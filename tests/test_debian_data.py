@@ -166,6 +166,7 @@ def fake_catalogs(root: Path, packages: int = 6, per_package: int = 300) -> Path
     return root
 
 
+@pytest.mark.slow
 def test_splits_deterministic_disjoint_held_out(tmp_path: Path) -> None:
     catdir = fake_catalogs(tmp_path / "cat")
     pkgs = [f"pkg{p}" for p in range(6)]
@@ -275,6 +276,7 @@ def test_fetch_with_fake_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert deb.fetch_catalogs(["good"], cache) == {}  # extracted already: no download
 
 
+@pytest.mark.slow
 def test_binarized_catalogs_train_a_tiny_supertransformer(debian_bin: Path,
                                                           tmp_path: Path) -> None:
     tiny = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"

@@ -47,6 +47,7 @@ def records(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_ranks_sample_the_same_subnets_and_match_one_process(toy: Path,
                                                                   tmp_path: Path) -> None:
     # dropout off: one process draws micro-batch 2's masks after micro-batch 1's, rank 1 does not
@@ -70,6 +71,7 @@ def test_two_ranks_sample_the_same_subnets_and_match_one_process(toy: Path,
         assert a[u] == pytest.approx(b[u], abs=0.005), (u, a[u], b[u])
 
 
+@pytest.mark.slow
 def test_two_rank_resume_continues_the_subnet_sequence(toy: Path, tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
     torchrun(toy, tmp_path / "ck", log, "--max-update", "3", port=29532)

@@ -268,6 +268,7 @@ def test_download_all_reports_failures_and_continues(server, tmp_path: Path, mon
     assert models_main(["--download-all", "--sha256", "0" * 64]) == 2
 
 
+@pytest.mark.slow
 def test_download_model_commands(mirror: Path, tmp_path: Path) -> None:
     for script in ("download_model.py", "scripts/download_model.py"):
         save = tmp_path / script.replace("/", "_")
@@ -441,6 +442,7 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
     return info
 
 
+@pytest.mark.slow
 def test_get_preprocessed_sh_from_a_mirror(databin: Path, tmp_path: Path) -> None:
     archive = make_tgz(tmp_path / "mirror" / "wmt16_en_de.preprocessed.tgz", databin)
     script = ROOT / "configs" / "wmt14.en-de" / "get_preprocessed.sh"

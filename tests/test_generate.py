@@ -157,6 +157,7 @@ def test_protocol_refuses_impossible_deployments() -> None:
         Protocol(train_mode=True, deployment="generate")
 
 
+@pytest.mark.slow
 def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
     """bench.generate_speed's CPU smoke run: every row measured, the searches agree."""
     import json
@@ -178,6 +179,7 @@ def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
     assert rows[0]["meter_hat"] > 0 and rows[0]["meter_generate"] > 0
 
 
+@pytest.mark.slow
 def test_deployed_latency_bench_runs_on_the_cpu(tmp_path) -> None:
     """bench.deployed_latency's CPU smoke run on the toy space: every SubTransformer timed both
     ways, the summary and the plot written."""

@@ -73,18 +73,21 @@ def assert_clear_failure(r: subprocess.CompletedProcess, *needles: str, rc: int 
 
 
 # ----------------------------------------------------------------------------- data preparation
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["wmt14.en-de", "iwslt14.de-en"])
 def test_preprocess_without_internet_says_what_to_fetch(task: str) -> None:
     r = hat(f"bash configs/{task}/preprocess.sh", offline=True)
     assert_clear_failure(r, "fetch it by hand")
 
 
+@pytest.mark.slow
 def test_get_preprocessed_without_internet_says_how(tmp_path: Path) -> None:
     r = hat("bash configs/wmt14.en-de/get_preprocessed.sh", offline=True)
     assert_clear_failure(r, "--mirror", "wmt16_en_de.preprocessed.tgz", rc=1)
 
 
 # ----------------------------------------------------------------------------- testing
+@pytest.mark.slow
 def test_download_model_without_internet_says_how(bare_root: Path) -> None:
     name = "HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8"
     r = hat(f"python download_model.py --model-name={name}", offline=True, cwd=bare_root)
@@ -92,6 +95,7 @@ def test_download_model_without_internet_says_how(bare_root: Path) -> None:
     assert not (bare_root / "downloaded_models" / f"{name}.pt").exists()  # nothing partial left
 
 
+@pytest.mark.slow
 def test_test_sh_without_model_or_data_says_what_to_fetch(bare_root: Path) -> None:
     r = hat(f"bash configs/wmt14.en-de/test.sh "
             f"./downloaded_models/HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8.pt {PI_SUB}.yml normal",
@@ -99,6 +103,7 @@ def test_test_sh_without_model_or_data_says_what_to_fetch(bare_root: Path) -> No
     assert_clear_failure(r, "get_preprocessed.sh")
 
 
+@pytest.mark.slow
 def test_profile_model_size_by_default_then_training_needs_data(bare_root: Path) -> None:
     """HAT: 'By default, only the model size is profiled' (the same command retrains)."""
     r = hat(f"python train.py --configs={PI_SUB}.yml "
@@ -108,6 +113,7 @@ def test_profile_model_size_by_default_then_training_needs_data(bare_root: Path)
     assert "'common':" not in r.stdout + r.stderr  # no fairseq config dump before the error
 
 
+@pytest.mark.slow
 def test_latcpu_measures_with_hats_protocol() -> None:
     r = hat(f"python train.py --configs={PI_SUB}.yml "
             "--sub-configs=configs/wmt14.en-de/subtransformer/common.yml --latcpu "
@@ -121,6 +127,7 @@ def test_latcpu_measures_with_hats_protocol() -> None:
     assert "30 steps, beam 5" in lines["| Decoder latency on CPU"]
 
 
+@pytest.mark.slow
 def test_latgpu_without_gpu_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -137,6 +144,7 @@ def test_profile_flops_iwslt() -> None:
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [
     "python train.py --configs=configs/wmt14.en-de/supertransformer/space0.yml",
     "CUDA_VISIBLE_DEVICES=0,1,2,3 python train.py "
@@ -148,6 +156,7 @@ def test_train_supertransformer_without_data_says_what_to_fetch(command: str,
     assert_clear_failure(hat(command, cwd=bare_root), f"configs/{task}/get_preprocessed.sh")
 
 
+@pytest.mark.slow
 def test_latency_dataset_cpu_raspberrypi_measures(tmp_path: Path) -> None:
     """HAT's command, made small with its own keys (2 rows, 1 timed run)."""
     out = tmp_path / "pi.csv"
@@ -161,6 +170,7 @@ def test_latency_dataset_cpu_raspberrypi_measures(tmp_path: Path) -> None:
     assert len(rows) == 2 and all(float(r["latency_mean_decoder"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_latency_predictor_needs_hats_dataset_and_trains_on_it(tmp_path: Path) -> None:
     cfg = "configs/wmt14.en-de/latency_predictor/cpu_raspberrypi.yml"
     if not (ROOT / "latency_dataset" / "wmt14ende_cpu_raspberrypi_all.csv").exists():
@@ -178,6 +188,7 @@ def test_latency_predictor_needs_hats_dataset_and_trains_on_it(tmp_path: Path) -
     assert (tmp_path / "pi.pt").is_file()
 
 
+@pytest.mark.slow
 def test_evo_search_says_what_is_missing() -> None:
     r = hat("python evo_search.py --configs=configs/wmt14.en-de/supertransformer/space0.yml "
             "--evo-configs=configs/wmt14.en-de/evo_search/wmt14ende_titanxp.yml")
@@ -189,6 +200,7 @@ def test_evo_search_says_what_is_missing() -> None:
                "--configs=configs/wmt14.en-de/latency_predictor/gpu_titanxp.yml")
 
 
+@pytest.mark.slow
 def test_train_found_subtransformer_before_search_says_file_not_found() -> None:
     r = hat("python train.py "
             "--configs=configs/wmt14.en-de/subtransformer/wmt14ende_titanxp@200ms.yml "

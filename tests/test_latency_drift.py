@@ -21,6 +21,7 @@ def _rows(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 QUICK = fit_recipe("mlp", steps=250)
 
 
+@pytest.mark.slow
 def test_recovers_slow_drift() -> None:
     x, true = _rows()
     t = np.arange(len(true))
@@ -35,6 +36,7 @@ def test_recovers_slow_drift() -> None:
     assert np.corrcoef(est.factors, drift)[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_leaves_drift_free_rows_nearly_alone() -> None:
     x, true = _rows(seed=2)
     measured = true * np.random.default_rng(3).normal(1, 0.01, len(true))

@@ -204,6 +204,7 @@ def test_fewshot_fits_scaled_device(tmp_path: Path) -> None:
         fit_fewshot(src, x[:2], y2[:2])
 
 
+@pytest.mark.slow
 def test_fewshot_components_reweights_encoder_and_decoder(tmp_path: Path) -> None:
     x, _ = _synthetic(800, seed=4)
     enc = 2 + x[:, 2] / 150 + x[:, 0] / 100  # the other device: encoder and decoder latency
@@ -283,6 +284,7 @@ def _config(tmp_path: Path, csv_path: Path, extra: str = "") -> Path:
     return cfg
 
 
+@pytest.mark.slow
 def test_cli_json_last_line_subprocess(tmp_path: Path) -> None:
     cfg = _config(tmp_path, _tiny_csv(tmp_path))
     r = subprocess.run(
@@ -373,6 +375,7 @@ def test_cli_ensemble_members(tmp_path: Path) -> None:
         cli.run([f"--configs={cfg}", "--members", "0", "--no-plot"])
 
 
+@pytest.mark.slow
 def test_cli_drift_correct_neighbours(tmp_path: Path) -> None:
     cli = _cli()
     cfg = _config(tmp_path, _tiny_csv(tmp_path))

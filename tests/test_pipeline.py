@@ -19,6 +19,8 @@ from tests.conftest import GUARD_S, ROOT
 STAGES = ["corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
           "search", "retrain", "bleu", "latency", "report"]
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or its fixture run
+
 
 def start(out: Path, cwd: Path = ROOT) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hat.pipeline", "--out", str(out), "--tiny"],
@@ -62,6 +64,7 @@ def run(tmp_path_factory) -> tuple[Path, str]:
     return out, second.stdout
 
 
+@pytest.mark.slow
 def test_a_moved_run_folder_names_no_old_path(run) -> None:
     out, _ = run
     record = (out / "pipeline.json").read_text()
@@ -125,6 +128,7 @@ def test_each_stage_left_a_file_its_cli_takes(run) -> None:
         assert (out / "configs" / f"{cfg}.yml").is_file()
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings(run) -> None:
     out, _ = run
     r = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(out)], cwd=ROOT,
@@ -132,6 +136,7 @@ def test_resume_refuses_other_settings(run) -> None:
     assert r.returncode == 2 and "cannot resume" in r.stderr
 
 
+@pytest.mark.slow
 def test_fidelity_trains_from_scratch_until_converged(run, tmp_path: Path) -> None:
     """bench.fidelity --converged-bits: each from-scratch training stops by the convergence
     rule (a lax bar here, so it stops at its first chance) and the rows say so."""
@@ -168,6 +173,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 def test_a_killed_pipeline_ends_its_stages_and_a_second_one_is_refused(tmp_path: Path) -> None:
     """The user's case: the pipeline's main process is killed during a training; starting it
@@ -201,6 +207,7 @@ def test_a_killed_pipeline_ends_its_stages_and_a_second_one_is_refused(tmp_path:
         proc.wait()
 
 
+@pytest.mark.slow
 def test_bleu_stage_scores_the_tasks_further_test_splits(run, tmp_path: Path) -> None:
     """A task with a further test split (Debian's unseen packages; here the toy's valid split
     stands in): the BLEU stage scores every model on it too, each in its own log."""

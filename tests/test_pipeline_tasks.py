@@ -80,6 +80,7 @@ def test_bad_task_stage_and_gpus_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "cpu").exists()
 
 
+@pytest.mark.slow
 def test_stop_after_ends_early_and_records_the_task(tmp_path: Path) -> None:
     said: list[str] = []
     assert run_pipeline(tmp_path, "tiny", stop_after="corpus", say=said.append) is None

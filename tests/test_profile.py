@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
@@ -33,6 +34,7 @@ def test_published_table_matches(hat_reference: Path) -> None:
         assert round(flops, 2) == r["published"]["flops_g"], r["name"]
 
 
+@pytest.mark.slow
 def test_profile_cli_matches_published_figures(hat_reference: Path) -> None:
     """The documented command, through configargparse-style YAMLs, with no data present."""
     rows = {r["name"]: r for r in published_rows(hat_reference)}

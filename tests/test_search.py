@@ -228,6 +228,7 @@ def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_evo_search_cli_is_deterministic_and_writes_its_outputs(trained, tmp_path) -> None:
     outs = []
     for i in range(2):
@@ -267,6 +268,7 @@ def test_evo_search_cli_is_deterministic_and_writes_its_outputs(trained, tmp_pat
         w["params_m"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_pareto_mode_cli(trained, tmp_path) -> None:
     out = tmp_path / "toy.yml"
     res = run_cli(search_argv(trained, out, "--latency-constraint", "4.0,5.3", "7"))
@@ -282,6 +284,7 @@ def test_pareto_mode_cli(trained, tmp_path) -> None:
     assert pts == sorted(pts) and [p[1] for p in pts] == sorted([p[1] for p in pts], reverse=True)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_identical_result(trained, tmp_path) -> None:
     extra = ["--evo-iter", "6", "--population-size", "12"]
     ref = tmp_path / "ref" / "toy.yml"
@@ -312,6 +315,7 @@ def test_kill_and_resume_gives_the_identical_result(trained, tmp_path) -> None:
     assert "mutation_prob" in other.stderr and "Traceback" not in other.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_inputs_replaced_at_the_same_path(trained, tmp_path) -> None:
     """The user's case: the restore-file (or the predictor) is replaced between a run and its
     resume; mixing two models in one evaluations CSV must be refused, naming the file."""
@@ -341,6 +345,7 @@ def test_resume_refuses_inputs_replaced_at_the_same_path(trained, tmp_path) -> N
     assert res.returncode == 2 and "predictor_content" in res.stderr, res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_two_searches_into_one_write_config_path_do_not_both_run(trained, tmp_path) -> None:
     """The user's case: two searches started together with the same --write-config-path."""
     from hat.runstate import exclusive
@@ -367,6 +372,7 @@ def test_two_searches_into_one_write_config_path_do_not_both_run(trained, tmp_pa
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_calibration_and_measured_winners(trained, tmp_path) -> None:
     out = tmp_path / "toy.yml"
     # a limit every SubTransformer meets: the calibration scale is this machine's speed today
@@ -397,6 +403,7 @@ def bad(trained, tmp_path, *extra: str) -> str:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_clear_error(trained, tmp_path) -> None:
     garbage = tmp_path / "garbage.pt"
     torch.save({"first_layer.weight": torch.zeros(3)}, garbage)
@@ -457,6 +464,7 @@ def test_hat_evo_configs_parse() -> None:
         assert origins["--latency-constraint"] == str(f)
 
 
+@pytest.mark.slow
 def test_fast_fitness_equals_fairseq_criterion(trained) -> None:
     """The fused fp32 loss is fairseq's label-smoothed criterion; a bf16 model ranks alike."""
     import random
@@ -476,6 +484,7 @@ def test_fast_fitness_equals_fairseq_criterion(trained) -> None:
         ValidLoss(task, model, precision="int8")
 
 
+@pytest.mark.slow
 def test_importing_hat_leaves_logging_alone() -> None:
     """fairseq's speech modules call logging.basicConfig(level=DEBUG) at import; hat undoes it."""
     code = ("import logging, sys; import hat; r = logging.getLogger(); "
@@ -484,6 +493,7 @@ def test_importing_hat_leaves_logging_alone() -> None:
     assert res.returncode == 0 and "tensorboardX" not in res.stderr, res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_new_limit_starts_a_new_search_in_its_own_files(trained, tmp_path) -> None:
     """The user's case (README, "take over at any stage"): the pipeline's evo config names a
     write-config-path that already holds a search; another limit on the command line must not

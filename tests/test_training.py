@@ -51,6 +51,7 @@ def subnet_sequence(log: Path) -> dict[int, str]:
     return seq
 
 
+@pytest.mark.slow
 def test_loss_goes_down_for_largest_and_smallest(toy: Path, tmp_path: Path) -> None:
     log = tmp_path / "subnets.jsonl"
     run(train_cmd(toy, tmp_path / "ck", "--max-update", "30", "--subnet-log", str(log)))
@@ -69,6 +70,7 @@ def test_loss_goes_down_for_largest_and_smallest(toy: Path, tmp_path: Path) -> N
         assert SubConfig.from_dict(sampled) == space.sample_for_update(update)
 
 
+@pytest.mark.slow
 def test_update_freq_micro_batches_share_one_subnet(toy: Path, tmp_path: Path) -> None:
     log = tmp_path / "subnets.jsonl"
     run(train_cmd(toy, tmp_path / "ck", "--max-update", "3", "--update-freq", "3",
@@ -79,6 +81,7 @@ def test_update_freq_micro_batches_share_one_subnet(toy: Path, tmp_path: Path) -
         assert len({r["hash"] for r in recs if r["update"] == u}) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epoch, saved_at, total", [(1, 4, 10), (2, 20, 24)])
 def test_kill_and_resume_replays_the_same_subnets_and_parameters(
         toy: Path, tmp_path: Path, epoch: int, saved_at: int, total: int) -> None:
@@ -123,6 +126,7 @@ def small_sub(path: Path) -> SubConfig:
     return cfg
 
 
+@pytest.mark.slow
 def test_retrain_mode_trains_only_the_given_subtransformer(toy: Path, tmp_path: Path) -> None:
     sub = tmp_path / "sub.yml"
     cfg = small_sub(sub)
@@ -144,6 +148,7 @@ def test_retrain_mode_trains_only_the_given_subtransformer(toy: Path, tmp_path: 
     assert args.decoder_layer_num_subtransformer == 2
 
 
+@pytest.mark.slow
 def test_fairseq_train_with_user_dir(toy: Path, tmp_path: Path) -> None:
     log = tmp_path / "subnets.jsonl"
     res = run([sys.executable, "-m", "fairseq_cli.train", str(toy), "--user-dir",
@@ -175,6 +180,7 @@ def error_of(cmd: list[str]) -> str:
     return res.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_clear_error(toy: Path, tmp_path: Path) -> None:
     err = error_of(train_cmd(tmp_path / "nodata", tmp_path / "ck", "--max-update", "1"))
     assert "data directory" in err and "nodata" in err and "does not exist" in err
@@ -197,6 +203,7 @@ def test_bad_inputs_give_one_clear_error(toy: Path, tmp_path: Path) -> None:
     assert "encoder-embed-dim-subtransformer = 160" in err and "allowed 1..128" in err
 
 
+@pytest.mark.slow
 def test_restore_file_of_another_architecture_is_rejected(toy: Path, tmp_path: Path) -> None:
     run(train_cmd(toy, tmp_path / "ck", "--max-update", "1", "--disable-validation"))
     err = error_of(train_cmd(toy, tmp_path / "ck2", "--restore-file",
@@ -238,6 +245,7 @@ def test_checkpoint_saves_and_copies_are_atomic(tmp_path: Path, monkeypatch) -> 
     assert last.read_bytes() == src.read_bytes()
 
 
+@pytest.mark.slow
 def test_truncated_last_checkpoint_names_the_newest_intact_one(toy: Path, tmp_path: Path) -> None:
     save = tmp_path / "ck"
     extra = ["--disable-validation", "--save-interval-updates", "2"]
@@ -267,6 +275,7 @@ def unused_masks(model, configs: list[SubConfig]) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["hat_adam", "adam"])
 def test_what_no_update_used_stays_put_with_hat_adam_and_moves_with_hats_adam(
         optimizer: str, toy: Path, tmp_path: Path) -> None:
@@ -290,6 +299,7 @@ def test_what_no_update_used_stays_put_with_hat_adam_and_moves_with_hats_adam(
         assert len(moved) > len([m for m in unused.values() if m.any()]) // 2
 
 
+@pytest.mark.slow
 def test_sandwich_trains_the_largest_the_smallest_and_random_ones_each_update(
         toy: Path, tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
@@ -310,6 +320,7 @@ def test_sandwich_trains_the_largest_the_smallest_and_random_ones_each_update(
         assert trained_loss(cfg) < untrained_loss(cfg) - 1.0, cfg.describe()
 
 
+@pytest.mark.slow
 def test_bad_sampling_options_are_refused(toy: Path, tmp_path: Path) -> None:
     res = run(train_cmd(toy, tmp_path / "ck", "--max-update", "1", "--subnet-sampling",
                         "greedy"), ok=False)
@@ -317,6 +328,7 @@ def test_bad_sampling_options_are_refused(toy: Path, tmp_path: Path) -> None:
         in res.stderr
 
 
+@pytest.mark.slow
 def test_inplace_distillation_adds_the_largest_as_teacher(toy: Path, tmp_path: Path) -> None:
     """The criterion: a learner's loss is (1-W) LS-CE + W CE(teacher, learner); training with
     it runs and learns."""
@@ -365,6 +377,7 @@ def _trained(toy: Path, tmp_path: Path) -> Path:
     return tmp_path / "t" / "checkpoint_last.pt"
 
 
+@pytest.mark.slow
 def test_a_second_training_into_one_save_dir_is_refused(toy: Path, tmp_path: Path) -> None:
     """The user's case: the same train.py command started twice (e.g. by a second pipeline)."""
     save = tmp_path / "ck"
@@ -385,6 +398,7 @@ def test_a_second_training_into_one_save_dir_is_refused(toy: Path, tmp_path: Pat
     assert f"another process (pid {first.pid}) is training into this save-dir" in second.stderr
 
 
+@pytest.mark.slow
 def test_hat_adam_trains_with_amp(toy: Path, tmp_path: Path) -> None:
     """fairseq's --amp keeps fp32 weights: hat_adam steps them as in fp32 training."""
     run(train_cmd(toy, tmp_path / "ck", "--amp", "--max-update", "2", "--disable-validation"))
