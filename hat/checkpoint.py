@@ -92,10 +92,12 @@ def intact_checkpoints(save_dir: str | os.PathLike, exclude: str | os.PathLike |
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
     """Load a checkpoint dict on CPU with clear errors; a file whose pickle asks to run code is
     refused (:class:`~hat.errors.UnsafeCheckpointError`; see
-    :func:`hat.compat.load_checkpoint_file`)."""
+    :func:`hat.compat.load_checkpoint_file`). With ``data`` (the data-bin to evaluate on), the
+    state goes through fairseq's own loader instead, which also upgrades old checkpoints
+    (HAT's fairseq 0.8 files) and sets ``data`` in their args."""
     path = Path(path)
     if not path.is_file():
         raise HatConfigError(f"{path}: checkpoint file not found")
@@ -103,7 +105,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if problem is not None:
         raise HatConfigError(f"{path}: not a readable PyTorch checkpoint: {problem}")
     try:
-        state = load_checkpoint_file(path)
+        if data is not None:
+            from fairseq import checkpoint_utils
+
+            state = checkpoint_utils.load_checkpoint_to_cpu(str(path), {"data": data})
+        else:
+            state = load_checkpoint_file(path)
     except UnsafeCheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"

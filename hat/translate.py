@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hat.errors import HatConfigError, UnsafeCheckpointError
+from hat.checkpoint import read_checkpoint
+from hat.errors import HatConfigError
 from hat.space import read_subtransformer_yaml
 
 if TYPE_CHECKING:
@@ -37,22 +38,6 @@ def check_data(data: str | os.PathLike, subset: str) -> None:
                              f"{present or 'none'}")
 
 
-def _load_state(path: str, data: str) -> dict[str, Any]:
-    from fairseq import checkpoint_utils
-
-    if not os.path.isfile(path):
-        raise HatConfigError(f"{path}: checkpoint file not found")
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data})
-    except UnsafeCheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 - unpickling/upgrade failure: not a checkpoint
-        raise HatConfigError(f"{path}: not a readable fairseq checkpoint ({e})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise HatConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
-    return state
-
-
 def load_model(checkpoint: str, data: str, sub_yaml: str | None = None
                ) -> tuple[Any, Any, str]:
     """(task, model in eval mode on CPU, kind) with the SubTransformer to test activated.
@@ -71,7 +56,7 @@ def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, 
     from hat.checkpoint import checkpoint_args
     from hat.models.args import check_own_subtransformer
 
-    state = _load_state(checkpoint, data)
+    state = read_checkpoint(checkpoint, data=data)
     args = checkpoint_args(state, checkpoint)
     sub = read_subtransformer_yaml(sub_yaml) if sub_yaml else None
     if args.arch == "hat_subtransformer":

@@ -345,7 +345,7 @@ def test_bad_inputs(toy, tmp_path, capsys) -> None:
     notckpt = tmp_path / "x.pt"
     notckpt.write_text("hello")
     err = _bleu_error(capsys, "--data", data, "--checkpoint", str(notckpt))
-    assert "not a readable fairseq checkpoint" in err
+    assert "not a readable PyTorch checkpoint" in err
 
 
 def test_test_sh_usage() -> None:
