@@ -9,7 +9,7 @@
 #   bash bench/debian_gpu.sh 2   # retrain the found models and the baseline (2 per GPU), BLEU,
 #                                # measured latency; BLEU on the unseen-packages split too
 #   bash bench/debian_gpu.sh 3   # the 20 from-scratch trainings, 10 per GPU, 400 updates each
-#   python -m bench.fidelity --run runs/debian --device cpu --max-update 400 \
+#   python -m bench.studies.fidelity --run runs/debian --device cpu --max-update 400 \
 #       --out bench/results/fidelity_debian_h200_400.json            # combine (no GPU needed)
 #   (fidelity_debian_h200_timecap.json: the scratch part again with --max-update 2500
 #    --stop-minutes 7.5 --jobs 20 --gpus 2; every training hit the time cap first)
@@ -26,7 +26,7 @@
 #                                # back after ~30 s and the run goes with it); the rows saved so
 #                                # far come back each time. Another session: 10-19; then,
 #                                # anywhere (no GPU; --scratch-from merges, converged rows win):
-#   python -m bench.fidelity --task debian.en-de --run runs/fidelity_debian --samples 20 \
+#   python -m bench.studies.fidelity --task debian.en-de --run runs/fidelity_debian --samples 20 \
 #       --converged-bits 0.05 --max-update 8000 --scratch-from A/scratch.json B/scratch.json \
 #       --inherited-from bench/results/debian_en-de_convergence_h200.json:super_sandwich1_do0.1 \
 #       --out bench/results/fidelity_debian_en-de_h200.json
@@ -55,12 +55,12 @@ case "${1:-}" in
   # the from-scratch trainings take GPU1 once the latency stages are done with it
   done_stage latency_predictor
   # (on one GPU at most 10 at once: 20 trainings at 16k tokens did not fit in its 140 GB)
-  CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python -m bench.fidelity "${FID[@]}" --part scratch \
+  CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=1 python -m bench.studies.fidelity "${FID[@]}" --part scratch \
     --jobs 10 --stop-minutes 6 > "$RUN/fidelity_scratch.log" 2>&1 &
   fid=$!
   # the inherited losses need the SuperTransformer: beside the search on GPU0
   done_stage supertransformer
-  CUDA_VISIBLE_DEVICES=0 python -m bench.fidelity "${FID[@]}" --part inherited \
+  CUDA_VISIBLE_DEVICES=0 python -m bench.studies.fidelity "${FID[@]}" --part inherited \
     > "$RUN/fidelity_inherited.log" 2>&1 &
   inh=$!
   wait $pipe
@@ -95,11 +95,11 @@ EOF
 converge|collect)  # SuperTransformers vs standalone trainings run to convergence, one GPU
   CONV=(--work /tmp/hat_convergence --score-random 20 --out "${OUT:-/tmp}/convergence.json")
   if [ "$1" = converge ]; then
-    python -m bench.debian_convergence --detach --until-converged --minutes "${2:-22}" \
+    python -m bench.studies.debian_convergence --detach --until-converged --minutes "${2:-22}" \
       --jobs super_sandwich0_do0.1 super_sandwich1_do0.1 largest_alone_do0.1 \
       smallest_alone_do0.1 "${CONV[@]}" || exit $?
   fi
-  python -m bench.debian_convergence --collect --wait-s "${WAIT_S:-540}" "${CONV[@]}"
+  python -m bench.studies.debian_convergence --collect --wait-s "${WAIT_S:-540}" "${CONV[@]}"
   ;;
 fidelity)  # from-scratch trainings of check (a), without a pipeline run, started detached
   # JOBS at a time (5: 10 side by side trained ~3 updates/s each, 5 ~9, on one H200); with
@@ -109,7 +109,7 @@ fidelity)  # from-scratch trainings of check (a), without a pipeline run, starte
   FIDW=/tmp/hat_fidelity
   mkdir -p "$FIDW"
   if [ "${MPS:-1}" = 1 ]; then mps_start; fi
-  setsid nohup python -m bench.fidelity --task $TASK --run "$FIDW" --samples 20 --seed 7 \
+  setsid nohup python -m bench.studies.fidelity --task $TASK --run "$FIDW" --samples 20 --seed 7 \
     --device cuda --part scratch --indices "${2:?indices, e.g. 0-9}" --jobs "${JOBS:-5}" \
     --converged-bits 0.05 --max-update 8000 --stop-minutes "${3:-12}" \
     > "$FIDW/fidelity.log" 2>&1 < /dev/null &
@@ -136,10 +136,10 @@ fidelity-wait)  # up to WAIT_S seconds or until the check ends; brings back what
   done
   ;;
 mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then with CUDA MPS
-  python -m bench.mps_side_by_side --jobs 4 --seconds 90 --out "${OUT:-/tmp}/mps_side_by_side.json"
+  python -m bench.speed.mps_side_by_side --jobs 4 --seconds 90 --out "${OUT:-/tmp}/mps_side_by_side.json"
   ;;
 3)  # the from-scratch trainings of the fidelity check on both GPUs (when part 1 could not)
-  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python -m bench.fidelity \
+  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 python -m bench.studies.fidelity \
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)

@@ -63,8 +63,8 @@ def tiny_supernet(shared: bool = True, vocab: int = 50, seed: int = 0, **kw
 
 
 def load_script(relpath: str) -> ModuleType:
-    """Import a script of the repository (e.g. ``bench/latency_bench.py``) as its module
-    (``bench.latency_bench``), the way ``python -m`` runs it from the repository root."""
+    """Import a script of the repository (e.g. ``bench/speed/latency_bench.py``) as its module
+    (``bench.speed.latency_bench``), the way ``python -m`` runs it from the repository root."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return importlib.import_module(relpath.removesuffix(".py").replace("/", "."))

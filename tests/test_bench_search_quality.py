@@ -1,4 +1,4 @@
-"""bench/search_quality.py: the random-search baseline and the shared fitness memo."""
+"""bench/studies/search_quality.py: the random-search baseline and the shared fitness memo."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.conftest import load_script, tiny_args
 
 
 def test_random_search_draws_distinct_feasible_and_keeps_the_best() -> None:
-    sq = load_script("bench/search_quality.py")
+    sq = load_script("bench/studies/search_quality.py")
     space = SearchSpace.from_args(tiny_args())
 
     def latency(cfgs):  # "ms" = decoder layers: limit 2 keeps 1- and 2-layer decoders
@@ -33,7 +33,7 @@ def test_random_search_draws_distinct_feasible_and_keeps_the_best() -> None:
 
 
 def test_spread_and_stats() -> None:
-    sq = load_script("bench/search_quality.py")
+    sq = load_script("bench/studies/search_quality.py")
     s = sq.spread([1.0, 2.0, 3.0, 4.0])
     assert s["n"] == 4 and s["min"] == 1.0 and s["max"] == 4.0 and s["median"] == 2.5
     t = sq.stats([2.0, 4.0])

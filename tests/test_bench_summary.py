@@ -1,4 +1,4 @@
-"""bench/latency_bench.py --summary: gathers earlier measurements, invents nothing."""
+"""bench/speed/latency_bench.py --summary: gathers earlier measurements, invents nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.conftest import ROOT, load_script
 
 
 def _bench():
-    return load_script("bench/latency_bench.py")
+    return load_script("bench/speed/latency_bench.py")
 
 
 def test_summary_collects_rows_per_minute_and_predictor_speed(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_summary_collects_rows_per_minute_and_predictor_speed(tmp_path: Path) ->
 def test_residual_stats_separate_spikes_from_typical_rows() -> None:
     import numpy as np
 
-    stats = load_script("bench/predictor_residuals.py").residual_stats
+    stats = load_script("bench/studies/predictor_residuals.py").residual_stats
     true = np.full(10, 100.0)
     pred = true + np.array([1, -1, 2, -2, 1, -1, 2, -2, 1, -50.0])  # one spike of 50 ms
     s = stats(pred, true, top=1)
@@ -58,7 +58,7 @@ def test_residual_stats_separate_spikes_from_typical_rows() -> None:
 def test_paired_bootstrap_rmse_orders_a_clearly_better_predictor() -> None:
     import numpy as np
 
-    boot = load_script("bench/predictor_residuals.py").paired_bootstrap_rmse
+    boot = load_script("bench/studies/predictor_residuals.py").paired_bootstrap_rmse
     rng = np.random.default_rng(0)
     true = rng.uniform(50, 150, 200)
     good, bad = true + rng.normal(0, 1, 200), true + rng.normal(0, 5, 200)
@@ -69,7 +69,7 @@ def test_paired_bootstrap_rmse_orders_a_clearly_better_predictor() -> None:
 
 
 def test_seed_summary_pairs_runs_and_names_the_losses() -> None:
-    summarize = load_script("bench/predictor_train_seeds.py").summarize
+    summarize = load_script("bench/studies/predictor_train_seeds.py").summarize
 
     def run(split: int, rmse: float, w10: float) -> dict:
         return {"rmse_ms": rmse, "mape_pct": 1.0, "within10_pct": w10, "split_seed": split,
@@ -87,11 +87,13 @@ def test_seed_summary_pairs_runs_and_names_the_losses() -> None:
 
 @pytest.mark.slow
 def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> None:
-    """bench.debian_convergence --smoke: the GPU benchmark's code path on the toy task, started
+    """bench.studies.debian_convergence --smoke: the GPU benchmark's code path on the toy task,
+    started
     detached and read with --collect (as on a machine lent one command at a time), with the
     SuperTransformer's inherited losses of seeded random SubTransformers."""
     out, work = tmp_path / "conv.json", tmp_path / "work"
-    base = [sys.executable, "-m", "bench.debian_convergence", "--smoke", "--work", str(work),
+    base = [sys.executable, "-m", "bench.studies.debian_convergence", "--smoke",
+            "--work", str(work),
             "--score-random", "3"]
     res = subprocess.run(
         [*base, "--detach", "--until-converged", "--minutes", "0.15", "--jobs",
@@ -126,9 +128,9 @@ def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
-    """bench.train_profile's child (in process, on the toy task): fairseq's Trainer built as
+    """bench.speed.train_profile's child (in process, on the toy task): fairseq's Trainer built as
     train.py builds it, timed and profiled."""
-    from bench.train_profile import VARIANTS, child_args, run_child
+    from bench.speed.train_profile import VARIANTS, child_args, run_child
     from hat.data.toy_corpus import make_toy_corpus
 
     data = make_toy_corpus(tmp_path / "toy", n_train=300, n_valid=20, n_test=20)
@@ -149,7 +151,7 @@ def test_train_profile_counts_kernels_not_the_spans_of_named_ranges() -> None:
 
     from torch.autograd import DeviceType
 
-    from bench.train_profile import profile_summary
+    from bench.speed.train_profile import profile_summary
 
     def ev(key, dev, count=1, cpu=0, gpu=0):
         return SimpleNamespace(key=key, device_type=dev, count=count, self_cpu_time_total=cpu,
@@ -169,11 +171,12 @@ def test_train_profile_counts_kernels_not_the_spans_of_named_ranges() -> None:
 @pytest.mark.slow
 def test_fidelity_without_a_pipeline_run_merges_parts_and_joins_recorded_losses(
         tmp_path: Path) -> None:
-    """bench.fidelity --task: the from-scratch trainings of check (a) in parts (--indices, on
+    """bench.studies.fidelity --task: the from-scratch trainings of check (a) in parts
+    (--indices, on
     two "machines", merged with --scratch-from) and the inherited losses that
-    bench.debian_convergence --score-random recorded (--inherited-from); the Spearman is the
+    bench.studies.debian_convergence --score-random recorded (--inherited-from); the Spearman is the
     one of the joined rows, and draws that differ from the check's are refused."""
-    from bench.fidelity import Source, sample_configs
+    from bench.studies.fidelity import Source, sample_configs
     from hat.data.toy_corpus import make_toy_corpus
     from hat.search.latency import spearman
 
@@ -186,7 +189,7 @@ def test_fidelity_without_a_pipeline_run_merges_parts_and_joins_recorded_losses(
     conv.write_text(json.dumps({"device": "cpu", "date": "d", "inherited_random": {"sup": {
         "seed": 7, "checkpoint_updates": 10, "random": [
             {"config": c.to_dict(), "inherited_loss": v} for c, v in zip(cfgs, losses)]}}}))
-    base = [sys.executable, "-m", "bench.fidelity", "--task", "toy", "--samples", "3",
+    base = [sys.executable, "-m", "bench.studies.fidelity", "--task", "toy", "--samples", "3",
             "--max-update", "6", "--jobs", "2"]
 
     def fid(run: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -221,7 +224,7 @@ def test_fidelity_saves_each_training_as_it_ends(tmp_path: Path, monkeypatch) ->
     """A lost machine keeps what finished: every from-scratch row is in scratch.json as soon as
     its training ends (the rest failing later changes nothing), and merging parts never
     replaces a converged row by one that stopped short."""
-    import bench.fidelity as fid
+    import bench.studies.fidelity as fid
     from hat.pipeline.context import Context, StageError
     from hat.pipeline.runner import run_parallel
 
@@ -257,9 +260,9 @@ def test_fidelity_saves_each_training_as_it_ends(tmp_path: Path, monkeypatch) ->
 
 
 def test_quickstart_seeds_claim_and_spread() -> None:
-    """bench.quickstart_seeds: the claim is the best found model measured faster than the
+    """bench.studies.quickstart_seeds: the claim is the best found model measured faster than the
     baseline (none when none is faster); the summary gives min / median / max per condition."""
-    from bench.quickstart_seeds import claim, summary
+    from bench.studies.quickstart_seeds import claim, summary
 
     def m(name, lim, ms, bleu):
         return {"name": name, "latency_limit_ms": lim, "measured_latency_ms": ms, "bleu": bleu}
@@ -282,9 +285,10 @@ def test_quickstart_seeds_claim_and_spread() -> None:
 
 
 def test_mps_bench_reads_fairseqs_last_train_line() -> None:
-    """bench.mps_side_by_side (GPU only) reads each job's speed from fairseq's last end-of-epoch
+    """bench.speed.mps_side_by_side (GPU only) reads each job's speed from fairseq's last
+    end-of-epoch
     "train" line and sums the jobs; a job that wrote none counts as unfinished."""
-    from bench.mps_side_by_side import last_train_stats, summarize
+    from bench.speed.mps_side_by_side import last_train_stats, summarize
 
     def line(ups, wps, n):
         return ("2026-12-02 12:07:21 | INFO | train | " + json.dumps(

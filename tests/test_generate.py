@@ -159,7 +159,7 @@ def test_protocol_refuses_impossible_deployments() -> None:
 
 @pytest.mark.slow
 def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
-    """bench.generate_speed's CPU smoke run: every row measured, the searches agree."""
+    """bench.speed.generate_speed's CPU smoke run: every row measured, the searches agree."""
     import json
     import subprocess
     import sys
@@ -167,7 +167,8 @@ def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
     from tests.conftest import ROOT
 
     out = tmp_path / "g.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.generate_speed", "--quick", "--device",
+    proc = subprocess.run([sys.executable, "-m", "bench.speed.generate_speed", "--quick",
+                           "--device",
                            "cpu", "--iters", "2", "--warmup", "1", "--batches", "1,3",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -181,7 +182,8 @@ def test_generate_speed_bench_runs_on_the_cpu(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_deployed_latency_bench_runs_on_the_cpu(tmp_path) -> None:
-    """bench.deployed_latency's CPU smoke run on the toy space: every SubTransformer timed both
+    """bench.studies.deployed_latency's CPU smoke run on the toy space: every SubTransformer
+    timed both
     ways, the summary and the plot written."""
     import json
     import subprocess
@@ -190,7 +192,8 @@ def test_deployed_latency_bench_runs_on_the_cpu(tmp_path) -> None:
     from tests.conftest import ROOT
 
     out = tmp_path / "d.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.deployed_latency", "--device", "cpu",
+    proc = subprocess.run([sys.executable, "-m", "bench.studies.deployed_latency",
+                           "--device", "cpu",
                            "--configs", "configs/toy/latency_dataset/cpu_epyc.yml",
                            "--samples", "3", "--iters", "2", "--warmup", "1", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True)

@@ -138,11 +138,11 @@ def test_resume_refuses_other_settings(run) -> None:
 
 @pytest.mark.slow
 def test_fidelity_trains_from_scratch_until_converged(run, tmp_path: Path) -> None:
-    """bench.fidelity --converged-bits: each from-scratch training stops by the convergence
+    """bench.studies.fidelity --converged-bits: each from-scratch training stops by the convergence
     rule (a lax bar here, so it stops at its first chance) and the rows say so."""
     out, _ = run
     res = subprocess.run(
-        [sys.executable, "-m", "bench.fidelity", "--run", str(out), "--samples", "3",
+        [sys.executable, "-m", "bench.studies.fidelity", "--run", str(out), "--samples", "3",
          "--max-update", "400", "--converged-bits", "50", "--jobs", "2",
          "--out", str(tmp_path / "fid.json")], cwd=ROOT, capture_output=True, text=True,
         timeout=GUARD_S)

@@ -181,7 +181,8 @@ def test_pareto_mode_front_and_each_limit(space: SearchSpace) -> None:
             for b in st.scores.values():
                 assert not (b.loss < a.loss and b.latency_ms < a.latency_ms)
     assert pareto_evals < separate_evals
-    # this fitness moves in steps of ~0.02-1; bench/search_pareto.py compares on the toy task
+    # this fitness moves in steps of ~0.02-1; bench/studies/search_pareto.py compares on the toy
+    # task
     assert np.all(pareto_loss / 3 <= separate_loss / 3 + 0.05)
 
 

@@ -253,7 +253,8 @@ def _super_args(ctx: Context) -> Any:
 
 def retrain_recipe(ctx: Context) -> Path:
     """``DIR/configs/retrain.yml``: the task's retraining recipe with the preset's budget (every
-    model gets the same; bench/fidelity.py trains its random SubTransformers with it too)."""
+    model gets the same; bench/studies/fidelity.py trains its random SubTransformers with it
+    too)."""
     src = ctx.task.config(ctx.task.retrain_config)
     keys = ctx.train_keys(load_yaml(src))
     keys.update({"data": absolute(ctx.data_bin), "max-update": ctx.preset.retrain_updates,

@@ -70,7 +70,7 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
       help="also require #params <= M million (HAT's convention: no embeddings)")
     b("--valid-max-tokens", type=int, metavar="N",
       help="tokens per validation batch for the fitness (default: 32768 on a GPU, the fastest "
-           "in bench/search_bench.py; max-tokens on a CPU)")
+           "in bench/speed/search_bench.py; max-tokens on a CPU)")
     b("--search-precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
       help="fitness precision: auto = bf16 on a GPU (fp16 with --fp16), fp32 on the CPU")
     b("--no-score-cache", action="store_true",

@@ -9,7 +9,7 @@ once with an MPS control daemon of its own (pipe folder under /tmp: the GPU's se
 changed; the daemon quits afterwards), and reports each job's updates/s and target tokens/s
 from fairseq's last "train" log line.
 
-    python -m bench.mps_side_by_side --jobs 4 --seconds 90 \
+    python -m bench.speed.mps_side_by_side --jobs 4 --seconds 90 \
         --out bench/results/mps_side_by_side_h200.json
 """
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit("bench.mps_side_by_side: needs a CUDA GPU (torch sees none)")
+        raise SystemExit("bench.speed.mps_side_by_side: needs a CUDA GPU (torch sees none)")
     work = Path(tempfile.mkdtemp(prefix="hat_mps_"))
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
                            "config": CONFIG, "train_args": TRAIN, "jobs": args.jobs,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Plot the loss curves recorded by bench/train_throughput.py (same effective batch per update)."""
+"""Plot the loss curves recorded by bench/speed/train_throughput.py (same effective batch per
+update)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ backward + fused Adam on fixed batches for: the largest SubTransformer with arbi
 -1 (the same computation as a stock Transformer), with arbitrary 1, and a new random
 SubTransformer every step. Prints tokens/s, step time, peak memory and the top CUDA kernels.
 
-python -m bench.profile_step --out bench/results/profile_step.json
+python -m bench.speed.profile_step --out bench/results/profile_step.json
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Uses HAT's shipped TITAN Xp predictor when the reference data (or a fetched copy
 otherwise a randomly initialised network of the same shape (speed does not depend on weights).
 Writes bench/results/predictor_speed.json.
 
-    python -m bench.predictor_speed [--ckpt PATH --lat-norm 200]
+    python -m bench.speed.predictor_speed [--ckpt PATH --lat-norm 200]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@
 Writes bench/results/fidelity_<preset>_<device>.json and a scatter plot PNG beside it.
 
     python -m hat.pipeline --out runs/quickstart
-    python -m bench.fidelity --run runs/quickstart [--samples 20 --jobs 2]
+    python -m bench.studies.fidelity --run runs/quickstart [--samples 20 --jobs 2]
 
 (a) has two parts that can run on different machines or at different times (``--part scratch``
 before the SuperTransformer exists, ``--part inherited`` after); the plain command reuses them.
@@ -114,7 +114,7 @@ def run_context(run: Path) -> Context:
 
 def sample_configs(src: Source, n: int, seed: int) -> list[Any]:
     """``n`` distinct random SubTransformers of the space (seeded; the draws
-    ``bench.debian_convergence --score-random`` makes too)."""
+    ``bench.studies.debian_convergence --score-random`` makes too)."""
     from hat.config import parse_fairseq_args
     from hat.models.args import space_from_args
 
@@ -192,7 +192,7 @@ def inherited_part(src: Source, cfgs: list[Any], device: str,
                    inherited_from: str | None = None) -> dict[str, Any]:
     """Validation loss of every SubTransformer with the SuperTransformer's weights: the run's
     SuperTransformer, or (``inherited_from`` = ``JSON:JOB``) the losses that
-    ``bench.debian_convergence --score-random`` recorded for its training JOB (the same
+    ``bench.studies.debian_convergence --score-random`` recorded for its training JOB (the same
     seeded draws, checked)."""
     if inherited_from:
         path, _, job = inherited_from.rpartition(":")
@@ -395,7 +395,8 @@ def main() -> int:
     ap.add_argument("--scratch-from", type=Path, nargs="+", default=None, metavar="JSON",
                     help="scratch.json files saved by other parts (other machines) to merge")
     ap.add_argument("--inherited-from", default=None, metavar="JSON:JOB",
-                    help="inherited losses recorded by bench.debian_convergence --score-random "
+                    help="inherited losses recorded by bench.studies.debian_convergence "
+                         "--score-random "
                          "for its SuperTransformer training JOB, instead of the run's")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=7)
@@ -441,7 +442,8 @@ def main() -> int:
         if a is None:
             return 0
         out = args.out or ROOT / "bench" / "results" / f"fidelity_{args.task}.json"
-        record = {"what": "HAT's premise checked (bench.fidelity --task)", "task": args.task,
+        record = {"what": "HAT's premise checked (bench.studies.fidelity --task)",
+                  "task": args.task,
                   "date": datetime.date.today().isoformat(),
                   "combined_on": _machine(args.device), "a_ranking": a,
                   "spearman": a["spearman"], "seconds": time.monotonic() - t0}
@@ -463,7 +465,7 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "results" / f"{name}.json"
     if args.parts_ran_on:
         a["parts_ran_on"] = {k: v or args.parts_ran_on for k, v in a["parts_ran_on"].items()}
-    record = {"what": "HAT's premise and the pipeline's results checked (bench.fidelity)",
+    record = {"what": "HAT's premise and the pipeline's results checked (bench.studies.fidelity)",
               "date": datetime.date.today().isoformat(), "run": str(args.run),
               "combined_on": _machine(args.device), "a_ranking": a, **bc,
               "seconds": time.monotonic() - t0}

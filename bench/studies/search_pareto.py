@@ -8,14 +8,15 @@ and seed, at fewer fitness evaluations in total?
 For each seed: one Pareto run over all the limits, and one single-limit run per limit. Every
 run is a fresh ``Evolution`` with its own score cache, so its ``state.evaluations`` (fitness
 calls = unique SubTransformers it scored) is what it would cost on its own. The fitness
-(bench/search_quality.py's: validation loss, base 2, label-smoothed, of the SubTransformer with
+(bench/studies/search_quality.py's: validation loss, base 2, label-smoothed, of the
+SubTransformer with
 inherited weights, fp32 on the CPU) is memoised across all runs; it is deterministic, so the
 memo only saves wall time, never an evaluation in the counts (a few memoised SubTransformers are
 re-scored at the end to check that).
 
 Writes bench/results/search_pareto.json and prints a Markdown table.
 
-    python -m bench.search_pareto [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
+    python -m bench.studies.search_pareto [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def _log(msg: str) -> None:
 
 
 def _search_quality() -> Any:
-    """bench.search_quality (its fitness construction and memo)."""
-    import bench.search_quality
+    """bench.studies.search_quality (its fitness construction and memo)."""
+    import bench.studies.search_quality
 
-    return bench.search_quality
+    return bench.studies.search_quality
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -184,7 +185,7 @@ def main() -> int:
                            "visible to it); separate = sum over the limits' runs",
             "fitness": "hat.evaluate.ValidLoss (label-smoothed, base 2) on the whole valid "
                        "split, fp32, CPU, inherited SuperTransformer weights (built by "
-                       "bench/search_quality.py's build)",
+                       "bench/studies/search_quality.py's build)",
             "memo": "one key -> loss dict shared by every run; the fitness is deterministic, "
                     "so it only saves wall time and changes no result or count",
             "tolerance": TOL, "tie_tolerance": TIE_TOL,

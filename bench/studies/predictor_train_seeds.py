@@ -2,7 +2,8 @@
 """Our default recipe vs HAT's recipe over several training seeds (and split seeds).
 
 A recipe's result on one split still depends on its training seed (initial weights, batch
-order). ``bench/predictor_accuracy.py`` compares one training seed per split; this trains both
+order). ``bench/studies/predictor_accuracy.py`` compares one training seed per split; this
+trains both
 recipes with training seeds 1..N on split seed 1 of each of HAT's CSVs and reports, per CSV and
 recipe, the test RMSE / MAPE / share within +-10 % of every seed, their mean, standard deviation,
 minimum and maximum, and how often ours is at least as good as HAT's recipe at the same
@@ -10,7 +11,7 @@ training seed. With ``--split-seeds 1,...,10`` every (split seed, training seed)
 paired run: a different test split of the same device, a stand-in for further datasets. Runs on
 2 worker processes (one torch thread each). Writes ``bench/results/predictor_train_seeds.json``.
 
-    python -m bench.predictor_train_seeds [--data DIR] [--split-seeds 1] [--train-seeds 5]
+    python -m bench.studies.predictor_train_seeds [--data DIR] [--split-seeds 1] [--train-seeds 5]
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ smallest and the largest first), each at batch 1 on the YAML's dummy source (its
 
 Writes JSON (per SubTransformer and the ratio deployed / meter_generate summarised) and a PNG.
 
-    python -m bench.deployed_latency                 # GPU, the Debian En-De space
-    python -m bench.deployed_latency --device cpu --samples 3 --iters 3 --out /tmp/d.json
+    python -m bench.studies.deployed_latency                 # GPU, the Debian En-De space
+    python -m bench.studies.deployed_latency --device cpu --samples 3 --iters 3 --out /tmp/d.json
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from bench.common import RESULTS, run_info
-from bench.generate_speed import timed
+from bench.speed.generate_speed import timed
 from hat.atomic import atomic_write_json
 from hat.export import build_compact
 from hat.generate import BeamSettings, GraphBeamSearch

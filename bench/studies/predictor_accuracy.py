@@ -2,14 +2,15 @@
 """Latency-predictor accuracy on HAT's four latency CSVs (test split of one seeded 80/10/10 split).
 
 Compares our default recipe (HAT's MLP on a cost-term linear base), the MLP alone (``mlp``),
-HAT's recipe (seeded; on other split and training seeds: ``bench.predictor_train_seeds``), HAT's
+HAT's recipe (seeded; on other split and training seeds:
+``bench.studies.predictor_train_seeds``), HAT's
 shipped predictor (eval only; note it was trained on an unknown split, so it has probably seen
 some of our test rows) and
 nonparametric baselines (sklearn gradient boosting / random forest; bench-only dependency).
 Also few-shot new-hardware fits from 50 rows. Writes bench/results/predictor_accuracy.json and a
 small scatter-plot PNG.
 
-    python -m bench.predictor_accuracy [--data DIR] [--seed 1] [--quick] [--fewshot-only]
+    python -m bench.studies.predictor_accuracy [--data DIR] [--seed 1] [--quick] [--fewshot-only]
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ the pipelines (a machine shared with other jobs); ``--label`` names the conditio
 (min / median / max over the runs) are written with the rows; a second call with the same
 ``--out`` adds its runs to the file (one file for the idle and the loaded condition).
 
-    python -m bench.quickstart_seeds --seeds 1 2 3 --label idle \\
+    python -m bench.studies.quickstart_seeds --seeds 1 2 3 --label idle \\
         --out bench/results/quickstart_seeds_cpu_epyc.json
-    python -m bench.quickstart_seeds --seeds 1 2 3 --label loaded --load 2 \\
+    python -m bench.studies.quickstart_seeds --seeds 1 2 3 --label loaded --load 2 \\
         --out bench/results/quickstart_seeds_cpu_epyc.json
-    python -m bench.quickstart_seeds --preset tiny --seeds 1 --out /tmp/q.json   # CPU twin
+    python -m bench.studies.quickstart_seeds --preset tiny --seeds 1 --out /tmp/q.json   # CPU twin
 """
 
 from __future__ import annotations

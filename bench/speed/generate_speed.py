@@ -19,8 +19,8 @@ Also checks that the graph replay gives the eager search's hypotheses and that t
 gives fairseq's on the exported model. Times are medians of ``--iters`` runs after warm-up
 (wall clock, with a device synchronize). Writes bench/results/generate_speed_<device>.json.
 
-    python -m bench.generate_speed                    # GPU: the SubTransformer 512/2048/8, 6+6
-    python -m bench.generate_speed --quick --device cpu --out /tmp/g.json   # a smoke run
+    python -m bench.speed.generate_speed            # GPU: the SubTransformer 512/2048/8, 6+6
+    python -m bench.speed.generate_speed --quick --device cpu --out /tmp/g.json   # a smoke run
 """
 
 from __future__ import annotations

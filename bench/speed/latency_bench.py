@@ -12,10 +12,10 @@ baseline. Agreement with A is reported for "off" (each row's first attempt, unco
 control), "retry_only" (kept attempt, uncorrected) and "on" (kept and drift-corrected).
 ``--timer wall|thread`` compares elapsed time with the measuring thread's CPU time.
 
-    python -m bench.latency_bench --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
-    python -m bench.latency_bench --configs configs/wmt14.en-de/latency_dataset/gpu_h100.yml
-    python -m bench.latency_bench --rows 4 --retest 16 --stress 1 --timer wall --out x.json
-    python -m bench.latency_bench --summary   # -> bench/results/latency_bench.json
+    python -m bench.speed.latency_bench --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
+    python -m bench.speed.latency_bench --configs configs/wmt14.en-de/latency_dataset/gpu_h100.yml
+    python -m bench.speed.latency_bench --rows 4 --retest 16 --stress 1 --timer wall --out x.json
+    python -m bench.speed.latency_bench --summary   # -> bench/results/latency_bench.json
 
 ``--summary`` measures nothing: it gathers rows/minute from the latency_bench_<hw>.json files,
 from the sessions of the committed datasets' sidecars (rows and seconds of the real runs, e.g.

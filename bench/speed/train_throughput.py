@@ -7,7 +7,7 @@ that fairseq logs (``wps`` of the train_inner lines after the first ``--skip`` i
 peak GPU memory, the loss curve and MFU (model FLOPs from hat.profile's analytic count incl.
 the output projection, x3 for forward+backward, over the GPU's dense bf16/fp16 peak).
 
-python -m bench.train_throughput --out bench/results/train_throughput.json
+python -m bench.speed.train_throughput --out bench/results/train_throughput.json
 """
 
 from __future__ import annotations

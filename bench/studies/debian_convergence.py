@@ -11,9 +11,9 @@ SuperTransformer, ``gap_bits``: its inherited valid loss minus the standalone on
 largest and the smallest, with whether the standalone training had converged (less than 0.05
 bits gained over its last 20 % of updates).
 
-python -m bench.debian_convergence --minutes 7 --jobs ... \
+python -m bench.studies.debian_convergence --minutes 7 --jobs ... \
     --out bench/results/debian_en-de_convergence_h200.json
-python -m bench.debian_convergence --smoke --out /tmp/conv.json   # CPU twin: toy data
+python -m bench.studies.debian_convergence --smoke --out /tmp/conv.json   # CPU twin: toy data
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ SANDWICH = ["--optimizer", "hat_adam", "--subnet-sampling", "sandwich"]
 DO1 = ["--dropout", "0.1"]
 R8K = ["--max-tokens", "8192", "--warmup-updates", "2000"]
 # larger batches: the update is bound by Python and kernel launches, so a 32k-token update costs
-# little more than a 16k one (bench.train_profile); lr scaled by sqrt(batch), warmup 500 updates
+# little more than a 16k one (bench.speed.train_profile); lr scaled by sqrt(batch), warmup 500
+# updates
 R32K = [*DO1, "--max-tokens", "32768", "--warmup-updates", "500", "--lr", "0.0007",
         "--num-workers", "4"]
 R32K_LR5 = [*DO1, "--max-tokens", "32768", "--num-workers", "4"]  # today's lr and warmup
@@ -287,7 +288,7 @@ def wait_jobs(work: Path, wait_s: float | None) -> bool:
 def score_random(work: Path, name: str, cfg_dir: Path, n: int, seed: int, data: str | None,
                  device: str) -> dict | None:
     """A SuperTransformer's inherited valid loss of its largest, its smallest and ``n`` seeded
-    random SubTransformers (the draws ``bench.fidelity`` makes from the same space), so that
+    random SubTransformers (the draws ``bench.studies.fidelity`` makes from the same space), so that
     from-scratch trainings of the same configs, on another day, can be joined by config."""
     from hat.config import parse_fairseq_args
     from hat.evaluate import ValidLoss, load_for_eval

@@ -2,7 +2,8 @@
 """Where the test RMSE of a latency predictor comes from: ours vs HAT's recipe, per CSV.
 
 Trains our default recipe and HAT's recipe on the same seeded split (as
-``bench/predictor_accuracy.py``) and reports, on the test rows, RMSE, RMSE without the k rows
+``bench/studies/predictor_accuracy.py``) and reports, on the test rows, RMSE, RMSE without the
+k rows
 with the largest squared error of each predictor, median absolute error, mean signed error
 (prediction - measurement), a paired bootstrap of the RMSE difference over the test rows and
 the rows with the largest errors. On noisy CSVs a handful of
@@ -10,7 +11,7 @@ measurement spikes (rows measured far slower than any similar SubTransformer) de
 median tells how close a predictor is on typical rows. Writes
 ``bench/results/predictor_residuals.json``.
 
-    python -m bench.predictor_residuals [--data DIR] [--seed 1] [--top 5]
+    python -m bench.studies.predictor_residuals [--data DIR] [--seed 1] [--top 5]
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main() -> int:
         print(name, json.dumps(row))
     report = {
         **run_info(), "seed": args.seed, "top": args.top,
-        "split": "as bench/predictor_accuracy.py (seeded 80/10/10), test rows only",
+        "split": "as bench/studies/predictor_accuracy.py (seeded 80/10/10), test rows only",
         "results": results,
     }
     print(f"wrote {atomic_write_json(args.out, report)}")

@@ -11,7 +11,7 @@ core, ``--pin-core``); ``nogc`` (Python's garbage collector off; ``measure`` now
 anyway); ``interleave`` (the dataset's interleaved reference: spread of the raw and of the
 corrected values across cycles).
 
-    python -m bench.timing_stability configs/wmt14.en-de/latency_dataset/gpu_h100.yml \
+    python -m bench.studies.timing_stability configs/wmt14.en-de/latency_dataset/gpu_h100.yml \
         --cycles 10 --settings plain pin+nogc --out bench/results/timing_stability_h100.json
     (any other option is a latency_dataset.py key overriding the config, e.g. --latiter 5)
 """

@@ -7,7 +7,8 @@ corrected one (HAT's columns). This trains the default predictor on each version
 the raw data drift over the run (blocks of consecutive rows) next to the reference's correction
 factor for the same rows: where the two disagree, the reference did not track the drift.
 
-    python -m bench.latency_noise latency_dataset/noise_study/wmt14ende_cpu_epyc_shared_load.csv
+    python -m bench.studies.latency_noise \
+        latency_dataset/noise_study/wmt14ende_cpu_epyc_shared_load.csv
 """
 
 from __future__ import annotations

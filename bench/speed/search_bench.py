@@ -20,8 +20,8 @@ extrapolated per generation (``extrapolated: true``, the generations measured). 
 winner with and without the cache (a short search), the Spearman correlation of ``fastest`` and
 ``naive`` losses on fixed random SubTransformers, and a profile of one fitness evaluation.
 
-    python -m bench.search_bench --out bench/results/search_bench.json        # GPU
-    python -m bench.search_bench --tiny --out /tmp/sb.json                    # CPU smoke test
+    python -m bench.speed.search_bench --out bench/results/search_bench.json        # GPU
+    python -m bench.speed.search_bench --tiny --out /tmp/sb.json                    # CPU smoke test
 """
 
 from __future__ import annotations

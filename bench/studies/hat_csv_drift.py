@@ -11,7 +11,7 @@ the test rows of split seed 1 the accuracy of our default recipe and of gradient
 random forest against the measured latencies and against the drift-corrected ones (the data's
 limit without the drift). Writes ``bench/results/hat_csv_drift.json``.
 
-    python -m bench.hat_csv_drift [--data DIR] [--seed 1] [--block 50]
+    python -m bench.studies.hat_csv_drift [--data DIR] [--seed 1] [--block 50]
 """
 
 from __future__ import annotations

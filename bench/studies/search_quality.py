@@ -18,7 +18,7 @@ Markdown table.
     python scripts/make_toy_corpus.py --out data/toy
     python train.py --configs=configs/toy/supertransformer/tiny.yml \\
         --save-dir checkpoints/toy/supertransformer_bench
-    python -m bench.search_quality [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
+    python -m bench.studies.search_quality [--limits 4.0 5.3 7.0 --seeds 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -379,7 +379,7 @@ def main() -> int:
 
 
 def add_setup_args(ap: argparse.ArgumentParser) -> None:
-    """The toy setup's options (shared with bench/search_pareto.py)."""
+    """The toy setup's options (shared with bench/studies/search_pareto.py)."""
     ap.add_argument("--configs", default="configs/toy/supertransformer/tiny.yml")
     ap.add_argument("--evo-configs", default="configs/toy/evo_search/toy_cpu_epyc.yml",
                     help="predictor, norms and (unless overridden below) the evolution's sizes")

@@ -8,11 +8,11 @@ GPU synchronised around each), then records ``--profile-updates`` updates with t
 GPU kernel time and kernel launches per update, host-device synchronisations, the top CPU ops
 and kernels. ``gpu_busy`` = kernel time / wall time per update: far below 1 means the GPU waits
 on Python (launches, syncs, data). No validation or checkpointing is timed here
-(``bench.debian_convergence`` measures the whole loop).
+(``bench.studies.debian_convergence`` measures the whole loop).
 
-python -m bench.train_profile --variants today adam sandwich0 \
+python -m bench.speed.train_profile --variants today adam sandwich0 \
     --out bench/results/debian_en-de_train_profile_h200.json
-python -m bench.train_profile --smoke --out /tmp/profile.json    # CPU twin: toy data
+python -m bench.speed.train_profile --smoke --out /tmp/profile.json    # CPU twin: toy data
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT
-from bench.debian_convergence import RECIPE, TASKS, _space
+from bench.studies.debian_convergence import RECIPE, TASKS, _space
 
 # "today": the configs as shipped (the Debian ones: largest + smallest + 1 random per update
 # since 2026-12-02); the results committed before that date ran uniform sampling under "today"
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         part = work / f"{name}.json"
         child = child_args(cfg_dir, recipe, VARIANTS[name], data, str(work / name))
-        cmd = [sys.executable, "-m", "bench.train_profile", "--child", json.dumps(child),
+        cmd = [sys.executable, "-m", "bench.speed.train_profile", "--child", json.dumps(child),
                "--warmup", str(args.warmup), "--updates", str(args.updates),
                "--profile-updates", str(args.profile_updates), "--work", str(work),
                "--out", str(part)]
