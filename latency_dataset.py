@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from hat.cli import run_cli
-from hat.latency.dataset_cli import main as measure_main
+from hat.latency.measure.cli import main as measure_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,12 +6,12 @@
     python latency_predictor.py --configs=... --fewshot 50 --source-ckpt other_device.pt
     python latency_predictor.py --configs=... --fewshot 50 --source-dataset other_device_all.csv
 
-(hat/latency/predictor_cli.py)
+(hat/latency/predict/cli.py)
 """
 
 import sys
 
-from hat.latency.predictor_cli import main, run  # noqa: F401 - run: the library call
+from hat.latency.predict.cli import main, run  # noqa: F401 - run: the library call
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hat.latency.fit import Recipe, train_predictor
-from hat.latency.machine import cpu_model
-from hat.latency.predictor import FEATURE_NORM, LatencyPredictor
-from hat.latency.report import metrics
+from hat.latency.measure.machine import cpu_model
+from hat.latency.predict.fit import Recipe, train_predictor
+from hat.latency.predict.predictor import FEATURE_NORM, LatencyPredictor
+from hat.latency.predict.report import metrics
 from hat.paths import ROOT, reference_dir
 
 RESULTS = ROOT / "bench" / "results"

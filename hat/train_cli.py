@@ -63,7 +63,7 @@ def add_train_script_args(parser: argparse.ArgumentParser) -> None:
 
 def profile_length(args: argparse.Namespace) -> int:
     """Profiling length: --profile-length, else 23 for IWSLT archs, else 30."""
-    from hat.latency.model import sentence_length
+    from hat.latency.measure.model import sentence_length
 
     return sentence_length(args.arch, args.profile_length)
 
@@ -224,8 +224,8 @@ def run_latency(args: argparse.Namespace, cfg: SubConfig) -> dict:
     """Time the SubTransformer ``cfg`` (as :func:`run_profile` resolved it from the args) with
     HAT's protocol (random weights: only shapes matter): one encoder pass of a length-n dummy
     source, an n-step beam-5 incremental decode."""
-    from hat.latency.model import build_model, vocab_sizes
-    from hat.latency.timing import LatencyMeter, Protocol, resolve_device
+    from hat.latency.measure.model import build_model, vocab_sizes
+    from hat.latency.measure.timing import LatencyMeter, Protocol, resolve_device
     from hat.threads import available_cores
 
     if args.latiter < 1 or args.latwarmup < 0:

@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from hat.errors import HatConfigError
     from hat.latency.csvio import read_latency_table
-    from hat.latency.predictor import check_predictor_file
+    from hat.latency.predict.predictor import check_predictor_file
 
     out = Path(args.out)
     mirror = Path(args.mirror) if args.mirror else None

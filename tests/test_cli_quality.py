@@ -124,7 +124,7 @@ def test_nothing_imports_torchaudio() -> None:
     import sys
 
     code = ("import sys, hat, hat.train_cli, hat.training, hat.bleu, hat.export, hat.search.cli, "
-            "hat.latency.dataset_cli, hat.latency.predictor_cli, fairseq_cli.train, "
+            "hat.latency.measure.cli, hat.latency.predict.cli, fairseq_cli.train, "
             "fairseq_cli.generate, fairseq_cli.preprocess;"
             "from fairseq import checkpoint_utils, options, tasks;"
             "tasks.import_tasks; print('torchaudio' in sys.modules)")

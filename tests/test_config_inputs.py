@@ -120,7 +120,7 @@ def test_evo_search_data_after_a_list_option_is_the_data_not_a_limit(toy: Path) 
 
 
 def test_latency_dataset_takes_the_data_path_anywhere(toy: Path) -> None:
-    from hat.latency.dataset_cli import parse_args
+    from hat.latency.measure.cli import parse_args
 
     assert parse_args([f"--configs={TOY_LATENCY}", "--lat-dataset-size", "3", str(toy)]).data \
         == str(toy)

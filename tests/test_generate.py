@@ -130,7 +130,7 @@ def test_graph_path_twin_runs_every_step_with_the_same_hypotheses() -> None:
 @pytest.mark.parametrize("deployment", ["generate", "fairseq-generate"])
 def test_latency_meter_times_the_deployed_generator(deployment: str) -> None:
     """The meter's generator protocols decode exactly src_len steps, on the CPU eagerly."""
-    from hat.latency.timing import LatencyMeter, Protocol
+    from hat.latency.measure.timing import LatencyMeter, Protocol
 
     model = tiny_supernet(seed=1)
     cfg = SearchSpace(**TINY_SPACE).sample(random.Random(2))
@@ -147,7 +147,7 @@ def test_latency_meter_times_the_deployed_generator(deployment: str) -> None:
 
 def test_protocol_refuses_impossible_deployments() -> None:
     from hat.errors import HatConfigError
-    from hat.latency.timing import Protocol
+    from hat.latency.measure.timing import Protocol
 
     with pytest.raises(HatConfigError, match="lat-deployment 'beam'"):
         Protocol(deployment="beam")
@@ -224,7 +224,7 @@ def test_search_measures_winners_with_the_predictors_deployment() -> None:
 
 
 def test_predictor_says_which_decode_its_latencies_are_for() -> None:
-    from hat.latency.predictor import LatencyPredictor
+    from hat.latency.predict.predictor import LatencyPredictor
     from tests.conftest import ROOT
 
     pred = LatencyPredictor.load(ROOT / "latency_dataset" / "predictors" / "toy_cpu_epyc.pt")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from hat.latency.costterms import COST_TERMS, cost_terms, fit_relative_ridge
-from hat.latency.fewshot import fit_fewshot
-from hat.latency.fit import fit_recipe, split_indices, train_predictor
-from hat.latency.predictor import (
+from hat.latency.predict.costterms import COST_TERMS, cost_terms, fit_relative_ridge
+from hat.latency.predict.fewshot import fit_fewshot
+from hat.latency.predict.fit import fit_recipe, split_indices, train_predictor
+from hat.latency.predict.predictor import (
     COST_KEY,
     FEATURE_NORM,
     LatencyMLP,
@@ -19,7 +19,7 @@ from hat.latency.predictor import (
     PredictorError,
     combine_predictors,
 )
-from hat.latency.report import metrics
+from hat.latency.predict.report import metrics
 from hat.space import SearchSpace, SubConfig
 from tests.conftest import synthetic_features
 

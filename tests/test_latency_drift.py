@@ -7,9 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from hat.latency.costterms import COST_TERMS, cost_terms
-from hat.latency.drift import cost_fitter, estimate_drift, measurement_order, neighbour_factors
-from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
+from hat.latency.predict.costterms import COST_TERMS, cost_terms
+from hat.latency.predict.drift import (
+    cost_fitter,
+    estimate_drift,
+    measurement_order,
+    neighbour_factors,
+)
+from hat.latency.predict.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
 from tests.conftest import synthetic_features
 
 

@@ -15,8 +15,8 @@ import pytest
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
 from hat.latency import csvio
-from hat.latency.dataset import EXTRA_COLUMNS, count_rows, measure_dataset
-from hat.latency.noise import NoiseControl
+from hat.latency.measure.dataset import EXTRA_COLUMNS, count_rows, measure_dataset
+from hat.latency.measure.noise import NoiseControl
 from hat.paths import ROOT
 from tests.conftest import load_script, synthetic_features
 from tests.test_latency_measure import tiny_meter, tiny_yaml
@@ -59,7 +59,7 @@ def test_complete_dataset_says_so_and_measures_nothing(
     csv = tmp_path / "cli.csv"
     before = csv.read_bytes()
     capsys.readouterr()
-    import hat.latency.dataset_cli as measure_mod
+    import hat.latency.measure.cli as measure_mod
 
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete dataset must not build a model")
@@ -93,7 +93,7 @@ def test_resume_without_sidecar_is_refused(tmp_path: Path, measure_cli,
 def test_a_committed_dataset_is_never_measured_into(tmp_path: Path, measure_cli,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """The user's case: --lat-dataset-path names a dataset shipped with the repository."""
-    from hat.latency.dataset import SHIPPED_DIR
+    from hat.latency.measure.dataset import SHIPPED_DIR
 
     csv = SHIPPED_DIR / "toy_cpu_epyc_all.csv"
     side = csv.with_name(csv.name + ".meta.json")
@@ -109,7 +109,7 @@ def test_a_committed_dataset_is_never_measured_into(tmp_path: Path, measure_cli,
 
 def test_measuring_is_allowed_below_measured_and_outside(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import hat.latency.dataset as ds
+    import hat.latency.measure.dataset as ds
 
     shipped = tmp_path / "latency_dataset"
     (shipped / "measured").mkdir(parents=True)
@@ -305,7 +305,7 @@ def test_unwritable_predictor_outputs_fail_before_training(
 
 
 def test_split_keeps_repeated_configurations_in_one_split() -> None:
-    from hat.latency.fit import split_indices
+    from hat.latency.predict.fit import split_indices
 
     rng = np.random.default_rng(0)
     unique = synthetic_features(200, rng)

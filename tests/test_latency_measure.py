@@ -15,10 +15,10 @@ import yaml
 
 from hat.errors import HatConfigError
 from hat.latency import csvio
-from hat.latency.dataset import EXTRA_COLUMNS, measure_dataset, sample_row
-from hat.latency.dataset_cli import main, parse_args, protocol_from_args
-from hat.latency.noise import NoiseControl
-from hat.latency.timing import LatencyMeter, Measurement, Protocol, trimmed_stats
+from hat.latency.measure.cli import main, parse_args, protocol_from_args
+from hat.latency.measure.dataset import EXTRA_COLUMNS, measure_dataset, sample_row
+from hat.latency.measure.noise import NoiseControl
+from hat.latency.measure.timing import LatencyMeter, Measurement, Protocol, trimmed_stats
 from hat.paths import ROOT
 from hat.space import SearchSpace, SubConfig
 from tests.conftest import TINY_SPACE, tiny_supernet
@@ -319,7 +319,7 @@ def test_cuda_graph_replay_matches_eager() -> None:
 
 def test_interrupted_cli_keeps_rows_and_says_how_to_resume(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import hat.latency.dataset_cli as measure_mod
+    import hat.latency.measure.cli as measure_mod
 
     real = measure_mod.measure_dataset
 

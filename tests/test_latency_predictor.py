@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from hat.errors import HatConfigError
-from hat.latency.costterms import cost_terms
 from hat.latency.csvio import load_latency_csv, write_latency_csv
-from hat.latency.fewshot import component_predictors, fit_fewshot
-from hat.latency.fit import fit_recipe, split_indices, train_predictor
-from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
-from hat.latency.report import metrics
+from hat.latency.predict.costterms import cost_terms
+from hat.latency.predict.fewshot import component_predictors, fit_fewshot
+from hat.latency.predict.fit import fit_recipe, split_indices, train_predictor
+from hat.latency.predict.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
+from hat.latency.predict.report import metrics
 from hat.paths import ROOT
 from tests.conftest import GUARD_S, load_script, synthetic_features
 
@@ -389,8 +389,8 @@ def test_cli_drift_correct_neighbours(tmp_path: Path) -> None:
 
 
 def test_linear_start_equals_least_squares_fit() -> None:
-    from hat.latency.fit import _init_as_linear_fit
-    from hat.latency.predictor import LatencyMLP
+    from hat.latency.predict.fit import _init_as_linear_fit
+    from hat.latency.predict.predictor import LatencyMLP
 
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(300, 10)), dtype=torch.float32)

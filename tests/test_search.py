@@ -249,7 +249,7 @@ def test_evo_search_cli_is_deterministic_and_writes_its_outputs(trained, tmp_pat
     assert "latencies for lat-deployment hat" in res.stderr
     cfg = read_subtransformer_yaml(a)
     pred = LatencyModel.__new__(LatencyModel)
-    from hat.latency.predictor import LatencyPredictor
+    from hat.latency.predict.predictor import LatencyPredictor
 
     pred.predictor, pred.scale = LatencyPredictor.load(PREDICTOR), 1.0
     assert pred([cfg])[0] == pytest.approx(w["predicted_latency_ms"], rel=1e-6)

@@ -39,7 +39,7 @@ from hat.atomic import atomic_write_json
 from hat.checkpoint import ShapeTask, dummy_dictionary
 from hat.export import build_compact
 from hat.generate import BeamSettings, GraphBeamSearch, StaticBeamSearch
-from hat.latency.timing import LatencyMeter, Protocol
+from hat.latency.measure.timing import LatencyMeter, Protocol
 from hat.models import TransformerSuperModel
 from hat.space import SubConfig
 

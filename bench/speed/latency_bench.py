@@ -39,12 +39,12 @@ import torch
 
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
-from hat.latency.dataset import measure_dataset
-from hat.latency.dataset_cli import noise_from_args, parse_args, protocol_from_args
-from hat.latency.machine import machine_info
-from hat.latency.model import build_model
-from hat.latency.noise import NoiseControl
-from hat.latency.timing import LatencyMeter, relative_agreement
+from hat.latency.measure.cli import noise_from_args, parse_args, protocol_from_args
+from hat.latency.measure.dataset import measure_dataset
+from hat.latency.measure.machine import machine_info
+from hat.latency.measure.model import build_model
+from hat.latency.measure.noise import NoiseControl
+from hat.latency.measure.timing import LatencyMeter, relative_agreement
 
 
 def _burn(stop: float, period: float) -> None:

@@ -22,8 +22,8 @@ import torch
 
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
-from hat.latency.machine import cpu_model
-from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor
+from hat.latency.measure.machine import cpu_model
+from hat.latency.predict.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor
 
 BATCHES = (1, 125, 1000, 10_000, 100_000)
 

@@ -43,7 +43,7 @@ import torch
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
 from hat.evaluate import ValidLoss, _to
-from hat.latency.machine import cpu_model
+from hat.latency.measure.machine import cpu_model
 from hat.search.evolution import Evolution, EvoSettings, Limits, SearchState
 from hat.search.latency import LatencyModel, load_predictor, spearman
 from hat.space import SubConfig, key_hash

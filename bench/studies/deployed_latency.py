@@ -36,9 +36,9 @@ from bench.speed.generate_speed import timed
 from hat.atomic import atomic_write_json
 from hat.export import build_compact
 from hat.generate import BeamSettings, GraphBeamSearch
-from hat.latency.dataset_cli import parse_args, protocol_from_args
-from hat.latency.model import build_model
-from hat.latency.timing import DUMMY_TOKEN, EOS, LatencyMeter, Timer
+from hat.latency.measure.cli import parse_args, protocol_from_args
+from hat.latency.measure.model import build_model
+from hat.latency.measure.timing import DUMMY_TOKEN, EOS, LatencyMeter, Timer
 from hat.search.latency import calibration_configs
 from hat.space import SubConfig
 

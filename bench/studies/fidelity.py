@@ -309,7 +309,7 @@ def _machine(device: str) -> str:
     """Where a part ran: the GPU's name or the CPU's, and torch's version."""
     import torch
 
-    from hat.latency.machine import cpu_model
+    from hat.latency.measure.machine import cpu_model
 
     where = (torch.cuda.get_device_name(0) if device == "cuda"
              else f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores")

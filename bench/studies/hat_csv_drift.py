@@ -6,7 +6,8 @@ time, so a run of consecutive rows that are all slower (or faster) than a model 
 predicts is the device changing speed, not the architectures. For each CSV this reports the mean
 ratio measured / predicted in blocks of 50 rows (predictions: least squares on the cost terms,
 cross-fitted over 5 folds), the same ratio for the encoder and decoder columns, the neighbour
-drift factors (``hat/latency/drift.py``, window 15, factors relative to the median row), and on
+drift factors (``hat/latency/predict/drift.py``, window 15, factors relative to the median
+row), and on
 the test rows of split seed 1 the accuracy of our default recipe and of gradient boosting /
 random forest against the measured latencies and against the drift-corrected ones (the data's
 limit without the drift). Writes ``bench/results/hat_csv_drift.json``.
@@ -26,9 +27,9 @@ import numpy as np
 from bench.common import NAMES, ROOT, baselines, data_bases, find_csv, run_info, train_on
 from hat.atomic import atomic_write_json
 from hat.latency.csvio import load_latency_csv
-from hat.latency.drift import cost_fitter, cross_fitted_predictions, estimate_drift
-from hat.latency.fit import fit_recipe, split_indices
-from hat.latency.report import metrics
+from hat.latency.predict.drift import cost_fitter, cross_fitted_predictions, estimate_drift
+from hat.latency.predict.fit import fit_recipe, split_indices
+from hat.latency.predict.report import metrics
 
 
 def block_ratios(x: np.ndarray, y: np.ndarray, block: int) -> list[float]:

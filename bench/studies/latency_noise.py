@@ -25,9 +25,9 @@ import torch
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
 from hat.latency.csvio import load_latency_csv
-from hat.latency.drift import cross_fitted_predictions, measurement_order
-from hat.latency.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
-from hat.latency.report import metrics
+from hat.latency.predict.drift import cross_fitted_predictions, measurement_order
+from hat.latency.predict.fit import fit_recipe, mlp_fitter, split_indices, train_predictor
+from hat.latency.predict.report import metrics
 
 
 def main() -> int:

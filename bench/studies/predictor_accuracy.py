@@ -41,15 +41,15 @@ from bench.common import (
 )
 from hat.atomic import atomic_write_json
 from hat.latency.csvio import load_latency_csv
-from hat.latency.fewshot import (
+from hat.latency.predict.fewshot import (
     DATA_METHODS,
     METHODS,
     component_predictors,
     fit_fewshot,
 )
-from hat.latency.fit import fit_recipe, split_indices
-from hat.latency.predictor import FEATURE_NORM, LatencyPredictor
-from hat.latency.report import metrics
+from hat.latency.predict.fit import fit_recipe, split_indices
+from hat.latency.predict.predictor import FEATURE_NORM, LatencyPredictor
+from hat.latency.predict.report import metrics
 
 FEWSHOT_PAIRS = (  # (source, target)
     ("wmt14ende_gpu_titanxp", "wmt14ende_cpu_xeon"),

@@ -27,7 +27,7 @@ import torch
 from bench.common import NAMES, ROOT, data_bases, find_csv, run_info, train_on
 from hat.atomic import atomic_write_json
 from hat.latency.csvio import load_latency_csv
-from hat.latency.fit import split_indices
+from hat.latency.predict.fit import split_indices
 
 
 def residual_stats(pred: np.ndarray, true: np.ndarray, top: int) -> dict:

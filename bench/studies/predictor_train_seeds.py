@@ -27,8 +27,8 @@ import numpy as np
 from bench.common import NAMES, ROOT, data_bases, find_csv, run_info, train_on
 from hat.atomic import atomic_write_json
 from hat.latency.csvio import load_latency_csv
-from hat.latency.fit import split_indices
-from hat.latency.report import metrics
+from hat.latency.predict.fit import split_indices
+from hat.latency.predict.report import metrics
 
 RECIPES = ("default", "hat")
 KEYS = ("rmse_ms", "mape_pct", "within10_pct")

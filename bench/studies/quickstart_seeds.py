@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec["summary"], indent=1))
         return 0
     from hat.atomic import atomic_write_json
-    from hat.latency.machine import cpu_model
+    from hat.latency.measure.machine import cpu_model
 
     burners = [mp.Process(target=_burn, daemon=True) for _ in range(args.load)]
     for b in burners:

@@ -38,7 +38,7 @@ import torch
 
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
-from hat.latency.machine import cpu_model
+from hat.latency.measure.machine import cpu_model
 from hat.search.evolution import Evolution, EvoSettings, Limits
 from hat.search.latency import LatencyModel, load_predictor
 from hat.space import SearchSpace, SubConfig, key_hash

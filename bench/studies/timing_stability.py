@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from hat.atomic import atomic_write_json
-from hat.latency import dataset as D
-from hat.latency import dataset_cli as M
-from hat.latency import machine as H
-from hat.latency import timing as T
+from hat.latency.measure import cli as M
+from hat.latency.measure import dataset as D
+from hat.latency.measure import machine as H
+from hat.latency.measure import timing as T
 
 
 def cv(x: np.ndarray) -> float:

@@ -9,10 +9,10 @@ from hat.latency.csvio import (
     read_latency_table,
     write_latency_csv,
 )
-from hat.latency.fewshot import fit_fewshot
-from hat.latency.fit import fit_recipe, split_indices, train_predictor
-from hat.latency.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
-from hat.latency.report import metrics
+from hat.latency.predict.fewshot import fit_fewshot
+from hat.latency.predict.fit import fit_recipe, split_indices, train_predictor
+from hat.latency.predict.predictor import FEATURE_NORM, LatencyMLP, LatencyPredictor, PredictorError
+from hat.latency.predict.report import metrics
 
 __all__ = [
     "FEATURE_NAMES",

@@ -243,7 +243,7 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
              lat: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from hat.latency.machine import cpu_model
+    from hat.latency.measure.machine import cpu_model
     from hat.pipeline import report
     from hat.profile import count_params
     from hat.space import read_subtransformer_yaml

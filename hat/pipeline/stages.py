@@ -80,7 +80,7 @@ def _source_dict(ctx: Context) -> Path:
 
 def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
     """Measure SubTransformers of the space on this machine."""
-    from hat.latency.model import dictionary_size
+    from hat.latency.measure.model import dictionary_size
 
     p = ctx.preset
     vocab = dictionary_size(_source_dict(ctx))
@@ -219,7 +219,7 @@ def stage_baseline(ctx: Context) -> dict[str, Any]:
     """Uniformly scaled-down Transformers of the space: the fastest (by the predictor), and with
     ``baselines`` > 1 more of them up to the slowest, evenly spaced in predicted latency rank
     (HAT's "Transformer" curve). The search gets the fastest one's latency as one limit."""
-    from hat.latency.predictor import LatencyPredictor
+    from hat.latency.predict.predictor import LatencyPredictor
     from hat.search.latency import LatencyModel
     from hat.space import write_subtransformer_yaml
 

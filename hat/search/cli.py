@@ -208,7 +208,7 @@ def _search(args: Any, src: Sources, settings: EvoSettings, limits: list[Limits]
 def run_calibration(args: Any, latency: LatencyModel, predictor: Any, space: SearchSpace
                     ) -> dict[str, Any]:
     """Measure, fit the scale, warn about another machine; returns the record."""
-    from hat.latency.machine import machine_info
+    from hat.latency.measure.machine import machine_info
     from hat.search.latency import Measurer, calibrate, machine_differences, measure_setup
 
     setup = measure_setup(predictor, measure_device(args, predictor), args)

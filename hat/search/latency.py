@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hat.errors import HatConfigError
-from hat.latency.predictor import LatencyPredictor, NotAPredictorError, PredictorError
+from hat.latency.predict.predictor import LatencyPredictor, NotAPredictorError, PredictorError
 from hat.space import SearchSpace, SubConfig, attended_layers
 
 
@@ -113,7 +113,7 @@ def how_to_make_predictor(path: str | Path, configs: str | Path = "configs") -> 
 class MeasureSetup:
     """How winners/calibration points are measured: the protocol and the model to time."""
 
-    protocol: Any  # hat.latency.timing.Protocol
+    protocol: Any  # hat.latency.measure.timing.Protocol
     model_args: argparse.Namespace
     source: str  # where the protocol came from, for the log
 
@@ -121,7 +121,7 @@ class MeasureSetup:
         p = self.protocol
         extra = ", CUDA-graph replays" if p.cuda_graph else ""
         thr = f", {p.threads} thread(s), {p.timer} timer" if p.device == "cpu" else ""
-        from hat.latency.timing import DEPLOYMENTS
+        from hat.latency.measure.timing import DEPLOYMENTS
 
         return (f"{p.device}{thr}{extra}, length {p.src_len}, beam {p.beam}, warm-up {p.warmup}, "
                 f"{p.iters} timed runs, decode: {DEPLOYMENTS[p.deployment]} ({self.source})")
@@ -131,8 +131,8 @@ def measure_setup(predictor: LatencyPredictor, device: str, search_args: Any) ->
     """The predictor's measurement protocol and model (from its sidecar), on ``device``
     ('cpu' or 'gpu'); HAT's protocol and the searched SuperTransformer's shape when the
     predictor does not say (HAT's own files)."""
-    from hat.latency.model import DEFAULT_LATITER, sentence_length, vocab_sizes
-    from hat.latency.timing import Protocol
+    from hat.latency.measure.model import DEFAULT_LATITER, sentence_length, vocab_sizes
+    from hat.latency.measure.timing import Protocol
 
     kind = "cuda" if device in ("gpu", "cuda") else "cpu"
     ds = predictor.meta.get("dataset") or {}
@@ -175,8 +175,8 @@ class Measurer:
     """Times SubTransformers with a :class:`MeasureSetup` (model built once)."""
 
     def __init__(self, setup: MeasureSetup) -> None:
-        from hat.latency.model import build_model
-        from hat.latency.timing import LatencyMeter
+        from hat.latency.measure.model import build_model
+        from hat.latency.measure.timing import LatencyMeter
 
         self.setup = setup
         model, _, _ = build_model(setup.model_args, seed=1)

@@ -247,7 +247,7 @@ def check_gpu_measuring(args: Any, src: Sources, predictor: Any = None) -> None:
 
 def decode_note(predictor: Any) -> str:
     """Which decode the predictor's latencies are for, and what that means for a user."""
-    from hat.latency.timing import DEPLOYMENTS
+    from hat.latency.measure.timing import DEPLOYMENTS
 
     dep = predictor.deployment
     note = f"latencies for lat-deployment {dep} ({DEPLOYMENTS.get(dep, 'unknown')})"

@@ -11,16 +11,16 @@ from typing import Any
 
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
-from hat.latency.dataset import (
+from hat.latency.measure.dataset import (
     check_not_shipped,
     count_rows,
     measure_dataset,
     meta_path,
     require_sidecar,
 )
-from hat.latency.model import DEFAULT_LATITER, build_model, sentence_length
-from hat.latency.noise import NoiseControl
-from hat.latency.timing import (
+from hat.latency.measure.model import DEFAULT_LATITER, build_model, sentence_length
+from hat.latency.measure.noise import NoiseControl
+from hat.latency.measure.timing import (
     DEPLOYMENTS,
     LatencyMeter,
     Protocol,

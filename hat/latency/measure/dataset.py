@@ -21,9 +21,9 @@ import numpy as np
 from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
 from hat.latency import csvio
-from hat.latency.machine import hardware, machine_info, now
-from hat.latency.noise import NoiseControl, QuickFit, drift_factor, measure_with_retries
-from hat.latency.timing import DEPLOYMENTS, LatencyMeter, Measurement
+from hat.latency.measure.machine import hardware, machine_info, now
+from hat.latency.measure.noise import NoiseControl, QuickFit, drift_factor, measure_with_retries
+from hat.latency.measure.timing import DEPLOYMENTS, LatencyMeter, Measurement
 from hat.paths import ROOT
 from hat.runstate import check_resume, exclusive
 from hat.space import SearchSpace, SubConfig

@@ -5,8 +5,8 @@ Network (state-dict compatible with HAT's ``.pt`` files): ``first_layer`` Linear
 ``feature_norm``; the output times ``lat_norm`` is the predicted encoder+decoder latency in ms.
 A predictor may add a least-squares model of analytic cost terms (stored beside the network,
 key ``cost.coef``) and combine several networks. Inference runs in numpy/torch (float32),
-batched. Training recipes are in :mod:`hat.latency.fit`, metrics and plots in
-:mod:`hat.latency.report`.
+batched. Training recipes are in :mod:`hat.latency.predict.fit`, metrics and plots in
+:mod:`hat.latency.predict.report`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from torch import nn
 
 from hat.atomic import atomic_torch_save, atomic_write_json
 from hat.errors import HatConfigError
-from hat.latency.costterms import COST_TERMS, cost_terms
 from hat.latency.csvio import N_FEATURES
+from hat.latency.predict.costterms import COST_TERMS, cost_terms
 
 FEATURE_NORM: tuple[float, ...] = (640, 6, 2048, 6, 640, 6, 2048, 6, 6, 2)
 
@@ -175,7 +175,7 @@ class LatencyPredictor:
     """One or more HAT MLPs (averaged) plus their normalisation; predicts milliseconds.
 
     Optionally plus a linear model on analytic cost terms (``cost_coef``, ms per term of
-    :func:`hat.latency.costterms.cost_terms`), which the few-shot fits use; a predictor may
+    :func:`hat.latency.predict.costterms.cost_terms`), which the few-shot fits use; a predictor may
     also be that linear model alone (no members).
     """
 
@@ -205,7 +205,7 @@ class LatencyPredictor:
     @property
     def deployment(self) -> str:
         """Which decode its latencies are for (``lat-deployment``, see
-        :data:`hat.latency.timing.DEPLOYMENTS`): its dataset's, else HAT's protocol (HAT's
+        :data:`hat.latency.measure.timing.DEPLOYMENTS`): its dataset's, else HAT's protocol (HAT's
         files and datasets measured before the key existed)."""
         proto = (self.meta.get("dataset") or {}).get("protocol") or {}
         return str(proto.get("deployment", "hat"))

@@ -4,8 +4,9 @@ Recipes (:data:`RECIPES`): ``hat`` (HAT's: Adam lr 1e-5, batch 128, 5000 steps, 
 seeded here), ``mlp`` (ours: the network started as the least-squares linear fit, then
 warm-up + cosine Adam at lr 1e-3 on standardised inputs/targets, keeping the checkpoint with the
 lowest validation error) and ``default`` (``mlp`` on top of a least-squares linear model of the
-analytic cost terms, :mod:`hat.latency.costterms`, both fitted to the training latencies with the
-device's drift over the measurement order divided out, :mod:`hat.latency.drift`, then scaled by
+analytic cost terms, :mod:`hat.latency.predict.costterms`, both fitted to the training
+latencies with the device's drift over the measurement order divided out,
+:mod:`hat.latency.predict.drift`, then scaled by
 least squares to the measured latencies). Standardisation is folded into the first/last layer
 on export, so every member is a plain HAT state dict.
 """
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 
 from hat.errors import HatConfigError
-from hat.latency.costterms import cost_terms, fit_relative_ridge
-from hat.latency.drift import Fitter, check_order, cost_fitter, estimate_drift, min_rows
-from hat.latency.predictor import (
+from hat.latency.predict.costterms import cost_terms, fit_relative_ridge
+from hat.latency.predict.drift import Fitter, check_order, cost_fitter, estimate_drift, min_rows
+from hat.latency.predict.predictor import (
     FEATURE_NORM,
     LatencyMLP,
     LatencyPredictor,
@@ -95,7 +96,8 @@ RECIPES: dict[str, Recipe] = {
         select="best_val", standardize=True, eval_every=50, linear_init=True,
     ),
     # The same MLP on top of a least-squares linear model of the 13 cost terms
-    # (hat/latency/costterms.py): the products of layers, widths and FFN sizes that HAT's ten
+    # (hat/latency/predict/costterms.py): the products of layers, widths and FFN sizes that
+    # HAT's ten
     # averages leave to the network are given exactly; the MLP learns the remainder.
     "default": Recipe(
         "default", lr=1e-3, bsz=128, steps=3000, schedule="cosine", warmup=100,
@@ -280,7 +282,8 @@ def _drift_corrected(features: np.ndarray, latency_ms: np.ndarray, train_idx: np
 
 
 def mlp_fitter(recipe: Recipe | str, lat_norm: float) -> Fitter:
-    """A cross-fitting model for :func:`hat.latency.drift.estimate_drift`: a predictor trained
+    """A cross-fitting model for :func:`hat.latency.predict.drift.estimate_drift`: a predictor
+    trained
     with ``recipe`` on the other folds (a tenth of them for checkpoint choice)."""
 
     def fit(x: np.ndarray, y: np.ndarray, rest: np.ndarray, held: np.ndarray,

@@ -22,8 +22,8 @@ import numpy as np
 from hat.atomic import check_writable
 from hat.cli import run_cli
 from hat.errors import HatConfigError
-from hat.latency.fewshot import DATA_METHODS, METHODS
-from hat.latency.predictor import FEATURE_NORM, LatencyPredictor
+from hat.latency.predict.fewshot import DATA_METHODS, METHODS
+from hat.latency.predict.predictor import FEATURE_NORM, LatencyPredictor
 
 log = logging.getLogger("latency_predictor")
 MIN_ROWS = 20  # fewer rows leave the validation and test splits (10% each) one row or none
@@ -69,7 +69,8 @@ def build_parser() -> configargparse.ArgParser:
           help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")
     p.add("--drift-correct", choices=["none", "neighbours"], default="none",
           help="'neighbours': divide each row by the device's speed around it, estimated from "
-               "its neighbours in measurement order (hat/latency/drift.py); the summary then "
+               "its neighbours in measurement order (hat/latency/predict/drift.py); the summary "
+               "then "
                "also reports accuracy on the uncorrected labels")
     p.add("--drift-window", type=int, default=15, help="neighbours on each side")
     p.add("--plot-path", default=None, help="scatter PNG (default: next to the checkpoint)")
@@ -120,10 +121,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def train_or_evaluate(args: Any, claim: Callable[[], None]) -> dict[str, Any]:
     """:func:`run` after parsing; ``claim()`` takes ckpt-path once the inputs are checked."""
-    from hat.latency.drift import measurement_order
-    from hat.latency.fewshot import MIN_ROWS as FEWSHOT_MIN_ROWS
-    from hat.latency.fit import split_indices
-    from hat.latency.predictor import check_norms
+    from hat.latency.predict.drift import measurement_order
+    from hat.latency.predict.fewshot import MIN_ROWS as FEWSHOT_MIN_ROWS
+    from hat.latency.predict.fit import split_indices
+    from hat.latency.predict.predictor import check_norms
 
     if args.feature_dim != 10:
         raise HatConfigError(f"feature-dim must be 10 (HAT's features), got {args.feature_dim}")
@@ -179,8 +180,8 @@ def train_or_evaluate(args: Any, claim: Callable[[], None]) -> dict[str, Any]:
 def drift_corrected(args: Any, x: np.ndarray, y: np.ndarray, order: np.ndarray, ln: float,
                     summary: dict[str, Any]) -> np.ndarray:
     """``--drift-correct neighbours``: the latencies with the device's drift divided out."""
-    from hat.latency.drift import estimate_drift
-    from hat.latency.fit import fit_recipe, mlp_fitter
+    from hat.latency.predict.drift import estimate_drift
+    from hat.latency.predict.fit import fit_recipe, mlp_fitter
 
     log.info("estimating drift from neighbouring rows (window %d)", args.drift_window)
     steps = 1500 if args.max_steps is None else min(1500, args.max_steps)
@@ -198,8 +199,8 @@ def drift_corrected(args: Any, x: np.ndarray, y: np.ndarray, order: np.ndarray, 
 def fit_fewshot_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, ln: float,
                      ckpt: Path, summary: dict[str, Any]) -> LatencyPredictor:
     """``--fewshot N``: a predictor from N rows on top of another device's predictor/data."""
-    from hat.latency.fewshot import component_predictors, fit_fewshot
-    from hat.latency.fit import fit_recipe
+    from hat.latency.predict.fewshot import component_predictors, fit_fewshot
+    from hat.latency.predict.fit import fit_recipe
 
     if not (args.source_ckpt or args.source_dataset):
         raise HatConfigError("--fewshot needs --source-ckpt (another device's predictor) "
@@ -234,7 +235,7 @@ def train_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.n
                fn: Sequence[float], ln: float, order: np.ndarray, ckpt: Path,
                summary: dict[str, Any]) -> LatencyPredictor:
     """Train a predictor with ``--recipe`` on the training split and save it."""
-    from hat.latency.fit import fit_recipe, train_predictor
+    from hat.latency.predict.fit import fit_recipe, train_predictor
 
     over: dict[str, Any] = {}
     if args.recipe == "hat":
@@ -266,7 +267,7 @@ def train_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.n
                  d["rows_changed_over_2pct"], d["scale"])
     pred.meta["dataset"] = dataset_record(args.lat_dataset_path)
     pred.save(ckpt)
-    from hat.latency.timing import DEPLOYMENTS
+    from hat.latency.measure.timing import DEPLOYMENTS
 
     log.info("saved %s (+ %s); its latencies are for lat-deployment %s: %s", ckpt,
              ckpt.name + ".json", pred.deployment, DEPLOYMENTS.get(pred.deployment, "?"))
@@ -279,7 +280,7 @@ def report(args: Any, pred: LatencyPredictor, x: np.ndarray, y: np.ndarray,
            y_measured: np.ndarray, va: np.ndarray, te: np.ndarray, ckpt: Path,
            plot: Path | None, summary: dict[str, Any]) -> None:
     """Test and validation metrics, the scatter plot, the printed report (one for every mode)."""
-    from hat.latency.report import metrics, save_scatter
+    from hat.latency.predict.report import metrics, save_scatter
 
     p_te = pred.predict(x[te])
     m_te = metrics(p_te, y[te])

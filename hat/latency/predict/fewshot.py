@@ -7,7 +7,8 @@ the result saves, loads and predicts in batches like any predictor:
 - ``scale``: ``y = a * src(x)``; ``affine``: ``y = a * src(x) + b`` (folded into the MLPs),
 - ``finetune``: the affine model, then all layers fine-tuned on the rows (relative-error loss,
   a pull towards the starting weights, fixed small step count),
-- ``cost``: a linear model on the analytic cost terms (:mod:`hat.latency.costterms`), ridge on
+- ``cost``: a linear model on the analytic cost terms (:mod:`hat.latency.predict.costterms`),
+  ridge on
   relative error; uses the new device's rows only and is the candidate that carries the
   device's own balance of matmul, attention and per-layer costs,
 - ``cost+src``: the same with ``src(x)`` as one more term (the other device's predictor adds
@@ -28,9 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from hat.latency.costterms import cost_terms, fit_relative_ridge
-from hat.latency.fit import Recipe, train_predictor
-from hat.latency.predictor import (
+from hat.latency.predict.costterms import cost_terms, fit_relative_ridge
+from hat.latency.predict.fit import Recipe, train_predictor
+from hat.latency.predict.predictor import (
     FEATURE_NORM,
     LatencyMLP,
     LatencyPredictor,

@@ -4,7 +4,7 @@ A linear model on these terms is a latency model with one coefficient per kind o
 is proportional to the arithmetic (or the kernel launches) of one part of the network, with
 HAT's fixed ``qkv_dim`` (projections are ``embed_dim x 512``) and averages turned back into sums
 (``layer_num x ffn_avg`` = the summed FFN width). A few measured rows of a new device pin the
-13 coefficients far better than they pin a 400-wide MLP (:mod:`hat.latency.fewshot`).
+13 coefficients far better than they pin a 400-wide MLP (:mod:`hat.latency.predict.fewshot`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from hat.errors import HatConfigError
-from hat.latency.timing import DUMMY_TOKEN
+from hat.latency.measure.timing import DUMMY_TOKEN
 from hat.space import SearchSpace
 
 DEFAULT_LATITER = {"cpu": 10, "cuda": 20}  # timed runs per SubTransformer (HAT's repo configs)

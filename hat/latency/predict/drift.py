@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hat.latency.costterms import cost_terms, fit_relative_ridge
+from hat.latency.predict.costterms import cost_terms, fit_relative_ridge
 
 # A cross-fitting model: (features, latency_ms, rows to fit on, rows to predict, seed) ->
 # predictions (ms) of the rows to predict. :func:`cost_fitter` here; a trained predictor is
-# :func:`hat.latency.fit.mlp_fitter`.
+# :func:`hat.latency.predict.fit.mlp_fitter`.
 Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hat.errors import HatConfigError
-from hat.latency.timing import Measurement
+from hat.latency.measure.timing import Measurement
 from hat.space import SubConfig
 
 
