@@ -3,7 +3,7 @@ r"""Search a SubTransformer under a latency limit (HAT's evolutionary search).
 
 python evo_search.py --configs=configs/wmt14.en-de/supertransformer/space0.yml \
     --evo-configs=configs/wmt14.en-de/evo_search/wmt14ende_titanxp.yml
-(see hat/search/options.py for the keys; any key can also be given on the command line)
+(docs/search.md lists the keys; any key can also be given on the command line)
 """
 
 import sys

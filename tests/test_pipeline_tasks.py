@@ -183,6 +183,11 @@ def test_results_report_every_test_split_and_dominance_on_each() -> None:
     res = report.results(models, {}, {"preset": "p", "device": "cpu", "machine": "m",
                                       "date": "d", "latency_protocol": "x"})
     assert res["models"][2]["dominated_by_test_unseen"] is None
+    for m in models:  # untrained models (the tiny preset): 0 BLEU everywhere, nothing judged
+        m["bleu"] = m["bleu_test_unseen"] = 0.0
+    res = report.results(models, {}, {"preset": "p", "device": "cpu", "machine": "m",
+                                      "date": "d", "latency_protocol": "x"})
+    assert res["models"][2]["dominated_by"] is None
     import struct
     import tempfile
 

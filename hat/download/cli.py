@@ -28,8 +28,10 @@ def _common_options(p: argparse.ArgumentParser) -> None:
 def model_parser(prog: str = "download_model.py") -> argparse.ArgumentParser:
     """download_model.py's options: HAT's (--model-name, --save-path, --download-all) and ours."""
     p = argparse.ArgumentParser(prog=prog, description="Download HAT's released models "
-                                "(<save-path>/<name>.pt).", epilog="Exit status 1 when a "
-                                "download failed, 2 for bad input.")
+                                "(<save-path>/<name>.pt).", epilog="example: python "
+                                f"download_model.py --model-name={dl.DEFAULT_MODEL}\nExit "
+                                "status 1 when a download failed, 2 for bad input.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-name", default=dl.DEFAULT_MODEL,
                    help=f"model to download (default, as in HAT: {dl.DEFAULT_MODEL})")
     p.add_argument("--save-path", default=dl.DEFAULT_SAVE_PATH,

@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
                     "predictor, search under 2-3 latency limits, retrain the found "
                     "SubTransformers and uniform Transformer baselines from scratch, and "
                     "report BLEU and measured latency (synthetic toy corpus, or --task). Run the "
-                    "same command again to continue an interrupted run.")
+                    "same command again to continue an interrupted run.",
+        epilog="example: python -m hat.pipeline --out runs/quickstart   (2-core CPU: 6.5-17 "
+               "min with the machine's load; --tiny: a 1.5-3 min workflow check)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder (everything goes there)")
     ap.add_argument("--task", choices=sorted(TASKS), default="toy",
                     help="corpus: toy (synthetic, made in --out), debian.en-de / debian.en-fr "
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                          "the first stage builds it with scripts/prepare_data.py: ~600 MB of "
                          "packages from Debian's mirror, ~5 min; default preset 'debian', a GPU)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                    help="sizes: default (2-core CPU, ~7 min), tiny (a workflow check, ~1-2 min, "
+                    help="sizes: default (2-core CPU, ~7 min idle), tiny (a workflow check, "
+                         "~1.5-3 min, "
                          "barely trained models), cuda "
                          "(toy on one GPU), debian (a Debian corpus on a GPU: about 40 min "
                          "on one H200, an estimate: not yet run as one pipeline); default: the "

@@ -19,7 +19,7 @@ class Preset:
     super_updates: int = 800  # SuperTransformer training updates
     lat_rows: int = 120  # latency dataset rows (SubTransformers measured)
     latiter: int = 10  # timed runs per row
-    predictor_steps: int = 2000
+    predictor_steps: int = 2000  # train-steps: HAT's recipe only; the default recipe trains its own
     evo_iter: int = 8
     population: int = 30
     parents: int = 8

@@ -8,6 +8,7 @@ from typing import Any
 from hat.atomic import atomic_write_json, atomic_write_text
 
 BLEU_SLACK, LATENCY_RATIO = 0.2, 0.7
+MIN_BLEU = 1.0  # below it (the tiny preset's barely trained models) dominance is not judged
 DOMINANCE = (f"a found model within {BLEU_SLACK} BLEU of the baseline (or better) at no more than "
              f"{LATENCY_RATIO}x its measured latency")
 
@@ -15,7 +16,10 @@ DOMINANCE = (f"a found model within {BLEU_SLACK} BLEU of the baseline (or better
 def dominated_by(base: dict[str, Any], found: list[dict[str, Any]], bleu: str = "bleu"
                  ) -> str | None:
     """The first found model that dominates a baseline by :data:`DOMINANCE` (None: none), by
-    the BLEU under key ``bleu`` (``bleu_<split>``: another test split)."""
+    the BLEU under key ``bleu`` (``bleu_<split>``: another test split). None too when the
+    baseline scores below :data:`MIN_BLEU`: among untrained models dominance means nothing."""
+    if base[bleu] is None or base[bleu] < MIN_BLEU:
+        return None
     for m in sorted(found, key=lambda m: m["measured_latency_ms"]):
         if m[bleu] >= base[bleu] - BLEU_SLACK and \
                 m["measured_latency_ms"] <= LATENCY_RATIO * base["measured_latency_ms"]:

@@ -9,6 +9,7 @@ plot is written next to the checkpoint.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -32,7 +33,13 @@ MIN_ROWS = 20  # fewer rows leave the validation and test splits (10% each) one 
 def build_parser() -> configargparse.ArgParser:
     """The CLI; YAML config keys are the long option names without dashes."""
     p = configargparse.ArgParser(
-        prog="latency_predictor.py", description=__doc__.splitlines()[0],
+        prog="latency_predictor.py", usage="latency_predictor.py --configs=YAML [options]",
+        description="Train (or evaluate) a latency predictor from a latency CSV.\n\nexample: "
+                    "python latency_predictor.py --configs=configs/wmt14.en-de/"
+                    "latency_predictor/cpu_epyc.yml --lat-dataset-path latency_dataset/measured/"
+                    "wmt14ende_cpu_epyc_all.csv --ckpt-path latency_dataset/measured/"
+                    "wmt14ende_cpu_epyc.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         config_file_parser_class=configargparse.YAMLConfigFileParser,
     )
     p.add("--configs", is_config_file=True, help="YAML config (HAT's latency_predictor keys)")
