@@ -365,6 +365,13 @@ def test_download_extract_and_prepare_without_raw_dir(tmp_path: Path) -> None:
         fetch.fetch_raw(bad, out / "orig")
     with pytest.raises(DataPrepError, match="could not download de-en.tgz"):
         fetch.fetch_raw(bad, tmp_path / "empty")
+    # the one safe extractor (hat.download.data.safe_extract): a member leading outside is refused
+    evil = tmp_path / "evil.tgz"
+    with tarfile.open(evil, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "de-en", arcname="../de-en")
+    with pytest.raises(DataPrepError, match="leads outside the folder"):
+        fetch.extract(evil, tmp_path / "evil_raw")
+    assert not (tmp_path / "evil_raw" / "de-en").exists()  # nothing written outside staging
 
 
 # ---------------------------------------------------------------------------------------------

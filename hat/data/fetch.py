@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from hat.data.recipes import DataPrepError, Download, TaskRecipe
+from hat.download.catalog import DownloadError
 
 logger = logging.getLogger(__name__)
 
@@ -120,13 +120,13 @@ def extract(archive: Path, raw_dir: Path) -> None:
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 zf.extractall(staging)
-        else:
-            with tarfile.open(archive) as tf:
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(staging, filter="data")
-                else:  # pragma: no cover - Python < 3.11.4
-                    tf.extractall(staging)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
+        else:  # the one safe tar extractor (plain files and folders, paths inside staging)
+            from hat.download.data import safe_extract
+
+            safe_extract(archive, staging)
+    except DownloadError as err:
+        raise DataPrepError(str(err)) from None
+    except (zipfile.BadZipFile, EOFError) as err:
         raise DataPrepError(f"{archive}: cannot extract ({err}); delete it to download "
                             "again") from None
     _merge_move(staging, raw_dir)
