@@ -51,7 +51,6 @@ from hat.translate import average_into, check_data, load_model, translate
 if TYPE_CHECKING:
     from hat.generate.clock import DecodeClock
 
-logger = logging.getLogger("hat.bleu")
 
 METRICS = ("normal", "sacre")
 

@@ -3,19 +3,13 @@ reports it; equals multi-bleu.perl) and sacreBLEU on Moses-detokenized output wi
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hat.errors import HatConfigError
-
-if TYPE_CHECKING:
-    pass
-
-logger = logging.getLogger(__name__)
 
 _COMPOUND = re.compile(r"(\S)-(\S)")
 

@@ -4,7 +4,6 @@ the test set's order."""
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -19,7 +18,6 @@ from hat.space import read_subtransformer_yaml
 if TYPE_CHECKING:
     from hat.generate.clock import DecodeClock
 
-logger = logging.getLogger(__name__)
 
 _NOISE = (r"(?s).*ConfigStore schema", r"(?s).*pin_memory")  # fairseq/hydra/torch chatter
 

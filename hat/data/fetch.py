@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hat.data.recipes import DataPrepError, Download, TaskRecipe
 from hat.download.catalog import DownloadError
+from hat.download.data import safe_extract
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,6 @@ def extract(archive: Path, raw_dir: Path) -> None:
             with zipfile.ZipFile(archive) as zf:
                 zf.extractall(staging)
         else:  # the one safe tar extractor (plain files and folders, paths inside staging)
-            from hat.download.data import safe_extract
-
             safe_extract(archive, staging)
     except DownloadError as err:
         raise DataPrepError(str(err)) from None

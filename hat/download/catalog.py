@@ -6,13 +6,8 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from hat.errors import HatConfigError
-
-if TYPE_CHECKING:
-    pass
-
 
 _DROPBOX = "https://www.dropbox.com/s/"
 

@@ -12,16 +12,13 @@ import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hat.atomic import atomic_write_json
 from hat.download.catalog import MARKER, DownloadError, HatData, check_task, direct_url
 from hat.download.checks import check_file_sha, check_sha256, databin_missing, read_sha256
 from hat.download.transfer import CHUNK, fetch_url, glob_escape, progress_bar, reason, remove_stale
 from hat.errors import HatConfigError
-
-if TYPE_CHECKING:
-    pass
 
 
 def fetch_data(task: str, out: str | os.PathLike | None = None,

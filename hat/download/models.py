@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hat.download.catalog import (
     DEFAULT_SAVE_PATH,
@@ -17,9 +16,6 @@ from hat.download.catalog import (
 from hat.download.checks import check_model_file, check_sha256, read_sha256
 from hat.download.transfer import copy_file, fetch_url, glob_escape, remove_stale
 
-if TYPE_CHECKING:
-    pass
-
 
 def download_model(name: str, save_path: str | os.PathLike = DEFAULT_SAVE_PATH,
                    mirror: str | os.PathLike | None = None, sha256: str | None = None,
@@ -29,8 +25,8 @@ def download_model(name: str, save_path: str | os.PathLike = DEFAULT_SAVE_PATH,
     ``present``, ``copied`` or ``downloaded``). ``mirror``: copy ``<mirror>/<name>.pt`` instead
     of downloading (its ``<name>.pt.sha256``, if present, is checked); ``url`` overrides the
     table's."""
-    url = direct_url(url) if url else model_url(name)  # (model_url reads the table now)
     check_model_name(name)
+    url = direct_url(url) if url else model_url(name)
     dest = Path(save_path) / f"{name}.pt"
     remove_stale(dest.parent, f".{glob_escape(dest.name)}.*.tmp")
     expected = check_sha256(sha256) if sha256 else None

@@ -11,13 +11,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from hat.atomic import atomic_path
 from hat.download.catalog import CHUNK, DownloadError
-
-if TYPE_CHECKING:
-    pass
 
 
 def progress_bar(total: int | None, desc: str) -> Any:

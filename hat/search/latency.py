@@ -138,14 +138,12 @@ def measure_setup(predictor: LatencyPredictor, device: str, search_args: Any) ->
     ds = predictor.meta.get("dataset") or {}
     proto, model = ds.get("protocol"), ds.get("model")
     if proto:
-        was = str(proto.get("device", "cpu"))
-        if kind == "cpu" and was.startswith("cuda"):
-            protocol = Protocol.from_record(proto, device="cpu", cuda_graph=False, threads=None,
-                                            timer="wall")
+        changes: dict[str, Any] = {}  # measured elsewhere: this machine's device, its timer
+        if kind == "cpu" and str(proto.get("device", "cpu")).startswith("cuda"):
+            changes = {"device": "cpu", "cuda_graph": False, "threads": None, "timer": "wall"}
         elif kind == "cuda":
-            protocol = Protocol.from_record(proto, device="cuda", threads=None, timer="wall")
-        else:
-            protocol = Protocol.from_record(proto)
+            changes = {"device": "cuda", "threads": None, "timer": "wall"}
+        protocol = Protocol.from_record(proto, **changes)
         source = f"the predictor's dataset {ds.get('csv', '?')}"
     else:
         protocol = Protocol(src_len=sentence_length(getattr(search_args, "arch", "")), beam=5,
