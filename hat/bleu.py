@@ -42,6 +42,7 @@ import torch
 
 from hat.atomic import atomic_write_text, check_writable
 from hat.cli import run_cli
+from hat.corpora import TASKS
 from hat.errors import HatConfigError
 from hat.metrics import BleuResult, moses_detokenize, read_lines, sacre_bleu, tokenized_bleu
 from hat.space import SubConfig
@@ -56,7 +57,7 @@ METRICS = ("normal", "sacre")
 
 
 @dataclass(frozen=True)
-class TaskSettings:
+class BleuSettings:
     """HAT's test settings and default paths of one task."""
 
     tgt: str
@@ -69,24 +70,16 @@ class TaskSettings:
     ref: str = ""
 
 
-def _wmt(name: str, tgt: str) -> TaskSettings:
-    return TaskSettings(tgt, beam=4, lenpen=0.6, data=f"data/{name}/data-bin",
-                        ref=f"data/{name}/tokenized/test.detok.{tgt}")
+def task_settings(name: str) -> BleuSettings:
+    """The test settings and default paths of catalogue task ``name``."""
+    t = TASKS[name]
+    sc = t.scoring
+    return BleuSettings(t.tgt, beam=sc.beam, lenpen=sc.lenpen, remove_bpe=sc.remove_bpe,
+                        compound_split=sc.compound_split, lowercase=sc.lowercase,
+                        data=t.data_bin, ref=t.ref)
 
 
-TASKS: dict[str, TaskSettings] = {
-    "wmt14.en-de": _wmt("wmt14.en-de", "de"),
-    "wmt14.en-fr": _wmt("wmt14.en-fr", "fr"),
-    "wmt19.en-de": _wmt("wmt19.en-de", "de"),
-    "iwslt14.de-en": TaskSettings("en", lowercase=True, data="data/iwslt14.de-en/data-bin",
-                                  ref="data/iwslt14.de-en/tokenized/test.detok.en"),
-    **{f"debian.en-{t}": TaskSettings(t, data=f"data/debian.en-{t}/data-bin",
-                                      ref=f"data/debian.en-{t}/tokenized/test.detok.{t}")
-       for t in ("de", "fr")},
-    "toy": TaskSettings("tgt", remove_bpe=False, data="data/toy/data-bin",
-                        ref="data/toy/raw/test.detok.tgt"),
-}
-GENERIC = TaskSettings("", remove_bpe=False)
+GENERIC = BleuSettings("", remove_bpe=False)
 
 
 # ----- command line ---------------------------------------------------------------------------
@@ -106,9 +99,9 @@ class Evaluation:
     clock: DecodeClock | None = None
 
 
-def settings_for(args: argparse.Namespace) -> TaskSettings:
+def settings_for(args: argparse.Namespace) -> BleuSettings:
     """Task settings with the command line's explicit values applied."""
-    base = TASKS[args.task] if args.task else GENERIC
+    base = task_settings(args.task) if args.task else GENERIC
     values = asdict(base)
     subset = getattr(args, "subset", "test") or "test"
     if subset != "test" and values["ref"]:  # the task's reference of that split
@@ -118,7 +111,7 @@ def settings_for(args: argparse.Namespace) -> TaskSettings:
         v = getattr(args, key)
         if v is not None:
             values[key] = v
-    return TaskSettings(**values)
+    return BleuSettings(**values)
 
 
 def evaluate(args: argparse.Namespace) -> Evaluation:

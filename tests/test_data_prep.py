@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hat.corpora import task_recipe
 from hat.data import fetch, recipes, text
 from hat.data import prepare as prep
 from hat.data import toy_corpus as toy
@@ -281,7 +282,7 @@ def _check_data_bin(data_bin: Path, recipe: TaskRecipe, n_test: int) -> None:
 
 @pytest.mark.parametrize("task", ["wmt14.en-de", "wmt19.en-de", "iwslt14.de-en"])
 def test_task_end_to_end(task: str, tmp_path: Path) -> None:
-    recipe = recipes.task_recipe(task)
+    recipe = task_recipe(task)
     raw = tmp_path / "raw"
     sizes = make_raw(recipe, raw)
     out = tmp_path / "out"
@@ -300,7 +301,7 @@ def test_task_end_to_end(task: str, tmp_path: Path) -> None:
 
 
 def test_wmt14_en_fr_valid_split(tmp_path: Path) -> None:
-    recipe = recipes.task_recipe("wmt14.en-fr")
+    recipe = task_recipe("wmt14.en-fr")
     raw = tmp_path / "raw"
     make_raw(recipe, raw, n_train=270, n_eval=5)  # 5 corpora -> 1350 lines, one valid line
     data_bin = prep.prepare("wmt14.en-fr", tmp_path / "out", raw_dir=raw, bpe_tokens=50)
@@ -309,7 +310,7 @@ def test_wmt14_en_fr_valid_split(tmp_path: Path) -> None:
 
 
 def test_resume_skips_finished_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    recipe = recipes.task_recipe("iwslt14.de-en")
+    recipe = task_recipe("iwslt14.de-en")
     raw, out = tmp_path / "raw", tmp_path / "out"
     make_raw(recipe, raw)
     prep.prepare(recipe.name, out, raw_dir=raw, bpe_tokens=50)
@@ -343,7 +344,7 @@ def test_map_lines_in_parallel_keeps_order() -> None:
 
 
 def test_download_extract_and_prepare_without_raw_dir(tmp_path: Path) -> None:
-    recipe = recipes.task_recipe("iwslt14.de-en")
+    recipe = task_recipe("iwslt14.de-en")
     sizes = make_raw(recipe, tmp_path / "src")
     archive = tmp_path / "de-en.tgz"
     with tarfile.open(archive, "w:gz") as tf:
@@ -380,7 +381,7 @@ def test_download_extract_and_prepare_without_raw_dir(tmp_path: Path) -> None:
 
 
 def test_missing_raw_file_names_file_and_task(tmp_path: Path, capsys) -> None:
-    recipe = recipes.task_recipe("wmt14.en-de")
+    recipe = task_recipe("wmt14.en-de")
     raw = tmp_path / "raw"
     make_raw(recipe, raw)
     (raw / "test-full" / "newstest2014-deen-ref.de.sgm").unlink()
@@ -396,13 +397,13 @@ def test_missing_raw_file_names_file_and_task(tmp_path: Path, capsys) -> None:
 def test_unknown_task_lists_allowed(capsys) -> None:
     with pytest.raises(DataPrepError, match="allowed tasks: debian.en-de, debian.en-fr, "
                                             "iwslt14.de-en, wmt14.en-de"):
-        recipes.task_recipe("wmt16.en-de")
+        task_recipe("wmt16.en-de")
     assert prep.main(["--task", "wmt16.en-de", "--raw-dir", "."]) == 2
     assert "wmt19.en-de" in capsys.readouterr().err
 
 
 def test_non_parallel_corpus_is_an_error(tmp_path: Path) -> None:
-    recipe = recipes.task_recipe("iwslt14.de-en")
+    recipe = task_recipe("iwslt14.de-en")
     raw = tmp_path / "raw"
     make_raw(recipe, raw)
     with open(raw / "de-en" / "train.tags.de-en.en", "a", encoding="utf-8") as f:
@@ -412,7 +413,7 @@ def test_non_parallel_corpus_is_an_error(tmp_path: Path) -> None:
 
 
 def test_expected_files_and_list_files(capsys) -> None:
-    files = dict(recipes.expected_files("iwslt14.de-en"))
+    files = dict(recipes.expected_files(task_recipe("iwslt14.de-en")))
     assert files["de-en/train.tags.de-en.de"] == "de-en.tgz"
     assert "de-en/IWSLT14.TEDX.dev2012.de-en.en.xml" in files
     assert prep.main(["--task", "wmt19.en-de", "--list-files"]) == 0

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from hat.corpora import task_recipe
 from hat.data import catalogs as cat
 from hat.data import debian as deb
 from hat.data import prepare as prep
-from hat.data import recipes
 from hat.data.recipes import DataPrepError
 from tests.conftest import ROOT
 
@@ -226,7 +226,7 @@ def test_pipeline_on_catalog_folder(debian_bin: Path, tmp_path: Path) -> None:
     # same catalogs in another folder: byte-identical splits
     out2 = tmp_path / "again"
     cat = Path(man["catalog_dir"])
-    deb.prepare_debian(recipes.task_recipe("debian.en-de"), out2, catalog_dir=cat)
+    deb.prepare_debian(task_recipe("debian.en-de"), out2, catalog_dir=cat)
     for split in deb.SPLITS:
         for lang in ("en", "de"):
             a = (debian_bin / "orig" / f"{split}.{lang}").read_bytes()

@@ -220,7 +220,9 @@ def test_bleu_stage_scores_the_tasks_further_test_splits(run, tmp_path: Path) ->
 
     out, _ = run
     (tmp_path / "data").symlink_to(out / "data")  # the toy corpus lives in its run folder
-    task = dataclasses.replace(TASKS["toy"], extra_test_splits=("valid",))
+    toy = TASKS["toy"]
+    pipe = dataclasses.replace(toy.pipe, extra_test_splits=("valid",))
+    task = dataclasses.replace(toy, pipe=pipe)
     ctx = Context(out=tmp_path, preset=preset("tiny"), say=lambda m: None, task=task)
     m = json.loads((out / "results.json").read_text())["models"][0]
     got = stage_bleu(ctx, [m], workers=2)["scores"][m["name"]]

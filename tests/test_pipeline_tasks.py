@@ -27,8 +27,8 @@ def _ctx(tmp_path: Path, task: str, name: str, gpus: int = 1) -> Context:
 
 def test_every_task_names_configs_that_exist() -> None:
     for t in TASKS.values():
-        for rel in (t.super_config, t.latency_config, t.predictor_config, t.evo_config,
-                    t.retrain_config):
+        for rel in (t.pipe.super_config, t.pipe.latency_config, t.pipe.predictor_config,
+                    t.pipe.evo_config, t.pipe.retrain_config):
             assert t.config(rel).is_file(), (t.name, rel)
 
 
@@ -200,8 +200,8 @@ def test_results_report_every_test_split_and_dominance_on_each() -> None:
                                              for r in res["models"]]}, Path(tmp) / "1.png")
         two = report.plot(res, Path(tmp) / "2.png")
         assert png_width(two) > 1.8 * png_width(one)
-    assert TASKS["debian.en-de"].extra_test_splits == ("test_unseen",)
-    assert TASKS["toy"].extra_test_splits == ()
+    assert TASKS["debian.en-de"].pipe.extra_test_splits == ("test_unseen",)
+    assert TASKS["toy"].pipe.extra_test_splits == ()
 
 
 def test_bleu_reference_follows_the_subset() -> None:

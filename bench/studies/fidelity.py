@@ -87,7 +87,7 @@ class Source:
     def from_run(cls, run: Path) -> Source:
         ctx = run_context(run)
         yml = run / "configs" / "supertransformer.yml"
-        return cls(run, ctx, yml if yml.is_file() else ctx.task.config(ctx.task.super_config),
+        return cls(run, ctx, yml if yml.is_file() else ctx.task.config(ctx.task.pipe.super_config),
                    ctx.preset.retrain_updates)
 
     @classmethod
@@ -96,9 +96,9 @@ class Source:
         from hat.pipeline.tasks import pipeline_task
 
         t = pipeline_task(task)
-        ctx = Context(out=out, preset=preset(t.default_preset), say=lambda m: print(m, flush=True),
-                      seed=seed, task=t)
-        return cls(out, ctx, t.config(t.super_config), ctx.preset.retrain_updates)
+        ctx = Context(out=out, preset=preset(t.pipe.default_preset),
+                      say=lambda m: print(m, flush=True), seed=seed, task=t)
+        return cls(out, ctx, t.config(t.pipe.super_config), ctx.preset.retrain_updates)
 
 
 def run_context(run: Path) -> Context:

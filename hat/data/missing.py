@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-HAT_TASKS = ("wmt14.en-de", "wmt14.en-fr", "wmt19.en-de", "iwslt14.de-en")
+from hat.corpora import HAT_TASKS
 
 
 def how_to_get(data_dir: str | os.PathLike) -> str:

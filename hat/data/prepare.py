@@ -32,8 +32,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from hat.cli import run_cli
+from hat.corpora import TASKS, task_recipe
 from hat.data.fetch import fetch_raw
-from hat.data.recipes import TASKS, DataPrepError, TaskRecipe, expected_files, task_recipe
+from hat.data.recipes import DataPrepError, TaskRecipe, expected_files
 from hat.data.text import (
     check_raw_files,
 )
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``scripts/prepare_data.py``."""
     p = argparse.ArgumentParser(
         description="Download and preprocess a HAT translation task into a fairseq data-bin.")
-    p.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASKS))}")
+    known = sorted(n for n, t in TASKS.items() if t.recipe)
+    p.add_argument("--task", required=True, help=f"one of: {', '.join(known)}")
     p.add_argument("--out", type=Path, help="output directory (default: data/<task>)")
     p.add_argument("--raw-dir", type=Path,
                    help="directory with the already extracted raw files; skips the download")

@@ -89,7 +89,7 @@ def _sgm(name: str, files: dict[str, str], archive: str) -> Corpus:
     return Corpus(name, "sgm", files, archive)
 
 
-def _wmt14_en_de() -> TaskRecipe:
+def wmt14_en_de() -> TaskRecipe:
     en_de = ("en", "de")
     return TaskRecipe(
         name="wmt14.en-de", src="en", tgt="de",
@@ -124,7 +124,7 @@ def _wmt14_en_de() -> TaskRecipe:
     )
 
 
-def _wmt14_en_fr() -> TaskRecipe:
+def wmt14_en_fr() -> TaskRecipe:
     en_fr = ("en", "fr")
     return TaskRecipe(
         name="wmt14.en-fr", src="en", tgt="fr",
@@ -158,7 +158,7 @@ def _wmt14_en_fr() -> TaskRecipe:
     )
 
 
-def _wmt19_en_de() -> TaskRecipe:
+def wmt19_en_de() -> TaskRecipe:
     en_de = ("en", "de")
     de_first = {"de": 0, "en": 1}
     return TaskRecipe(
@@ -203,7 +203,7 @@ def _wmt19_en_de() -> TaskRecipe:
     )
 
 
-def _iwslt14_de_en() -> TaskRecipe:
+def iwslt14_de_en() -> TaskRecipe:
     talks = ("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011", "TED.tst2012")
     return TaskRecipe(
         name="iwslt14.de-en", src="de", tgt="en",
@@ -229,7 +229,7 @@ def _iwslt14_de_en() -> TaskRecipe:
     )
 
 
-def _debian(tgt: str) -> TaskRecipe:
+def debian(tgt: str) -> TaskRecipe:
     def plain(name: str) -> Corpus:
         return Corpus(name, "plain", {lang: f"{name}.{lang}" for lang in ("en", tgt)}, "")
 
@@ -242,24 +242,8 @@ def _debian(tgt: str) -> TaskRecipe:
               "IWSLT14-sized corpus, where 10k is the usual choice.")
 
 
-TASKS: dict[str, TaskRecipe] = {
-    r.name: r for r in (_wmt14_en_de(), _wmt14_en_fr(), _wmt19_en_de(), _iwslt14_de_en(),
-                        _debian("de"), _debian("fr"))
-}
-
-
-def task_recipe(task: str) -> TaskRecipe:
-    """Return the recipe of ``task``; raise DataPrepError listing the known tasks otherwise."""
-    try:
-        return TASKS[task]
-    except KeyError:
-        raise DataPrepError(
-            f"unknown task {task!r}; allowed tasks: {', '.join(sorted(TASKS))}") from None
-
-
-def expected_files(task: str | TaskRecipe) -> list[tuple[str, str]]:
-    """List ``(relative path, archive)`` of every raw file a task reads from the raw dir."""
-    recipe = task_recipe(task) if isinstance(task, str) else task
+def expected_files(recipe: TaskRecipe) -> list[tuple[str, str]]:
+    """List ``(relative path, archive)`` of every raw file a recipe reads from the raw dir."""
     out: list[tuple[str, str]] = []
     for corpus in recipe.train + recipe.valid + recipe.test:
         for lang in recipe.langs:

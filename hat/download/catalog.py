@@ -7,9 +7,9 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from hat.corpora import DROPBOX as _DROPBOX
+from hat.corpora import TASKS
 from hat.errors import HatConfigError
-
-_DROPBOX = "https://www.dropbox.com/s/"
 
 # HAT's released models (name -> published Dropbox link, from HAT's download_model.py): 44
 # SubTransformers (SuperTransformer shapes, their architecture in the args) and 4 SuperTransformers.
@@ -78,15 +78,7 @@ class HatData:
 
 
 HAT_DATA: dict[str, HatData] = {
-    "wmt14.en-de": HatData(f"{_DROPBOX}axfwl1vawper8yk/wmt16_en_de.preprocessed.tgz?dl=0",
-                           "wmt16_en_de.preprocessed.tgz", "en", "de"),
-    "wmt14.en-fr": HatData(f"{_DROPBOX}mrs8efjrrnc61xi/wmt14_en_fr.preprocessed.tgz?dl=0",
-                           "wmt14_en_fr.preprocessed.tgz", "en", "fr"),
-    "wmt19.en-de": HatData(f"{_DROPBOX}q2st4ox2na9z5z2/wmt19_en_de.preprocessed.tgz?dl=0",
-                           "wmt19_en_de.preprocessed.tgz", "en", "de"),
-    "iwslt14.de-en": HatData(f"{_DROPBOX}t5dqiamjdzahhfc/iwslt14_de_en.preproessed.tgz?dl=0",
-                             "iwslt14_de_en.preprocessed.tgz", "de", "en"),
-}
+    name: HatData(t.hat.url, t.hat.archive, t.src, t.tgt) for name, t in TASKS.items() if t.hat}
 MARKER = ".hat_preprocessed.json"  # written into a data-bin this module extracted
 SPLITS = ("train", "valid", "test")
 CHUNK = 1 << 20

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hat.corpora import TASKS
 from hat.download.catalog import CHUNK, SPLITS, DownloadError
 from hat.errors import HatConfigError, UnsafeCheckpointError
 from hat.paths import ROOT
@@ -75,11 +76,7 @@ def check_model_file(path: str | os.PathLike, what: str, sha256: str | None = No
 CONFIGS = ROOT / "configs"  # configs/<task>/subtransformer/*.yml
 # the <task> part of HAT's model names -> (task, arch of its SuperTransformer)
 RELEASED_TASKS: dict[str, tuple[str, str]] = {
-    "wmt14ende": ("wmt14.en-de", "transformersuper_wmt_en_de"),
-    "wmt14enfr": ("wmt14.en-fr", "transformersuper_wmt_en_fr"),
-    "wmt19ende": ("wmt19.en-de", "transformersuper_wmt19_en_de"),
-    "iwslt14deen": ("iwslt14.de-en", "transformersuper_iwslt_de_en"),
-}
+    t.hat.model_prefix: (name, t.hat.super_arch) for name, t in TASKS.items() if t.hat}
 SUPER_ARCH_KEYS = ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim",
                    "decoder_ffn_embed_dim", "encoder_layers", "decoder_layers",
                    "encoder_attention_heads", "decoder_attention_heads", "qkv_dim")

@@ -63,7 +63,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
 
     t = pipeline_task(task)
     if preset_name is None:
-        preset_name = "cuda" if t.name == "toy" and device == "cuda" else t.default_preset
+        preset_name = "cuda" if t.name == "toy" and device == "cuda" else t.pipe.default_preset
     if workers < 1:
         raise HatConfigError(f"--jobs {workers}: must be at least 1 (the models retrained or "
                              "scored at once)")
@@ -99,7 +99,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     check_writable(out / STATE, "pipeline output folder")
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, preset=p, say=say, seed=seed, task=t, gpus=gpus)
-    settings = {**p.settings(t.built_in_run), "seed": seed, "task": t.name}
+    settings = {**p.settings(t.pipe.built_in_run), "seed": seed, "task": t.name}
     state_path = out / STATE
     state = _load_state(state_path, settings)
     was = state.get("run_dir")
@@ -264,7 +264,7 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
             "supertransformer_updates": done["supertransformer"]["outputs"].get("updates"),
             "torch": torch.__version__, "date": datetime.date.today().isoformat(),
             "latency_protocol": lat["protocol"], "seed": ctx.seed,
-            "settings": ctx.preset.settings(ctx.task.built_in_run)}
+            "settings": ctx.preset.settings(ctx.task.pipe.built_in_run)}
     return report.results(rows, {k: v["seconds"] for k, v in done.items()}, meta)
 
 

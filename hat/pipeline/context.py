@@ -81,12 +81,12 @@ class Context:
 
     @property
     def latency_csv(self) -> Path:
-        return self.out / "latency" / f"{self.task.short}_{self.hw}_all.csv"
+        return self.out / "latency" / f"{self.task.pipe.short}_{self.hw}_all.csv"
 
     @property
     def predictor(self) -> Path:
-        return self.out / "latency" / f"{self.task.short}_{self.hw}.pt"
+        return self.out / "latency" / f"{self.task.pipe.short}_{self.hw}.pt"
 
     @property
     def search_yaml(self) -> Path:
-        return self.out / "search" / f"{self.task.short}_{self.hw}.yml"
+        return self.out / "search" / f"{self.task.pipe.short}_{self.hw}.yml"

@@ -29,7 +29,7 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
     """The parallel corpus, binarized: the synthetic one is made in the run folder; a real one
     is built once under ``data/`` by ``scripts/prepare_data.py`` (skipped when it is there)."""
     p = ctx.preset
-    if ctx.task.built_in_run:
+    if ctx.task.pipe.built_in_run:
         run_command(ctx, [python(), script("scripts/make_toy_corpus.py"), "--out",
                           absolute(ctx.out / "data"), "--n-train", p.n_train, "--n-valid",
                           p.n_valid, "--n-test", p.n_test, "--seed", ctx.seed],
@@ -45,7 +45,7 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
 def stage_supertransformer(ctx: Context) -> dict[str, Any]:
     """Train the SuperTransformer (the task's space and recipe, sized by the preset)."""
     p = ctx.preset
-    src = ctx.task.config(ctx.task.super_config)
+    src = ctx.task.config(ctx.task.pipe.super_config)
     keys = ctx.train_keys(load_yaml(src))
     keys.update({"data": absolute(ctx.data_bin), "max-update": p.super_updates,
                  "save-dir": absolute(ctx.super_ckpt.parent), "seed": ctx.seed,
@@ -74,7 +74,7 @@ def checkpoint_updates(path: Path) -> int | None:
 
 
 def _source_dict(ctx: Context) -> Path:
-    lang = load_yaml(ctx.task.config(ctx.task.super_config)).get("source-lang", "src")
+    lang = load_yaml(ctx.task.config(ctx.task.pipe.super_config)).get("source-lang", "src")
     return ctx.data_bin / f"dict.{lang}.txt"
 
 
@@ -84,7 +84,7 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
 
     p = ctx.preset
     vocab = dictionary_size(_source_dict(ctx))
-    keys = load_yaml(ctx.task.config(ctx.task.latency_config))
+    keys = load_yaml(ctx.task.config(ctx.task.pipe.latency_config))
     keys.update({"lat-dataset-path": absolute(ctx.latency_csv), "lat-dataset-size": p.lat_rows,
                  "latiter": p.latiter, "lat-src-vocab-size": vocab, "latsilent": True,
                  "seed": ctx.seed})
@@ -103,7 +103,7 @@ def stage_latency_dataset(ctx: Context) -> dict[str, Any]:
 
 def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
     """Train the latency predictor on the dataset just measured."""
-    keys = load_yaml(ctx.task.config(ctx.task.predictor_config))
+    keys = load_yaml(ctx.task.config(ctx.task.pipe.predictor_config))
     from hat.latency.csvio import load_latency_csv
 
     lat_norm = float(f"{load_latency_csv(ctx.latency_csv)[1].max():.2g}")
@@ -155,7 +155,7 @@ def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
                  others_ms: Sequence[float] = ()) -> dict[str, Any]:
     """One Pareto search under several latency limits (:func:`latency_limits`)."""
     p = ctx.preset
-    keys = load_yaml(ctx.task.config(ctx.task.evo_config))
+    keys = load_yaml(ctx.task.config(ctx.task.pipe.evo_config))
     limits = latency_limits(ctx, baseline_ms, others_ms)
     keys.update({"evo-iter": p.evo_iter, "population-size": p.population,
                  "parent-size": p.parents, "mutation-size": p.mutation,
@@ -255,7 +255,7 @@ def retrain_recipe(ctx: Context) -> Path:
     """``DIR/configs/retrain.yml``: the task's retraining recipe with the preset's budget (every
     model gets the same; bench/studies/fidelity.py trains its random SubTransformers with it
     too)."""
-    src = ctx.task.config(ctx.task.retrain_config)
+    src = ctx.task.config(ctx.task.pipe.retrain_config)
     keys = ctx.train_keys(load_yaml(src))
     keys.update({"data": absolute(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
                  "seed": ctx.seed,
@@ -296,7 +296,7 @@ def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict
     splits (``python -m hat.bleu``; one score per distinct checkpoint)."""
     import json
 
-    splits = ("test", *ctx.task.extra_test_splits)
+    splits = ("test", *ctx.task.pipe.extra_test_splits)
     jobs: list[Job] = []
     scored: dict[str, str] = {}
     for m in models:

@@ -11,18 +11,19 @@ from typing import Any
 
 import torch
 
+from hat.corpora import latency_length
 from hat.errors import HatConfigError
 from hat.latency.measure.timing import DUMMY_TOKEN
 from hat.space import SearchSpace
 
 DEFAULT_LATITER = {"cpu": 10, "cuda": 20}  # timed runs per SubTransformer (HAT's repo configs)
 WMT_VOCAB = 32768  # HAT's wmt16_en_de joined dictionary
-IWSLT_LENGTH, WMT_LENGTH = 23, 30  # HAT's dummy sentence lengths (source tokens, decode steps)
 
 
 def sentence_length(arch: str, given: int | None = None) -> int:
-    """Dummy source length and decoder steps: ``given``, else 23 for IWSLT archs, else 30."""
-    return given or (IWSLT_LENGTH if "iwslt" in str(arch) else WMT_LENGTH)
+    """Dummy source length and decoder steps: ``given``, else the task catalogue's for ``arch``
+    (23 for IWSLT archs, else 30)."""
+    return given or latency_length(arch)
 
 
 def vocab_sizes(args: Any) -> tuple[int, int]:
