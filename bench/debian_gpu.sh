@@ -24,10 +24,15 @@
 #                                # 5 at a time; "bash bench/debian_gpu.sh fidelity-wait" until
 #                                # "finished" (call it again at once: an idle machine is given
 #                                # back after ~30 s and the run goes with it); the rows saved so
-#                                # far come back each time. Another session: 10-19; then,
-#                                # anywhere (no GPU; --scratch-from merges, converged rows win):
+#                                # far come back each time. 2026-12-02: 0-14 trained (11
+#                                # converged; 10-13 hit the time cap), saved in
+#                                # bench/results/fidelity_debian_en-de_scratch_h200.json; next:
+#                                # "fidelity 10-13,15-19 12". Then, anywhere (no GPU;
+#                                # --scratch-from merges, converged rows win; --part combine
+#                                # trains nothing and reports an interim result if rows miss):
 #   python -m bench.studies.fidelity --task debian.en-de --run runs/fidelity_debian --samples 20 \
-#       --converged-bits 0.05 --max-update 8000 --scratch-from A/scratch.json B/scratch.json \
+#       --converged-bits 0.05 --max-update 8000 --part combine \
+#       --scratch-from bench/results/fidelity_debian_en-de_scratch_h200.json NEW/scratch.json \
 #       --inherited-from bench/results/debian_en-de_convergence_h200.json:super_sandwich1_do0.1 \
 #       --out bench/results/fidelity_debian_en-de_h200.json
 #
@@ -40,7 +45,7 @@ mkdir -p "$RUN"
 mps_start() {  # a CUDA MPS control daemon of this job's own; its clients find it by these paths
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/hat_mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/hat_mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  pgrep -x nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d || exit 5
+  pgrep -f nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d || exit 5
 }
 case "${1:-}" in
 1)

@@ -259,6 +259,40 @@ def test_fidelity_saves_each_training_as_it_ends(tmp_path: Path, monkeypatch) ->
     assert into["rows"]["1"]["scratch_loss"] == 3.9
 
 
+def test_fidelity_combine_reports_an_interim_ranking_without_training(
+        tmp_path: Path, monkeypatch) -> None:
+    """--part combine trains nothing: with 3 of 4 from-scratch rows saved it ranks those three
+    against their inherited losses and says the result is interim."""
+    import bench.studies.fidelity as fid
+    from hat.search.latency import spearman
+
+    def no_training(*a, **k):
+        raise AssertionError("combine must not train")
+
+    monkeypatch.setattr(fid, "run_parallel", no_training)
+    src = fid.Source.from_task("toy", tmp_path / "run")
+    cfgs = fid.sample_configs(src, 4, 7)
+    conv = tmp_path / "conv.json"
+    inherited = [5.0, 4.0, 6.0, 4.5]
+    conv.write_text(json.dumps({"device": "cpu", "date": "d", "inherited_random": {"sup": {
+        "seed": 7, "checkpoint_updates": 10, "random": [
+            {"config": c.to_dict(), "inherited_loss": v} for c, v in zip(cfgs, inherited)]}}}))
+    scratch = {"0": 3.1, "1": 2.9, "3": 3.0}
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"key": {"samples": 4, "seed": 7}, "machines": {}, "rows": {
+        i: {"config": cfgs[int(i)].to_dict(), "scratch_loss": v, "scratch_updates": 5,
+            "converged": i != "3"} for i, v in scratch.items()}}))
+    a = fid.check_a(src, 4, 7, 1, "cpu", updates=5, part="combine",
+                    inherited_from=f"{conv}:sup", scratch_files=[part])
+    assert a is not None and a["complete"] is False
+    assert (a["samples_trained"], a["samples_drawn"]) == (3, 4)
+    assert [r["index"] for r in a["samples"]] == [0, 1, 3]
+    assert a["spearman"] == pytest.approx(spearman([5.0, 4.0, 4.5], [3.1, 2.9, 3.0]))
+    assert a["scratch_converged"] == 2
+    assert fid.check_a(src, 4, 7, 1, "cpu", updates=5, part="scratch",
+                       indices=[0]) is None  # nothing to train: index 0 is saved
+
+
 def test_quickstart_seeds_claim_and_spread() -> None:
     """bench.studies.quickstart_seeds: the claim is the best found model measured faster than the
     baseline (none when none is faster); the summary gives min / median / max per condition."""

@@ -268,22 +268,26 @@ def check_a(src: Source, n: int, seed: int, jobs: int, device: str, updates: int
     if len(scratch["rows"]) == n:
         got["scratch"] = scratch
     inh = load(out / "inherited.json")
-    if inh is None and part in ("all", "inherited"):
+    if inh is None and part in ("all", "inherited", "combine"):
         inh = {"key": key, "machine": None if inherited_from else _machine(device),
                **inherited_part(src, cfgs, device, inherited_from)}
         atomic_write_json(out / "inherited.json", inh, indent=1)
     if inh is not None:
         got["inherited"] = inh
-    if len(got) < 2:
+    interim = part == "combine" and inh is not None and 3 <= len(scratch["rows"]) < n
+    if len(got) < 2 and not interim:
         print(f"(a) saved in {out}: from scratch {len(scratch['rows'])}/{n} trained, inherited "
               f"{'done' if inh else 'not yet'}; run again for the rest")
         return None
-    rows = [{**scratch["rows"][str(i)], "inherited_loss": inh["losses"][i]} for i in range(n)]
+    trained = sorted(int(i) for i in scratch["rows"])  # all n unless interim
+    rows = [{**scratch["rows"][str(i)], "index": i, "inherited_loss": inh["losses"][i]}
+            for i in trained]
     a = [r["inherited_loss"] for r in rows]
     b = [r["scratch_loss"] for r in rows]
     short = [i for i, r in enumerate(rows) if (r["scratch_updates"] or 0) < updates
              and not r.get("converged")]
     return {"samples": rows, "spearman": spearman(a, b), "kendall": kendall(a, b),
+            "complete": len(rows) == n, "samples_trained": len(rows), "samples_drawn": n,
             "retrain_updates": updates, "short_of_budget": short,
             "converged_bits": converged_bits,
             "scratch_converged": sum(bool(r.get("converged")) for r in rows),
@@ -355,15 +359,21 @@ def winners_ranking(found: list[dict[str, Any]]) -> dict[str, Any]:
             f"{len(rows)} distinct winners; the issue's check needs at least 5 latency limits"}
 
 
-def plot(rows: list[dict[str, Any]], rho: float, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], rho: float, path: Path, drawn: int | None = None) -> None:
     from hat.plots import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter([r["inherited_loss"] for r in rows], [r["scratch_loss"] for r in rows])
+    for conv, mark, label in ((True, "o", "converged"), (False, "x", "stopped short")):
+        pts = [r for r in rows if bool(r.get("converged", True)) == conv]
+        if pts:
+            ax.scatter([r["inherited_loss"] for r in pts], [r["scratch_loss"] for r in pts],
+                       marker=mark, label=f"{label} ({len(pts)})")
     ax.set_xlabel("validation loss, inherited weights")
     ax.set_ylabel("validation loss, trained from scratch")
-    ax.set_title(f"{len(rows)} random SubTransformers: Spearman {rho:.2f}")
+    of = f" of {drawn}" if drawn and drawn != len(rows) else ""
+    ax.set_title(f"{len(rows)}{of} random SubTransformers: Spearman {rho:.2f}")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_png(fig, path)
 
@@ -405,9 +415,12 @@ def main() -> int:
                     help="where the losses are computed")
     ap.add_argument("--max-update", type=int, default=None,
                     help="from-scratch budget (default: the pipeline's retraining budget)")
-    ap.add_argument("--part", choices=("all", "scratch", "inherited"), default="all",
+    ap.add_argument("--part", choices=("all", "scratch", "inherited", "combine"),
+                    default="all",
                     help="run one part of (a) only: 'scratch' needs no SuperTransformer, "
-                         "'inherited' no retraining (the parts are saved; 'all' reuses them)")
+                         "'inherited' no retraining (the parts are saved; 'all' reuses them); "
+                         "'combine' trains nothing and reports what is saved, an interim "
+                         "result (complete: false) while some from-scratch rows are missing")
     ap.add_argument("--stop-minutes", type=float, default=None,
                     help="safety cap per from-scratch training (rows that hit it are listed "
                          "in short_of_budget)")
@@ -433,12 +446,13 @@ def main() -> int:
     a_args = dict(updates=args.max_update, stop_minutes=args.stop_minutes, gpus=args.gpus,
                   converged_bits=args.converged_bits, indices=indices,
                   inherited_from=args.inherited_from, scratch_files=args.scratch_from)
-    if args.part != "all":
+    if args.part not in ("all", "combine"):
         check_a(src, args.samples, args.seed, args.jobs, args.device, part=args.part, **a_args)
         return 0
     t0 = time.monotonic()
     if args.task:  # (a) alone: no pipeline results to check
-        a = check_a(src, args.samples, args.seed, args.jobs, args.device, **a_args)
+        a = check_a(src, args.samples, args.seed, args.jobs, args.device, part=args.part,
+                    **a_args)
         if a is None:
             return 0
         out = args.out or ROOT / "bench" / "results" / f"fidelity_{args.task}.json"
@@ -449,8 +463,9 @@ def main() -> int:
                   "spearman": a["spearman"], "seconds": time.monotonic() - t0}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
-        plot(a["samples"], a["spearman"], out.with_suffix(".png"))
-        print(f"(a) {args.samples} random SubTransformers: Spearman {a['spearman']:.3f}, "
+        plot(a["samples"], a["spearman"], out.with_suffix(".png"), args.samples)
+        print(f"(a) {a['samples_trained']} of {args.samples} random SubTransformers"
+              f"{'' if a['complete'] else ' (interim)'}: Spearman {a['spearman']:.3f}, "
               f"Kendall {a['kendall']:.3f}; wrote {out}")
         return 0
     if not (args.run / "results.json").is_file():
@@ -458,7 +473,7 @@ def main() -> int:
               f"{args.run} first", file=sys.stderr)
         return 2
     bc = checks_bc(args.run)
-    a = check_a(src, args.samples, args.seed, args.jobs, args.device, **a_args)
+    a = check_a(src, args.samples, args.seed, args.jobs, args.device, part=args.part, **a_args)
     assert a is not None
     p = bc["pipeline"]
     name = f"fidelity_{p['preset']}_{p['device']}"
