@@ -53,7 +53,7 @@ TASKS: dict[str, PipelineTask] = {
         latency_config="../debian.en-de/latency_dataset/cpu_epyc.yml",
         predictor_config="../debian.en-de/latency_predictor/cpu_epyc.yml",
         evo_config=f"evo_search/deben{t}_cpu_epyc.yml", bleu_metric="sacre",
-        # packages never seen in training (hat/data/debian.py HELD_OUT_PACKAGES)
+        # packages never seen in training (hat/data/debian/packages.py HELD_OUT_PACKAGES)
         extra_test_splits=("test_unseen",), default_preset="debian") for t in ("de", "fr")},
 }
 
