@@ -96,7 +96,7 @@ def _debian(tgt: str) -> TaskInfo:
             latency_config="../debian.en-de/latency_dataset/cpu_epyc.yml",
             predictor_config="../debian.en-de/latency_predictor/cpu_epyc.yml",
             evo_config=f"evo_search/deben{tgt}_cpu_epyc.yml", default_preset="debian",
-            # packages never seen in training (hat/data/debian.py HELD_OUT_PACKAGES)
+            # packages never seen in training (hat/data/debian/packages.py HELD_OUT_PACKAGES)
             extra_test_splits=("test_unseen",)))
 
 

@@ -168,7 +168,7 @@ class FakeMeter:
         return Measurement(e * f, d * f, 0.01 * e, 0.01 * d)
 
 
-def test_drift_reference_corrects_a_slowdown(tmp_path: Path) -> None:
+def test_periodic_reference_corrects_a_slowdown(tmp_path: Path) -> None:
     space = SearchSpace(**TINY_SPACE)
     meter = FakeMeter(slow_after=3)  # calls: ref, row0, row1, ref (slow from here), row2, ...
     res = measure_dataset(meter, space, tmp_path / "d.csv", 6, noise=NoiseControl(ref_every=2),

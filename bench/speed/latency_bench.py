@@ -7,9 +7,10 @@ bench/results/latency_bench_<hardware>.json (hardware = the YAML's file stem).
 
 ``--retest N`` measures the same N SubTransformers in pass A, again in pass B (the machine as
 it is) and, with ``--stress K``, in pass C (K busy-loop processes switching on/off every
-``--stress-period`` s, mimicking other jobs on a shared machine); B and C continue A's drift
-baseline. Agreement with A is reported for "off" (each row's first attempt, uncorrected: no noise
-control), "retry_only" (kept attempt, uncorrected) and "on" (kept and drift-corrected).
+``--stress-period`` s, mimicking other jobs on a shared machine); B and C continue A's periodic
+reference baseline. Agreement with A is reported for "off" (each row's first attempt,
+uncorrected: no noise control), "retry_only" (kept attempt, uncorrected) and "on" (kept, times
+the correction factors).
 ``--timer wall|thread`` compares elapsed time with the measuring thread's CPU time.
 
     python -m bench.speed.latency_bench --configs configs/wmt14.en-de/latency_dataset/cpu_epyc.yml
@@ -129,8 +130,9 @@ def retest(meter, space, noise: NoiseControl, n: int, seed: int, stress: int,  #
            period: float) -> dict:
     """Measure the same N configs in pass A, then again in pass B (the machine as it is) and,
     with ``stress``, pass C (K busy processes, on/off every ``period`` s). B and C continue A's
-    drift baseline, as a resumed or long run does. "off": each row's first attempt, uncorrected;
-    "retry_only": the kept attempt, uncorrected; "on": the kept, corrected value."""
+    periodic reference baseline, as a resumed or long run does. "off": each row's first
+    attempt, uncorrected; "retry_only": the kept attempt, uncorrected; "on": the kept,
+    corrected value."""
     t0 = time.perf_counter()
     a = _pass(meter, space, noise, n, seed)
     base = a.references[0] if a.references else None
@@ -156,7 +158,7 @@ def main() -> int:
                     help="also a retest pass with K busy processes (on/off, --stress-period)")
     ap.add_argument("--stress-period", type=float, default=60.0, metavar="S")
     ap.add_argument("--retest-ref-every", type=int, default=4, metavar="K",
-                    help="drift reference interval during the retest (short runs)")
+                    help="periodic reference interval during the retest (short runs)")
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--out", help="JSON path (default bench/results/latency_bench_<hw>.json)")
     ap.add_argument("--summary", action="store_true",

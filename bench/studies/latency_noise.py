@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Effect of the drift correction on predictor accuracy, from one measured latency dataset.
+"""Effect of the reference correction on predictor accuracy, from one measured latency dataset.
 
-Our CSVs keep each row's uncorrected measurement (``latency_mean_*_raw``) next to the drift-
-corrected one (HAT's columns). This trains the default predictor on each version (same seeded
-80/10/10 split) and reports test accuracy, plus how the residuals of a cross-fitted predictor on
-the raw data drift over the run (blocks of consecutive rows) next to the reference's correction
-factor for the same rows: where the two disagree, the reference did not track the drift.
+Our CSVs keep each row's uncorrected measurement (``latency_mean_*_raw``) next to the
+reference-corrected one (HAT's columns). This trains the default predictor on each version (same
+seeded 80/10/10 split) and reports test accuracy, plus how the residuals of a cross-fitted
+predictor on the raw data drift over the run (blocks of consecutive rows) next to the reference's
+correction factor for the same rows: where the two disagree, the reference did not track the
+drift.
 
     python -m bench.studies.latency_noise \
         latency_dataset/noise_study/wmt14ende_cpu_epyc_shared_load.csv

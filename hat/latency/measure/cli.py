@@ -68,7 +68,8 @@ def add_args(parser: Any) -> None:
       help="reproduce HAT's accident: measure in train mode with autograd on "
            "(default: eval mode under torch.inference_mode)")
     a("--lat-ref-every", type=int, default=25, metavar="K",
-      help="re-measure the drift reference every K rows (0: off)")
+      help="re-measure the periodic reference (the largest SubTransformer) every K rows "
+           "(0: off)")
     a("--lat-ref-interleave", action="store_true",
       help="after every timed run of a row, time one run of the smallest SubTransformer and "
            "keep the row's per-run ratios to it (x the first row's reference, ms): removes "
@@ -76,9 +77,9 @@ def add_args(parser: Any) -> None:
     a("--lat-ref-interleave-steps", type=int, default=10, metavar="N",
       help="decode steps of the interleaved reference (fewer: cheaper)")
     a("--lat-no-drift-correct", action="store_true",
-      help="record the reference but do not correct rows with it")
+      help="record the periodic reference but do not correct rows for drift with it")
     a("--lat-drift-tolerance", type=float, default=0.02, metavar="F",
-      help="correct only when reference/baseline is off by more than this")
+      help="correct only when the periodic reference is off its baseline by more than this")
     a("--lat-outlier-cv", type=float, default=0.10, metavar="F",
       help="re-measure a row whose std/mean exceeds this (0: off)")
     a("--lat-outlier-fit", type=float, default=0.25, metavar="F",

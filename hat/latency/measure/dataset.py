@@ -22,7 +22,12 @@ from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
 from hat.latency import csvio
 from hat.latency.measure.machine import hardware, machine_info, now
-from hat.latency.measure.noise import NoiseControl, QuickFit, drift_factor, measure_with_retries
+from hat.latency.measure.noise import (
+    NoiseControl,
+    QuickFit,
+    correction_factor,
+    measure_with_retries,
+)
 from hat.latency.measure.timing import DEPLOYMENTS, LatencyMeter, Measurement
 from hat.paths import ROOT
 from hat.runstate import check_resume, exclusive
@@ -74,11 +79,11 @@ class Row:
 
     index: int
     config: SubConfig
-    value: Measurement  # after drift correction (the 14-column values)
+    value: Measurement  # times the correction factors (the 14-column values)
     raw: Measurement  # the kept attempt, uncorrected
     first: Measurement  # the first attempt (what no noise control would have kept)
     reference: Measurement | None
-    factors: tuple[float, float]
+    factors: tuple[float, float]  # correction factors (CSV drift_factor_encoder/decoder)
     attempts: int
     round: int
     timestamp: str
@@ -90,7 +95,7 @@ def sample_row(space: SearchSpace, seed: int, index: int) -> SubConfig:
 
 
 def reference_config(space: SearchSpace) -> SubConfig:
-    """The drift reference: the largest SubTransformer (most arbitrary attention)."""
+    """The periodic reference: the largest SubTransformer (most arbitrary attention)."""
     return space.largest(arbitrary=max(space.decoder_arbitrary_ende_attn_choice))
 
 
@@ -313,7 +318,7 @@ class DatasetWriter:
                 "runs": runs, "first_discarded": True, "at": now()}
 
     def measure_reference(self) -> Measurement:
-        """Measure the drift reference; update the baseline and the drift factors."""
+        """Measure the periodic reference; update the baseline and the correction factors."""
         noise = self.noise
         m = measure_with_retries(self.meter.measure, self.ref_cfg, noise, fit=None)[0]
         self.result.references.append(m)
@@ -321,8 +326,8 @@ class DatasetWriter:
             self.baseline = {"enc_mean": m.enc_mean, "dec_mean": m.dec_mean, "at": now()}
         if noise.drift_correct:
             self.factors = (
-                drift_factor(self.baseline["enc_mean"], m.enc_mean, noise.drift_tolerance),
-                drift_factor(self.baseline["dec_mean"], m.dec_mean, noise.drift_tolerance))
+                correction_factor(self.baseline["enc_mean"], m.enc_mean, noise.drift_tolerance),
+                correction_factor(self.baseline["dec_mean"], m.dec_mean, noise.drift_tolerance))
         self.ref = m
         return m
 
@@ -346,7 +351,7 @@ class DatasetWriter:
 
     def run(self, progress: bool = True, max_new_rows: int | None = None,
             on_row: Callable[[Row], None] | None = None) -> DatasetResult:
-        """Measure the missing rows (a drift reference first and every ``ref_every`` rows)."""
+        """Measure the missing rows (a periodic reference first and every ``ref_every`` rows)."""
         result, noise = self.result, self.noise
         if result.total >= self.size:
             return result

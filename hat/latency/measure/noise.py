@@ -1,6 +1,6 @@
-"""Noise controls of latency measurement: a drift reference, an interleaved reference, and
-re-measurement of suspicious rows (high std/mean, or far from a quick least-squares fit on cost
-proxies of the rows so far)."""
+"""Noise controls of latency measurement (against drift and noise, see :mod:`hat.latency`): a
+periodic reference, an interleaved reference, and re-measurement of suspicious rows (high
+std/mean, or far from a quick least-squares fit on cost proxies of the rows so far)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from hat.space import SubConfig
 
 @dataclass(frozen=True)
 class NoiseControl:
-    """Drift reference and outlier re-measurement (0 switches a control off)."""
+    """Periodic or interleaved reference and outlier re-measurement (0 switches a control off).
 
-    ref_every: int = 25  # re-measure the reference every K rows (0: no drift reference)
-    drift_correct: bool = True  # scale rows by first_reference / latest_reference
+    The field names are the keys of a dataset sidecar's ``noise`` section (resume checks
+    them)."""
+
+    ref_every: int = 25  # re-measure the periodic reference every K rows (0: none)
+    drift_correct: bool = True  # multiply rows by the correction factor first / latest reference
     drift_tolerance: float = 0.02  # ...only when the ratio is off by more than this
     outlier_cv: float = 0.10  # re-measure when std/mean (trimmed) exceeds this
     outlier_fit: float = 0.25  # ...or the row is this far (relative) from the quick fit
@@ -32,7 +35,7 @@ class NoiseControl:
 
     def __post_init__(self) -> None:
         if self.interleave and self.ref_every > 0:
-            raise HatConfigError("lat-ref-interleave replaces the periodic drift reference: set "
+            raise HatConfigError("lat-ref-interleave replaces the periodic reference: set "
                                  f"lat-ref-every 0 (got {self.ref_every})")
         if self.interleave_steps < 1:
             raise HatConfigError(f"lat-ref-interleave-steps must be >= 1, "
@@ -94,7 +97,9 @@ class QuickFit:
         return abs(m.total - pred) / pred, float(max(typical))
 
 
-def drift_factor(baseline: float, current: float, tolerance: float) -> float:
+def correction_factor(baseline: float, current: float, tolerance: float) -> float:
+    """The periodic reference's correction factor ``baseline / current`` (multiplies a row);
+    1 while the two agree within ``tolerance`` (relative)."""
     f = baseline / current
     return f if abs(f - 1.0) > tolerance else 1.0
 

@@ -198,7 +198,7 @@ def drift_corrected(args: Any, x: np.ndarray, y: np.ndarray, order: np.ndarray, 
     except ValueError as e:
         raise HatConfigError(f"{args.lat_dataset_path}: --drift-correct: {e}") from None
     summary["drift"] = est.summary()
-    log.info("drift factors %.3f-%.3f (5-95%%: %.3f-%.3f)", *(
+    log.info("slowdown factors %.3f-%.3f (5-95%%: %.3f-%.3f)", *(
         summary["drift"][k] for k in ("factor_min", "factor_max", "factor_p05", "factor_p95")))
     return y / est.factors
 
@@ -269,8 +269,8 @@ def train_mode(args: Any, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.n
     )
     if "drift" in pred.meta:
         d = pred.meta["drift"]
-        log.info("drift in the training rows: factors %.3f-%.3f, %d rows changed by > 2%%; "
-                 "scale to measured latencies %.4f", d["factor_min"], d["factor_max"],
+        log.info("drift in the training rows: slowdown factors %.3f-%.3f, %d rows changed by "
+                 "> 2%%; scale to measured latencies %.4f", d["factor_min"], d["factor_max"],
                  d["rows_changed_over_2pct"], d["scale"])
     pred.meta["dataset"] = dataset_record(args.lat_dataset_path)
     pred.save(ckpt)

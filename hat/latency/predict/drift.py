@@ -1,4 +1,4 @@
-"""Drift correction from the rows themselves ("neighbour referencing").
+"""Drift correction from the rows themselves ("neighbour referencing", the neighbour correction).
 
 A latency dataset samples its SubTransformers independently of time, so any trend of the
 prediction residuals along the measurement order is the device drifting (clock frequency, other
@@ -6,7 +6,8 @@ tenants of the host), not the architectures. Each row is divided by the device's
 around it: the median ratio measured / predicted of its neighbours in measurement order (the row
 itself excluded), with the predictions cross-fitted (no model saw the row it predicts). Every
 neighbour is a reference measurement, so this follows drift on the time scale of a few rows, which
-a reference model re-measured every K rows cannot. Without drift the factors stay close to 1.
+the periodic reference (re-measured every K rows) cannot. Without drift the slowdown factors
+stay close to 1.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ def cost_fitter(features: np.ndarray, latency_ms: np.ndarray, rest: np.ndarray,
 
 @dataclass(frozen=True)
 class DriftEstimate:
-    """Per-row factors (measured / drift-free), in the rows' original order."""
+    """Per-row slowdown factors (measured / drift-free: a row is divided by its factor), in the
+    rows' original order."""
 
     factors: np.ndarray
     window: int
     passes: int
 
     def summary(self) -> dict[str, float]:
-        """Spread of the factors (how much drift was removed)."""
+        """Spread of the slowdown factors (how much drift was removed): the sidecar's ``drift``."""
         f = self.factors
         return {"window": self.window, "passes": self.passes, "factor_min": float(f.min()),
                 "factor_max": float(f.max()),
@@ -95,7 +97,7 @@ def check_order(order: np.ndarray, n: int) -> np.ndarray:
 def estimate_drift(features: np.ndarray, latency_ms: np.ndarray, order: np.ndarray | None = None,
                    *, fitter: Fitter = cost_fitter, window: int = 15, passes: int = 2,
                    folds: int = 5, seed: int = 1) -> DriftEstimate:
-    """Per-row drift factors; ``order`` = the rows' measurement order (default: file order).
+    """Per-row slowdown factors; ``order`` = the rows' measurement order (default: file order).
 
     Each pass refits the cross-fitted model on the latencies corrected so far. Factors are
     relative to the median row (a drift only fixes latencies up to one constant).
