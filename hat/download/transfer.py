@@ -188,6 +188,7 @@ def download_url(urls: str | Sequence[str], dest: str | os.PathLike,
             verify(tmp, _fetch_first(urls, tmp, dest, False, timeout, agent, log))
         return dest
     part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     url = _fetch_first(urls, part, dest, True, timeout, agent, log)
     try:
         verify(part, url)
