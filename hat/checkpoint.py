@@ -92,12 +92,13 @@ def intact_checkpoints(save_dir: str | os.PathLike, exclude: str | os.PathLike |
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def read_checkpoint(path: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, data: str | None = None, upgrade: bool = False
+                    ) -> dict[str, Any]:
     """Load a checkpoint dict on CPU with clear errors; a file whose pickle asks to run code is
     refused (:class:`~hat.errors.UnsafeCheckpointError`; see
-    :func:`hat.compat.load_checkpoint_file`). With ``data`` (the data-bin to evaluate on), the
-    state goes through fairseq's own loader instead, which also upgrades old checkpoints
-    (HAT's fairseq 0.8 files) and sets ``data`` in their args."""
+    :func:`hat.compat.load_checkpoint_file`). With ``data`` (the data-bin to evaluate on) or
+    ``upgrade``, the state goes through fairseq's own loader instead, which also upgrades old
+    checkpoints (HAT's fairseq 0.8 files) and sets ``data`` (when given) in their args."""
     path = Path(path)
     if not path.is_file():
         raise HatConfigError(f"{path}: checkpoint file not found")
@@ -105,10 +106,11 @@ def read_checkpoint(path: str | os.PathLike, data: str | None = None) -> dict[st
     if problem is not None:
         raise HatConfigError(f"{path}: not a readable PyTorch checkpoint: {problem}")
     try:
-        if data is not None:
+        if data is not None or upgrade:
             from fairseq import checkpoint_utils
 
-            state = checkpoint_utils.load_checkpoint_to_cpu(str(path), {"data": data})
+            overrides = {"data": data} if data is not None else {}
+            state = checkpoint_utils.load_checkpoint_to_cpu(str(path), overrides)
         else:
             state = load_checkpoint_file(path)
     except UnsafeCheckpointError:
@@ -118,6 +120,30 @@ def read_checkpoint(path: str | os.PathLike, data: str | None = None) -> dict[st
     if not isinstance(state, dict) or "model" not in state:
         raise HatConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     return state
+
+
+def load_task_and_model(path: str | os.PathLike, data: str | None = None,
+                        state: dict[str, Any] | None = None) -> tuple[Any, torch.nn.Module]:
+    """fairseq's task and model of checkpoint ``path`` (the model in train mode, on CPU): the
+    one loader of a model to evaluate or translate with. ``data`` replaces the data-bin in the
+    checkpoint's args; ``state``: the checkpoint already read by :func:`read_checkpoint` (with
+    the same ``data``), else it is read here."""
+    from fairseq import checkpoint_utils
+
+    if state is None:
+        state = read_checkpoint(path, data=data, upgrade=True)
+    overrides = {"data": data} if data is not None else {}
+    try:
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(path)], arg_overrides=overrides, state=state)
+    except RuntimeError as e:
+        hint = ""
+        if data is not None and "size mismatch for encoder.embed_tokens" in str(e):
+            hint = (f"; its vocabulary differs from the dictionary in {data} (a released HAT "
+                    "model needs HAT's preprocessed data: bash configs/<task>/get_preprocessed.sh)")
+        raise HatConfigError(f"{path}: cannot build the model: "
+                             f"{str(e).splitlines()[0]}{hint}") from None
+    return task, models[0]
 
 
 def checkpoint_args(state: dict[str, Any], path: Any = "checkpoint") -> argparse.Namespace:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from typing import Any
 
 import torch
-from fairseq import checkpoint_utils
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
 )
 
+from hat.checkpoint import load_task_and_model
 from hat.errors import HatConfigError
 from hat.space import SubConfig
 
@@ -22,13 +21,10 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 def load_for_eval(checkpoint: str, data: str | None = None, device: str = "cpu"
                   ) -> tuple[Any, Any]:
-    """(task, model) of a checkpoint, the model in eval mode on ``device``."""
-    if not os.path.isfile(checkpoint):
-        raise HatConfigError(f"{checkpoint}: checkpoint file not found")
-    overrides = {"data": data} if data else {}
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint],
-                                                                   arg_overrides=overrides)
-    return task, models[0].to(device).eval()
+    """(task, model) of a checkpoint (:func:`hat.checkpoint.load_task_and_model`), the model in
+    eval mode on ``device``."""
+    task, model = load_task_and_model(checkpoint, data or None)
+    return task, model.to(device).eval()
 
 
 def valid_batches(task: Any, model: Any, subset: str = "valid", max_tokens: int = 4096,

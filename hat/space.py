@@ -1,192 +1,48 @@
 """The search space: the one object that samples, validates, encodes and describes SubTransformers.
 
-A SubTransformer is a :class:`SubConfig`; a :class:`SearchSpace` knows the SuperTransformer's
-dimensions and the per-dimension choices. Everything else (model, profiler, latency features,
-evolutionary genes, YAML files) goes through these two classes.
+A SubTransformer is a :class:`~hat.subconfig.SubConfig`; a :class:`SearchSpace` knows the
+SuperTransformer's dimensions and the per-dimension choices. Everything else (model, profiler,
+latency features, evolutionary genes, YAML files) goes through these two classes. The dimension
+table, :class:`SubConfig` and the YAML helpers live in :mod:`hat.subconfig` and are re-exported
+here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hat.errors import HatConfigError, where
-from hat.yamlio import load_yaml, write_yaml
-
-ARBITRARY_CHOICES = (-1, 1, 2)
-
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searchable dimension: the one table that validation, genes, YAML keys and the
-    command-line options read (the SubConfig and SearchSpace fields are checked against it)."""
-
-    field: str  # SubConfig field
-    yaml_key: str  # HAT's SubTransformer YAML key (and command-line option)
-    choice: str  # SearchSpace field: the values the search may take
-    bound: str | None  # SearchSpace field of the SuperTransformer that caps it (None: none)
-    count: str | None = None  # per-layer list: the layer-number field it has one value for
-
-
-# In HAT's SubTransformer-YAML order; the per-layer lists of one side in gene order.
-DIMENSIONS: tuple[Dimension, ...] = (
-    Dimension("encoder_embed_dim", "encoder-embed-dim-subtransformer", "encoder_embed_choice",
-              "encoder_embed_dim"),
-    Dimension("decoder_embed_dim", "decoder-embed-dim-subtransformer", "decoder_embed_choice",
-              "decoder_embed_dim"),
-    Dimension("encoder_ffn_embed_dim", "encoder-ffn-embed-dim-all-subtransformer",
-              "encoder_ffn_embed_dim_choice", "encoder_ffn_embed_dim", "encoder_layer_num"),
-    Dimension("decoder_ffn_embed_dim", "decoder-ffn-embed-dim-all-subtransformer",
-              "decoder_ffn_embed_dim_choice", "decoder_ffn_embed_dim", "decoder_layer_num"),
-    Dimension("encoder_layer_num", "encoder-layer-num-subtransformer",
-              "encoder_layer_num_choice", "encoder_layers"),
-    Dimension("decoder_layer_num", "decoder-layer-num-subtransformer",
-              "decoder_layer_num_choice", "decoder_layers"),
-    Dimension("encoder_self_attention_heads", "encoder-self-attention-heads-all-subtransformer",
-              "encoder_self_attention_heads_choice", "encoder_attention_heads",
-              "encoder_layer_num"),
-    Dimension("decoder_self_attention_heads", "decoder-self-attention-heads-all-subtransformer",
-              "decoder_self_attention_heads_choice", "decoder_attention_heads",
-              "decoder_layer_num"),
-    Dimension("decoder_ende_attention_heads", "decoder-ende-attention-heads-all-subtransformer",
-              "decoder_ende_attention_heads_choice", "decoder_attention_heads",
-              "decoder_layer_num"),
-    Dimension("decoder_arbitrary_ende_attn", "decoder-arbitrary-ende-attn-all-subtransformer",
-              "decoder_arbitrary_ende_attn_choice", None, "decoder_layer_num"),
-)
-DIMENSION = {d.field: d for d in DIMENSIONS}
-# views of the table
-SUB_YAML_KEYS = {d.field: d.yaml_key for d in DIMENSIONS}  # field -> YAML key
-CHOICE_KEYS = tuple(d.choice for d in DIMENSIONS)
-ENCODER_LISTS = tuple(d.field for d in DIMENSIONS if d.count == "encoder_layer_num")
-DECODER_LISTS = tuple(d.field for d in DIMENSIONS if d.count == "decoder_layer_num")
-HEAD_FIELDS = tuple(d.field for d in DIMENSIONS if d.field.endswith("_heads"))
-
-FEATURE_NAMES = (
-    "encoder_embed_dim",
-    "encoder_layer_num",
-    "encoder_ffn_embed_dim_avg",
-    "encoder_self_attention_heads_avg",
-    "decoder_embed_dim",
-    "decoder_layer_num",
-    "decoder_ffn_embed_dim_avg",
-    "decoder_self_attention_heads_avg",
-    "decoder_ende_attention_heads_avg",
-    "decoder_arbitrary_ende_attn_avg",
+from hat.subconfig import (
+    ARBITRARY_CHOICES,
+    CHOICE_KEYS,
+    DECODER_LISTS,
+    DIMENSION,
+    DIMENSIONS,
+    ENCODER_LISTS,
+    FEATURE_NAMES,
+    HEAD_FIELDS,
+    SUB_YAML_KEYS,
+    Dimension,
+    SubConfig,
+    as_int,
+    attended_layers,
+    key_hash,
+    read_subtransformer_yaml,
+    subtransformer_yaml_dict,
+    values_of,
+    write_subtransformer_yaml,
 )
 
-
-def attended_layers(arbitrary: int) -> int:
-    """Encoder layers one decoder layer attends to: -1 -> 1 (the last), 1 -> 2, 2 -> 3."""
-    return 1 if arbitrary == -1 else arbitrary + 1
-
-
-@dataclass(frozen=True)
-class SubConfig:
-    """One SubTransformer. Per-layer tuples hold exactly ``*_layer_num`` entries."""
-
-    encoder_embed_dim: int
-    encoder_layer_num: int
-    encoder_ffn_embed_dim: tuple[int, ...]
-    encoder_self_attention_heads: tuple[int, ...]
-    decoder_embed_dim: int
-    decoder_layer_num: int
-    decoder_ffn_embed_dim: tuple[int, ...]
-    decoder_self_attention_heads: tuple[int, ...]
-    decoder_ende_attention_heads: tuple[int, ...]
-    decoder_arbitrary_ende_attn: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        for name in ENCODER_LISTS + DECODER_LISTS:
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> SubConfig:
-        """Build from a flat dict of SubConfig field names; lists past layer_num are cut."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if d.get(n) is None]
-        if missing:
-            keys = ", ".join(SUB_YAML_KEYS[n] for n in missing)
-            raise HatConfigError(f"{where(source)}SubTransformer config is missing {keys}")
-        vals: dict[str, Any] = {}
-        for n in names:
-            v = d[n]
-            if n in ENCODER_LISTS + DECODER_LISTS:
-                if isinstance(v, (int, float)):
-                    v = [v]
-                if not isinstance(v, (list, tuple)):
-                    raise HatConfigError(
-                        f"{where(source)}{SUB_YAML_KEYS[n]} must be a list of integers, got {v!r}"
-                    )
-            vals[n] = _as_int(v, SUB_YAML_KEYS[n], source)
-        for n in ENCODER_LISTS:
-            _check_len(vals, n, "encoder_layer_num", source)
-        for n in DECODER_LISTS:
-            _check_len(vals, n, "decoder_layer_num", source)
-        enc_n, dec_n = vals["encoder_layer_num"], vals["decoder_layer_num"]
-        for n in ENCODER_LISTS:
-            vals[n] = vals[n][:enc_n]
-        for n in DECODER_LISTS:
-            vals[n] = vals[n][:dec_n]
-        return cls(**vals)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat dict with list values (JSON/YAML friendly)."""
-        return {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
-        }
-
-    def key(self) -> str:
-        """Canonical text of this SubTransformer (the search's memo key)."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    def hash(self) -> str:
-        """Short stable hash (12 hex digits of the SHA-1 of :meth:`key`): the one that
-        ``--subnet-log``, the search's CSVs and summaries all write, so they join."""
-        return key_hash(self.key())
-
-    def describe(self) -> str:
-        """One-line human summary."""
-        return (
-            f"enc {self.encoder_embed_dim}x{self.encoder_layer_num}"
-            f" ffn{list(self.encoder_ffn_embed_dim)}"
-            f" h{list(self.encoder_self_attention_heads)} | dec {self.decoder_embed_dim}"
-            f"x{self.decoder_layer_num} ffn{list(self.decoder_ffn_embed_dim)}"
-            f" h{list(self.decoder_self_attention_heads)}"
-            f" eh{list(self.decoder_ende_attention_heads)}"
-            f" arb{list(self.decoder_arbitrary_ende_attn)}"
-        )
-
-
-def key_hash(key: str) -> str:
-    """:meth:`SubConfig.hash` of a canonical text made by :meth:`SubConfig.key`."""
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
-
-
-def _as_int(v: Any, key: str, source: str | None) -> Any:
-    def one(x: Any) -> int:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or int(x) != x:
-            raise HatConfigError(f"{where(source)}{key} must hold integers, got {x!r}")
-        return int(x)
-
-    return [one(x) for x in v] if isinstance(v, (list, tuple)) else one(v)
-
-
-def _check_len(vals: dict[str, Any], name: str, num: str, source: str | None) -> None:
-    n = vals[num]
-    if len(vals[name]) < n:
-        raise HatConfigError(
-            f"{where(source)}{SUB_YAML_KEYS[name]} has {len(vals[name])} entries but "
-            f"{SUB_YAML_KEYS[num]} is {n}: one value per layer is required"
-        )
+__all__ = [
+    "ARBITRARY_CHOICES", "CHOICE_KEYS", "DECODER_LISTS", "DIMENSION", "DIMENSIONS",
+    "ENCODER_LISTS", "FEATURE_NAMES", "HEAD_FIELDS", "IWSLT_SPACE1", "SUB_YAML_KEYS",
+    "WMT_SPACE0", "Dimension", "SearchSpace", "SubConfig", "attended_layers", "key_hash",
+    "read_subtransformer_yaml", "subtransformer_yaml_dict", "write_subtransformer_yaml",
+]
 
 
 @dataclass(frozen=True)
@@ -220,7 +76,7 @@ class SearchSpace:
                 v = getattr(self, f.name)
                 if isinstance(v, (int, float)):
                     v = [v]
-                object.__setattr__(self, f.name, tuple(_as_int(v, _key(f.name), self.source)))
+                object.__setattr__(self, f.name, tuple(as_int(v, _key(f.name), self.source)))
                 if not getattr(self, f.name):
                     raise HatConfigError(f"{where(self.source)}{_key(f.name)} must not be empty")
         self._check_choices()
@@ -298,80 +154,87 @@ class SearchSpace:
         )
 
     # ----- validation ---------------------------------------------------------------------
+    def _broken(self, rule: str, dim: Dimension, v: int) -> str | None:
+        """The one set of rules a value of ``dim`` follows, as a choice of the space or as a
+        SubTransformer's value: which part of ``rule`` ``v`` breaks (None: it is fine).
+        ``bound``: 1..the SuperTransformer's dimension; ``heads``: a head count divides
+        qkv-dim; ``arbitrary``: an allowed arbitrary-attention value (``arbitrary``) that
+        attends to encoder layers which exist (``attends``)."""
+        if rule == "bound":
+            return "bound" if dim.bound and not 1 <= v <= getattr(self, dim.bound) else None
+        if rule == "heads":
+            return "heads" if dim.field in HEAD_FIELDS and self.qkv_dim % v else None
+        if dim.field != "decoder_arbitrary_ende_attn":
+            return None
+        if v not in ARBITRARY_CHOICES:
+            return "arbitrary"
+        return "attends" if attended_layers(v) > self.encoder_layers else None
+
+    def _check(self, rules: Sequence[str], items: Sequence[tuple[Dimension, list[int]]],
+               say: Callable[[str, Dimension, int], str]) -> None:
+        """Raise ``HatConfigError(say(broken, dim, v))`` at the first value of ``items`` that
+        breaks one of ``rules`` (rule by rule, then in the order of ``items``)."""
+        for rule in rules:
+            for dim, values in items:
+                for v in values:
+                    broken = self._broken(rule, dim, v)
+                    if broken is not None:
+                        raise HatConfigError(say(broken, dim, v))
+
     def _check_choices(self) -> None:
-        src = self.source
+        src = where(self.source)
         if self.qkv_dim <= 0:
-            raise HatConfigError(f"{where(src)}qkv-dim must be positive, got {self.qkv_dim}")
-        limits = {d.choice: (getattr(self, d.bound), d.bound) for d in DIMENSIONS if d.bound}
-        for name, (limit, bound) in limits.items():
-            for v in getattr(self, name):
-                if not 1 <= v <= limit:
-                    raise HatConfigError(
-                        f"{where(src)}{_key(name)} contains {v}, outside 1..{limit} "
-                        f"(the SuperTransformer's {_key(bound)})"
-                    )
-        for name in (DIMENSION[f].choice for f in HEAD_FIELDS):
-            for v in getattr(self, name):
-                if self.qkv_dim % v:
-                    raise HatConfigError(
-                        f"{where(src)}{_key(name)} contains {v} heads, which do not divide "
-                        f"qkv-dim {self.qkv_dim}"
-                    )
-        for v in self.decoder_arbitrary_ende_attn_choice:
-            if v not in ARBITRARY_CHOICES:
-                raise HatConfigError(
-                    f"{where(src)}decoder-arbitrary-ende-attn-choice contains {v}; "
-                    f"allowed values are {list(ARBITRARY_CHOICES)}"
-                )
-            if attended_layers(v) > self.encoder_layers:
-                raise HatConfigError(
-                    f"{where(src)}decoder-arbitrary-ende-attn-choice contains {v} (attend to the "
-                    f"last {attended_layers(v)} encoder layers) but encoder-layers is "
-                    f"{self.encoder_layers}"
-                )
+            raise HatConfigError(f"{src}qkv-dim must be positive, got {self.qkv_dim}")
+
+        def say(broken: str, dim: Dimension, v: int) -> str:
+            name = _key(dim.choice)
+            if broken == "bound":
+                return (f"{src}{name} contains {v}, outside 1..{getattr(self, dim.bound)} "
+                        f"(the SuperTransformer's {_key(dim.bound)})")
+            if broken == "heads":
+                return (f"{src}{name} contains {v} heads, which do not divide qkv-dim "
+                        f"{self.qkv_dim}")
+            if broken == "arbitrary":
+                return f"{src}{name} contains {v}; allowed values are {list(ARBITRARY_CHOICES)}"
+            return (f"{src}{name} contains {v} (attend to the last {attended_layers(v)} encoder "
+                    f"layers) but encoder-layers is {self.encoder_layers}")
+
+        self._check(("bound", "heads", "arbitrary"),
+                    [(d, list(getattr(self, d.choice))) for d in DIMENSIONS], say)
 
     def validate(self, cfg: SubConfig, source: str | None = None, strict: bool = False) -> None:
-        """Raise HatConfigError unless ``cfg`` fits the SuperTransformer.
+        """Raise HatConfigError unless ``cfg`` fits the SuperTransformer (the rules the space's
+        choices follow, then one value per layer).
 
         ``strict`` additionally requires every value to be one of the space's choices.
         """
         src = where(source)
+
+        def say(broken: str, dim: Dimension, v: int) -> str:
+            name = SUB_YAML_KEYS[dim.field]
+            if broken == "bound":
+                hi = getattr(self, dim.bound)
+                return (f"{src}{name} = {v} does not fit the SuperTransformer: allowed 1..{hi} "
+                        f"({_key(dim.bound)} = {hi})")
+            if broken == "heads":
+                return (f"{src}{name} = {v} heads do not divide qkv-dim {self.qkv_dim}; "
+                        f"allowed: divisors of {self.qkv_dim}")
+            if broken == "arbitrary":
+                return (f"{src}{name} = {v} is not allowed; allowed values are "
+                        f"{list(ARBITRARY_CHOICES)} (-1: last encoder layer, 1: last two, "
+                        "2: last three)")
+            return (f"{src}{name} = {v} attends to the last {attended_layers(v)} encoder layers "
+                    f"but encoder-layers is {self.encoder_layers}")
+
         # layer numbers first (the lists' lengths depend on them), then the table's order
-        bounded = sorted((d for d in DIMENSIONS if d.bound),
-                         key=lambda d: not d.field.endswith("_layer_num"))
-        checks = [(d.field, _values(cfg, d.field), 1, getattr(self, d.bound), _key(d.bound))
-                  for d in bounded]
-        for name, values, lo, hi, super_key in checks:
-            for v in values:
-                if not lo <= v <= hi:
-                    raise HatConfigError(
-                        f"{src}{SUB_YAML_KEYS[name]} = {v} does not fit the SuperTransformer: "
-                        f"allowed {lo}..{hi} ({super_key} = {hi})"
-                    )
+        items = [(d, values_of(cfg, d.field)) for d in
+                 sorted(DIMENSIONS, key=lambda d: not d.field.endswith("_layer_num"))]
+        self._check(("bound",), items, say)
         for name in ENCODER_LISTS:
             self._check_list_len(cfg, name, cfg.encoder_layer_num, "encoder_layer_num", src)
         for name in DECODER_LISTS:
             self._check_list_len(cfg, name, cfg.decoder_layer_num, "decoder_layer_num", src)
-        for name in HEAD_FIELDS:
-            for h in getattr(cfg, name):
-                if self.qkv_dim % h:
-                    raise HatConfigError(
-                        f"{src}{SUB_YAML_KEYS[name]} = {h} heads do not divide qkv-dim "
-                        f"{self.qkv_dim}; allowed: divisors of {self.qkv_dim}"
-                    )
-        for a in cfg.decoder_arbitrary_ende_attn:
-            if a in ARBITRARY_CHOICES and attended_layers(a) > self.encoder_layers:
-                raise HatConfigError(
-                    f"{src}{SUB_YAML_KEYS['decoder_arbitrary_ende_attn']} = {a} attends to the "
-                    f"last {attended_layers(a)} encoder layers but encoder-layers is "
-                    f"{self.encoder_layers}"
-                )
-            if a not in ARBITRARY_CHOICES:
-                raise HatConfigError(
-                    f"{src}{SUB_YAML_KEYS['decoder_arbitrary_ende_attn']} = {a} is not allowed; "
-                    f"allowed values are {list(ARBITRARY_CHOICES)} (-1: last encoder layer, "
-                    f"1: last two, 2: last three)"
-                )
+        self._check(("heads", "arbitrary"), items, say)
         if strict:
             self._check_in_choices(cfg, src)
 
@@ -386,7 +249,7 @@ class SearchSpace:
     def _check_in_choices(self, cfg: SubConfig, src: str) -> None:
         order = [d.field for d in DIMENSIONS if d.count is None] + [*ENCODER_LISTS,
                                                                      *DECODER_LISTS]
-        for name, values, choice in ((f, _values(cfg, f), DIMENSION[f].choice) for f in order):
+        for name, values, choice in ((f, values_of(cfg, f), DIMENSION[f].choice) for f in order):
             allowed = getattr(self, choice)
             for v in values:
                 if v not in allowed:
@@ -444,7 +307,7 @@ class SearchSpace:
         (a previous gene list) when given, else repeat the last active value."""
         g: list[int] = []
         for name, k in self.gene_layout():
-            values = _values(cfg, name)
+            values = values_of(cfg, name)
             for i in range(len(values), k):
                 values.append(dormant[len(g) + i] if dormant is not None else values[-1])
             g += values
@@ -494,36 +357,3 @@ IWSLT_SPACE1 = SearchSpace(
     decoder_ende_attention_heads_choice=(4, 2),
 )
 
-
-def _values(cfg: SubConfig, name: str) -> list[int]:
-    v = getattr(cfg, name)
-    return list(v) if isinstance(v, tuple) else [v]
-
-
-# ----- SubTransformer YAML files ------------------------------------------------------------
-def read_subtransformer_yaml(path: str | os.PathLike, strict_keys: bool = True) -> SubConfig:
-    """Read a SubTransformer YAML with HAT's ``*-subtransformer`` keys."""
-    path = Path(path)
-    data = load_yaml(path)
-    by_key = {v: k for k, v in SUB_YAML_KEYS.items()}
-    if strict_keys:
-        unknown = [k for k in data if k not in by_key]
-        if unknown:
-            raise HatConfigError(
-                f"{path}: unknown key '{unknown[0]}' in a SubTransformer YAML; allowed keys: "
-                + ", ".join(SUB_YAML_KEYS.values())
-            )
-    return SubConfig.from_dict({by_key[k]: v for k, v in data.items() if k in by_key}, str(path))
-
-
-def subtransformer_yaml_dict(cfg: SubConfig) -> dict[str, Any]:
-    """HAT's YAML keys -> values for one SubTransformer."""
-    d = cfg.to_dict()
-    return {SUB_YAML_KEYS[k]: d[k] for k in SUB_YAML_KEYS}
-
-
-def write_subtransformer_yaml(
-    cfg: SubConfig, path: str | os.PathLike, header: str | None = None
-) -> None:
-    """Write a SubTransformer YAML atomically (lists cut to layer_num)."""
-    write_yaml(path, subtransformer_yaml_dict(cfg), header)

@@ -49,9 +49,7 @@ def load_model(checkpoint: str, data: str, sub_yaml: str | None = None
 
 
 def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, Any, str]:
-    from fairseq import checkpoint_utils
-
-    from hat.checkpoint import checkpoint_args
+    from hat.checkpoint import checkpoint_args, load_task_and_model
     from hat.models.args import check_own_subtransformer
 
     state = read_checkpoint(checkpoint, data=data)
@@ -65,17 +63,7 @@ def _load_model(checkpoint: str, data: str, sub_yaml: str | None) -> tuple[Any, 
         kind = "supertransformer"
     if kind != "supertransformer":
         check_own_subtransformer(args, sub, checkpoint, sub_yaml, kind)
-    try:
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-            [checkpoint], arg_overrides={"data": data}, state=state)
-    except RuntimeError as e:
-        hint = ""
-        if "size mismatch for encoder.embed_tokens" in str(e):
-            hint = (f"; its vocabulary differs from the dictionary in {data} (a released HAT "
-                    "model needs HAT's preprocessed data: bash configs/<task>/get_preprocessed.sh)")
-        raise HatConfigError(f"{checkpoint}: cannot build the model: "
-                             f"{str(e).splitlines()[0]}{hint}") from None
-    model = models[0]
+    task, model = load_task_and_model(checkpoint, data, state)
     if sub is not None and kind == "supertransformer":
         model.set_sample_config(sub, source=sub_yaml)
     return task, model.eval(), kind

@@ -14,11 +14,7 @@ These files are third-party data: never commit them.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,20 +27,6 @@ BASE_URL = (
     "latency_dataset/"
 )
 NAMES = HAT_LATENCY_DATASETS
-
-
-def _atomic_copy_from(stream_open, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, stream_open() as src:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _mirror_candidates(mirror: Path, rel: str) -> list[Path]:
@@ -63,6 +45,8 @@ def local_path(rel: str, out_dir: Path) -> Path:
 
 def fetch_one(rel: str, out_dir: Path, mirror: Path | None, timeout: float) -> Path:
     """Fetch one file (path relative to HAT's latency_dataset/) into ``out_dir``."""
+    from hat.download.transfer import FetchError, copy_file, download_url
+
     dest = local_path(rel, out_dir)
     if mirror is not None:
         src = next((p for p in _mirror_candidates(mirror, rel) if p.is_file()), None)
@@ -71,10 +55,12 @@ def fetch_one(rel: str, out_dir: Path, mirror: Path | None, timeout: float) -> P
                 f"{rel}: not found in mirror {mirror} (looked at "
                 + ", ".join(str(p) for p in _mirror_candidates(mirror, rel)) + ")"
             )
-        _atomic_copy_from(lambda: open(src, "rb"), dest)
+        copy_file(src, dest, lambda tmp: None)
     else:
-        url = BASE_URL + rel
-        _atomic_copy_from(lambda: urllib.request.urlopen(url, timeout=timeout), dest)
+        try:  # the one URL fetcher (atomic, Content-Length checked)
+            download_url(BASE_URL + rel, dest, timeout=timeout)
+        except FetchError as e:
+            raise OSError(str(e)) from None
     return dest
 
 

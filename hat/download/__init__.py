@@ -17,7 +17,7 @@ when one is known) and skip what is already there and valid (``--force`` fetches
 
 Where each part is: :mod:`~hat.download.catalog` (names, links, the data-bin layout),
 :mod:`~hat.download.checks` (sha256, checkpoints, architectures, data-bins),
-:mod:`~hat.download.transfer` (URL or mirror into a checked temporary file),
+:mod:`~hat.download.transfer` (the one URL fetcher, data preparation's too; a mirror's copy),
 :mod:`~hat.download.models` and :mod:`~hat.download.data` (the two jobs), and the command lines
 in :mod:`~hat.download.cli` (``python -m hat.download``). Exit status: 0
 when everything is in place, 1 when a download or check failed (with
@@ -53,13 +53,13 @@ from hat.download.checks import (
 )
 from hat.download.data import extract_databin, fetch_data, safe_extract
 from hat.download.models import download_model
-from hat.download.transfer import copy_file, fetch_url
+from hat.download.transfer import copy_file, download_url, fetch_url
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_SAVE_PATH", "HAT_DATA", "HAT_MODELS", "MARKER", "RELEASED_TASKS",
     "SPLITS", "SUPER_ARCH_KEYS", "DownloadError", "HatData", "ReleasedArchitecture",
     "check_architecture", "check_model_file", "check_model_name", "check_sha256", "check_task",
-    "copy_file", "databin_missing", "direct_url", "download_model", "extract_databin",
-    "fetch_data", "fetch_url", "file_sha256", "model_url", "read_sha256", "released_architecture",
-    "safe_extract", "weight_dims",
+    "copy_file", "databin_missing", "direct_url", "download_model", "download_url",
+    "extract_databin", "fetch_data", "fetch_url", "file_sha256", "model_url", "read_sha256",
+    "released_architecture", "safe_extract", "weight_dims",
 ]

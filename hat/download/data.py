@@ -7,8 +7,10 @@ import gzip
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -106,20 +108,37 @@ def _archive(spec: HatData, url: str, out: Path, mirror: str | os.PathLike | Non
     return dest, True
 
 
+def _inside(name: str, archive: Path) -> PurePosixPath | None:
+    """Member ``name``'s path relative to the target, refusing paths that lead outside it (None
+    for the archive's root entry)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
+        raise DownloadError(f"{archive}: refusing {name}: its path leads outside the "
+                            "folder it is extracted into")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    return PurePosixPath(*parts) if parts else None
+
+
 def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None:
-    """The member's path relative to the target, refusing links, special files and paths that
-    lead outside the target (None for the archive's root entry)."""
+    """The tar member's path relative to the target, refusing links, special files and paths
+    that lead outside the target (None for the archive's root entry)."""
     if member.issym() or member.islnk():
         raise DownloadError(f"{archive}: refusing the link {member.name} -> {member.linkname} "
                             "(only plain files and folders are extracted)")
     if not (member.isfile() or member.isdir()):
         raise DownloadError(f"{archive}: refusing {member.name}: not a plain file or folder")
-    path = PurePosixPath(member.name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", member.name):
-        raise DownloadError(f"{archive}: refusing {member.name}: its path leads outside the "
-                            "folder it is extracted into")
-    parts = [p for p in path.parts if p not in ("", ".")]
-    return PurePosixPath(*parts) if parts else None
+    return _inside(member.name, archive)
+
+
+def _zip_member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath | None:
+    """:func:`_member_path` for a zip member (its type is in the Unix mode, when recorded)."""
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind == stat.S_IFLNK:
+        raise DownloadError(f"{archive}: refusing the link {info.filename} (only plain files "
+                            "and folders are extracted)")
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise DownloadError(f"{archive}: refusing {info.filename}: not a plain file or folder")
+    return _inside(info.filename, archive)
 
 
 def _check_gzip_complete(archive: Path) -> None:
@@ -133,29 +152,54 @@ def _check_gzip_complete(archive: Path) -> None:
             pass
 
 
+def _extract_tar(archive: Path, dest: Path) -> None:
+    _check_gzip_complete(archive)
+    with tarfile.open(archive, "r|*") as tf, \
+            progress_bar(None, f"extract {archive.name}") as bar:
+        for member in tf:
+            rel = _member_path(member, archive)
+            if rel is None:
+                continue
+            target = dest.joinpath(*rel.parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(member)
+            assert src is not None  # a regular file
+            with src, open(target, "wb") as f:
+                shutil.copyfileobj(src, f, CHUNK)
+            bar.update(member.size)
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf, \
+            progress_bar(None, f"extract {archive.name}") as bar:
+        members = [(info, _zip_member_path(info, archive)) for info in zf.infolist()]
+        for info, rel in members:  # every member checked before anything is written
+            if rel is None:
+                continue
+            target = dest.joinpath(*rel.parts)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as f:
+                shutil.copyfileobj(src, f, CHUNK)
+            bar.update(info.file_size)
+
+
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Extract a tar(.gz) into ``dest``: plain files and folders only, every path inside
-    ``dest`` (an unsafe member stops the extraction with an error)."""
+    """Extract a tar(.gz), or a zip (by its ``.zip`` name), into ``dest``: plain files and
+    folders only, every path inside ``dest`` (an unsafe member stops the extraction with an
+    error)."""
     archive, dest = Path(archive), Path(dest)
     try:
-        _check_gzip_complete(archive)
-        with tarfile.open(archive, "r|*") as tf, \
-                progress_bar(None, f"extract {archive.name}") as bar:
-            for member in tf:
-                rel = _member_path(member, archive)
-                if rel is None:
-                    continue
-                target = dest.joinpath(*rel.parts)
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(member)
-                assert src is not None  # a regular file
-                with src, open(target, "wb") as f:
-                    shutil.copyfileobj(src, f, CHUNK)
-                bar.update(member.size)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        if archive.name.endswith(".zip"):
+            _extract_zip(archive, dest)
+        else:
+            _extract_tar(archive, dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise DownloadError(f"{archive}: cannot extract it ({reason(e)}); the archive is "
                             "truncated or corrupt: delete it (or run with --force) to fetch it "
                             "again") from None
