@@ -216,3 +216,14 @@ def test_bleu_reference_follows_the_subset() -> None:
     assert ref("--task", "debian.en-de", "--subset", "test_unseen") == \
         "data/debian.en-de/tokenized/test_unseen.detok.de"
     assert ref("--task", "debian.en-de", "--subset", "test_unseen", "--ref", "r.txt") == "r.txt"
+
+
+def test_the_stage_order_is_one_list_every_preset_times() -> None:
+    import dataclasses
+
+    from hat.pipeline.presets import PRESETS, STAGES
+
+    for p in PRESETS.values():
+        assert tuple(k for k, _ in p.plan_s) == STAGES
+    with pytest.raises(ValueError, match="plan_s must time corpus"):
+        dataclasses.replace(PRESETS["tiny"], plan_s=(("corpus", 1.0),))

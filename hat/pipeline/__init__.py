@@ -23,7 +23,7 @@ from typing import Any
 from hat.atomic import atomic_write_json
 from hat.errors import HatConfigError
 from hat.pipeline.context import Context
-from hat.pipeline.presets import PRESETS, Preset, preset
+from hat.pipeline.presets import PRESETS, STAGES, Preset, preset
 
 STATE = "pipeline.json"
 STATE_VERSION = 1
@@ -44,10 +44,6 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     check_resume(path, state.get("settings", {}), settings, list(settings), "pipeline",
                  "use another --out, or the same preset, device and seed")
     return state
-
-
-STAGES = ("corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
-          "search", "retrain", "bleu", "latency", "report")
 
 
 def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | None = None,
@@ -119,14 +115,14 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
         if stop_after is not None and STAGES.index(name) > STAGES.index(stop_after):
             raise Stop
         if name in done:
-            say(f"[{list(plan).index(name) + 1}/{len(plan)}] {name}: done earlier "
+            say(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: done earlier "
                 f"({done[name]['seconds']:.0f} s)")
             return rundir.local(done[name]["outputs"], out)
         spent = sum(v["seconds"] for v in done.values())
         planned_done = sum(plan[k] for k in done if k in plan)
         speed = (spent + 60) / (planned_done + 60)  # observed pace, with a 60 s prior
         left = speed * sum(v for k, v in plan.items() if k not in done)
-        say(f"[{list(plan).index(name) + 1}/{len(plan)}] {name} (elapsed "
+        say(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name} (elapsed "
             f"{_mmss(time.monotonic() - t_run)}, about {_mmss(left)} left)")
         t0 = time.monotonic()
         outputs = fn()
@@ -279,4 +275,4 @@ def _mmss(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-__all__ = ["PRESETS", "Preset", "run_pipeline"]
+__all__ = ["PRESETS", "STAGES", "Preset", "run_pipeline"]

@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+# the pipeline's stages, in the order they run (each preset's plan_s times them in this order)
+STAGES = ("corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
+          "search", "retrain", "bleu", "latency", "report")
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -45,6 +49,10 @@ class Preset:
         ("corpus", 15), ("supertransformer", 150), ("latency_dataset", 45),
         ("latency_predictor", 25), ("baseline", 5), ("search", 45), ("retrain", 170),
         ("bleu", 45), ("latency", 20), ("report", 5))
+
+    def __post_init__(self) -> None:
+        if tuple(k for k, _ in self.plan_s) != STAGES:  # the stage order lives in STAGES
+            raise ValueError(f"preset {self.name}: plan_s must time {', '.join(STAGES)} in order")
 
     def settings(self, synthetic_corpus: bool = True) -> dict[str, Any]:
         """What a resumed run must share with the first one (the synthetic corpus's sizes only
