@@ -42,7 +42,7 @@ import torch
 
 from hat.atomic import atomic_write_text, check_writable
 from hat.cli import run_cli
-from hat.corpora import TASKS
+from hat.corpora import TASKS, Scoring
 from hat.errors import HatConfigError
 from hat.metrics import BleuResult, moses_detokenize, read_lines, sacre_bleu, tokenized_bleu
 from hat.space import SubConfig
@@ -57,15 +57,10 @@ METRICS = ("normal", "sacre")
 
 
 @dataclass(frozen=True)
-class BleuSettings:
-    """HAT's test settings and default paths of one task."""
+class BleuSettings(Scoring):
+    """A task's test settings (HAT's) and default paths."""
 
-    tgt: str
-    beam: int = 5
-    lenpen: float = 1.0
-    remove_bpe: bool = True
-    compound_split: bool = True
-    lowercase: bool = False
+    tgt: str = ""
     data: str = ""
     ref: str = ""
 
@@ -73,13 +68,10 @@ class BleuSettings:
 def task_settings(name: str) -> BleuSettings:
     """The test settings and default paths of catalogue task ``name``."""
     t = TASKS[name]
-    sc = t.scoring
-    return BleuSettings(t.tgt, beam=sc.beam, lenpen=sc.lenpen, remove_bpe=sc.remove_bpe,
-                        compound_split=sc.compound_split, lowercase=sc.lowercase,
-                        data=t.data_bin, ref=t.ref)
+    return BleuSettings(**asdict(t.scoring), tgt=t.tgt, data=t.data_bin, ref=t.ref)
 
 
-GENERIC = BleuSettings("", remove_bpe=False)
+GENERIC = BleuSettings(remove_bpe=False)
 
 
 # ----- command line ---------------------------------------------------------------------------

@@ -13,8 +13,9 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from hat.atomic import atomic_write_json
 from hat.download.catalog import MARKER, DownloadError, HatData, check_task, direct_url
@@ -152,6 +153,21 @@ def _check_gzip_complete(archive: Path) -> None:
             pass
 
 
+def _write_member(dest: Path, rel: PurePosixPath, open_src: Callable[[], IO[bytes] | None] | None
+                  ) -> None:
+    """Create the checked member ``rel`` under ``dest``: a folder when ``open_src`` is None,
+    else a file with what ``open_src()`` reads."""
+    target = dest.joinpath(*rel.parts)
+    if open_src is None:
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src = open_src()
+    assert src is not None  # a regular file (links and devices were refused)
+    with src, open(target, "wb") as f:
+        shutil.copyfileobj(src, f, CHUNK)
+
+
 def _extract_tar(archive: Path, dest: Path) -> None:
     _check_gzip_complete(archive)
     with tarfile.open(archive, "r|*") as tf, \
@@ -160,15 +176,7 @@ def _extract_tar(archive: Path, dest: Path) -> None:
             rel = _member_path(member, archive)
             if rel is None:
                 continue
-            target = dest.joinpath(*rel.parts)
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            assert src is not None  # a regular file
-            with src, open(target, "wb") as f:
-                shutil.copyfileobj(src, f, CHUNK)
+            _write_member(dest, rel, None if member.isdir() else partial(tf.extractfile, member))
             bar.update(member.size)
 
 
@@ -179,13 +187,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
         for info, rel in members:  # every member checked before anything is written
             if rel is None:
                 continue
-            target = dest.joinpath(*rel.parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as f:
-                shutil.copyfileobj(src, f, CHUNK)
+            _write_member(dest, rel, None if info.is_dir() else partial(zf.open, info))
             bar.update(info.file_size)
 
 
