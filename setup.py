@@ -13,7 +13,6 @@ setup(
         # Official fairseq 0.12.2 does not import on Python 3.11 (dataclass error). ve-fairseq is
         # the same 0.12 code with cp311/cp312 wheels (no 3.5-minute source build).
         "ve-fairseq==0.12.3",
-        "configargparse>=1.7",
         "pyyaml>=6",
         "numpy>=1.24",
         "sacrebleu>=2.3",

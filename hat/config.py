@@ -1,172 +1,37 @@
-"""YAML configs in, fairseq args out: the one place where command lines are parsed.
+"""fairseq's command lines: YAML configs (:mod:`hat.config_files`) in, fairseq args out.
 
-HAT's YAML files use fairseq's option names as keys (``max-tokens: 4096``). ``--configs``,
-``--sub-configs`` and ``--evo-configs`` name such files; their keys become command-line options
-(in that order, the real command line last, so it overrides all of them). Keys fairseq does
-not know, a bad arch, a missing file or a value of the wrong type are reported with the file
-and key (or as the command line's when it gave the value). A key given twice in one YAML file is
-an error; a later file or the command line overriding it is not. The data path is ``data:``,
-``--data DIR`` or fairseq's positional ``DIR`` anywhere among the options.
+:func:`parse_fairseq_args` reads ``--configs``, ``--sub-configs`` and ``--evo-configs`` (their
+keys become options, the real command line last, so it overrides all of them) into fairseq's
+parser. Keys fairseq does not know, a bad arch, a missing file or a value of the wrong type are
+reported with the file and key (or as the command line's when it gave the value). The data path
+is ``data:``, ``--data DIR`` or fairseq's positional ``DIR`` anywhere among the options.
+``--help`` is HAT's short list (:func:`short_help`); ``--help-all`` adds fairseq's.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hat.config_files import (
+    NO_DATA,
+    Expanded,
+    add_config_file_args,
+    did_you_mean,
+    expand,
+    is_option,
+    known_options,
+    origin_error,
+    print_help,
+)
 from hat.errors import HatConfigError
-from hat.yamlio import load_yaml
 
-CONFIG_OPTIONS = ("--configs", "--sub-configs", "--evo-configs")
-CONFIG_FILE_KEYS = ("configs", "sub_configs", "evo_configs")
-NO_DATA = "(no-data)"  # a stage that needs no data puts this first; a data path replaces it
-_SHORT_OPTIONS = {"-a": "--arch", "-s": "--source-lang", "-t": "--target-lang"}  # fairseq's
 PROBABILITIES = ("dropout", "attention_dropout", "activation_dropout", "relu_dropout")
-
-
-def add_config_file_args(parser: argparse.ArgumentParser) -> None:
-    """``--configs`` / ``--sub-configs`` (YAML files with HAT's keys)."""
-    parser.add_argument("--configs", metavar="YAML", help="YAML config (HAT keys)")
-    parser.add_argument("--sub-configs", metavar="YAML",
-                        help="second YAML config, applied after --configs")
-    parser.add_argument("--evo-configs", metavar="YAML",
-                        help="search YAML config (evo_search.py), applied after the others")
-
-
-def yaml_to_tokens(path: str) -> tuple[list[str], list[str], dict[str, str]]:
-    """A YAML config as (positional tokens, option tokens, {option: file})."""
-    data = load_yaml(path, same_key=_option_name)
-    positional: list[str] = []
-    tokens: list[str] = []
-    origin: dict[str, str] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise HatConfigError(f"{path}: keys must be strings, got {key!r}")
-        if key == "data":
-            positional.append(str(value))
-            continue
-        opt = "--" + key.replace("_", "-")
-        origin[opt] = path
-        if value is None or value is False:
-            continue
-        if value is True:
-            tokens.append(opt)
-        elif isinstance(value, (list, tuple)):
-            tokens.append(opt)
-            tokens.extend(str(v) for v in value)
-        elif isinstance(value, dict):
-            raise HatConfigError(f"{path}: key '{key}' holds a mapping; expected a value or a list")
-        else:
-            tokens.extend([opt, str(value)])
-    return positional, tokens, origin
-
-
-def _option_name(key: Any) -> Any:
-    """The option a YAML key sets (``max_tokens`` and ``max-tokens`` are one)."""
-    return key.replace("_", "-") if isinstance(key, str) else key
-
-
-@dataclass
-class _Expanded:
-    """A command line with its config files read: the YAML's data path and options, the
-    command line's data path (``--data`` or a positional) and options."""
-
-    yaml_data: str | None
-    yaml_tokens: list[str]
-    cli_data: str | None
-    rest: list[str]
-    origin: dict[str, str]
-    given: dict[str, str]
-
-    def tokens(self) -> list[str]:
-        """The data path first (the command line's wins), the YAMLs' options, then the
-        command line's (so they win)."""
-        data = self.cli_data or self.yaml_data
-        return ([data] if data else []) + self.yaml_tokens + self.rest
-
-
-def _expand(argv: list[str]) -> _Expanded:
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    add_config_file_args(pre)
-    files, rest = pre.parse_known_args(argv)
-    positional: list[str] = []
-    tokens: list[str] = []
-    origin: dict[str, str] = {}
-    given = {}
-    for name in CONFIG_FILE_KEYS:
-        path = getattr(files, name)
-        if path:
-            given[name] = path
-            pos, toks, org = yaml_to_tokens(path)
-            positional = pos or positional
-            tokens += toks
-            origin.update(org)
-    tokens, rest = _switch_off(tokens, rest)
-    cli_data, rest = _pop_data_option(rest)
-    if rest and not rest[0].startswith("-"):  # a data path first on the command line
-        if cli_data is None:
-            cli_data, rest = rest[0], rest[1:]
-        elif rest[0] == NO_DATA:
-            rest = rest[1:]
-    for tok in rest:  # a value given on the command line did not come from a YAML
-        opt = tok.split("=", 1)[0]
-        origin.pop(_SHORT_OPTIONS.get(opt, opt), None)
-    return _Expanded(positional[-1] if positional else None, tokens, cli_data, rest, origin,
-                     given)
-
-
-def expand_config_files(argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Replace ``--configs``/``--sub-configs``/``--evo-configs`` by their keys (the command
-    line's options follow them, so they win; ``--no-KEY`` switches off a YAML's ``KEY: true``;
-    a data path, ``--data DIR`` or first on the command line, replaces the YAML's ``data:``).
-
-    Returns (tokens, {option: file it came from, for options the command line does not
-    override}, {'configs': path, ...}).
-    """
-    e = _expand(argv)
-    return e.tokens(), e.origin, e.given
-
-
-def _pop_data_option(rest: list[str]) -> tuple[str | None, list[str]]:
-    """``--data DIR`` / ``--data=DIR`` (the YAML key ``data:``) taken out of the command line."""
-    found: list[str] = []
-    out: list[str] = []
-    i = 0
-    while i < len(rest):
-        tok = rest[i]
-        if tok.startswith("--data="):
-            found.append(tok.split("=", 1)[1])
-        elif tok == "--data":
-            if i + 1 == len(rest) or (rest[i + 1].startswith("-") and len(rest[i + 1]) > 1):
-                raise HatConfigError("command line: --data needs a value: the fairseq "
-                                     "data-bin directory (--data DIR)")
-            found.append(rest[i + 1])
-            i += 1
-        else:
-            out.append(tok)
-        i += 1
-    if len(found) > 1:
-        raise HatConfigError(f"command line: --data is given {len(found)} times "
-                             f"({', '.join(found)}); give one data directory")
-    if found and out and not out[0].startswith("-") and out[0] != NO_DATA:
-        raise HatConfigError(f"command line: two data directories, '{found[0]}' (--data) and "
-                             f"'{out[0]}' (positional); give one")
-    return (found[0] if found else None), out
-
-
-_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
-
-
-def _is_option(tok: str) -> bool:
-    """As argparse reads it: ``-x``/``--xx``, not ``-`` or a negative number."""
-    return tok.startswith("-") and tok != "-" and not _NEGATIVE_NUMBER.match(tok)
 
 
 def _looks_like_data(tok: str, action: argparse.Action | None) -> bool:
@@ -187,7 +52,7 @@ def _positionals(rest: list[str], parser: argparse.ArgumentParser) -> list[int]:
     """Indices of the command line's positional arguments, read with the parser's options
     (how many values each takes). A list option's values end before a directory when no
     positional came before it: fairseq's data path may follow any option."""
-    actions = _option_actions(parser)
+    actions = dict(parser._option_string_actions)  # noqa: SLF001
     found: list[int] = []
     i, n = 0, len(rest)
     while i < n:
@@ -196,7 +61,7 @@ def _positionals(rest: list[str], parser: argparse.ArgumentParser) -> list[int]:
         if tok == "--":
             found += range(i, n)
             break
-        if not _is_option(tok):
+        if not is_option(tok):
             found.append(i - 1)
             continue
         if "=" in tok:
@@ -208,31 +73,12 @@ def _positionals(rest: list[str], parser: argparse.ArgumentParser) -> list[int]:
         lo, hi = {None: (1, 1), "?": (0, 1), "*": (0, n), "+": (1, n)}.get(
             nargs, (nargs, nargs) if isinstance(nargs, int) else (0, n))
         k = 0
-        while i < n and k < hi and not _is_option(rest[i]):
+        while i < n and k < hi and not is_option(rest[i]):
             if k >= lo and lo != hi and not found and _looks_like_data(rest[i], act):
                 break
             i += 1
             k += 1
     return found
-
-
-def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return dict(parser._option_string_actions)  # noqa: SLF001 - argparse has no public API
-
-
-def _switch_off(tokens: list[str], rest: list[str]) -> tuple[list[str], list[str]]:
-    """``--no-KEY`` on the command line switches off a flag a YAML set (``KEY: true``)."""
-    flags = {t for i, t in enumerate(tokens) if t.startswith("--")
-             and (i + 1 == len(tokens) or tokens[i + 1].startswith("--"))}
-    off = {"--" + t[5:] for t in rest if t.startswith("--no-") and "--" + t[5:] in flags}
-    if not off:
-        return tokens, rest
-    return ([t for t in tokens if t not in off],
-            [t for t in rest if not (t.startswith("--no-") and "--" + t[5:] in off)])
-
-
-def _known_options(parser: argparse.ArgumentParser) -> set[str]:
-    return set(parser._option_string_actions)  # noqa: SLF001 - argparse has no public API
 
 
 def check_arch(tokens: list[str], origin: dict[str, str]) -> None:
@@ -283,7 +129,7 @@ def parse_fairseq_args(
     if "--help-all" in argv:  # ours with the search-space keys, then fairseq's full list
         print_help(short_help(add_extra, training=training_help, space_keys=True))
         argv = [("--help" if a == "--help-all" else a) for a in argv]
-    e = _expand(argv)
+    e = expand(argv)
     if "--help" not in argv:
         check_arch(e.tokens(), e.origin)
 
@@ -294,20 +140,20 @@ def parse_fairseq_args(
             add_extra(parser)
         return parser
 
-    if any(not _is_option(t) for t in e.rest):  # a data path among the options?
+    if any(not is_option(t) for t in e.rest):  # a data path among the options?
         _take_data_path(e, make_parser)
     origin = e.origin
     parser = make_parser()
     parser.error = _raise_with_origin(origin)  # type: ignore[method-assign]
     args, extra = options.parse_args_and_arch(parser, input_args=e.tokens(), parse_known=True)
-    known = _known_options(parser)
+    known = known_options(parser)
     for opt, path in origin.items():
         if opt not in known:
-            raise HatConfigError(f"{path}: unknown key '{opt[2:]}'" + _did_you_mean(opt, known))
+            raise HatConfigError(f"{path}: unknown key '{opt[2:]}'" + did_you_mean(opt, known))
     if extra:
         bad = next((t for t in extra if t.startswith("-")), extra[0])
         raise HatConfigError(f"command line: unknown option or value '{bad}'"
-                             + _did_you_mean(bad, known))
+                             + did_you_mean(bad, known))
     check_probabilities(args, origin)
     for name, path in e.given.items():
         setattr(args, name, path)
@@ -320,7 +166,7 @@ class _ParseFailed(Exception):
     pass
 
 
-def _take_data_path(e: _Expanded, make_parser: Callable[[], argparse.ArgumentParser]) -> None:
+def _take_data_path(e: Expanded, make_parser: Callable[[], argparse.ArgumentParser]) -> None:
     """Find the data path among the command line's options (fairseq's positional may come
     anywhere) and move it to ``e.cli_data``. The options' arities come from the whole parser,
     which fairseq builds while parsing (arch, task, optimizer), so this parses once first."""
@@ -363,15 +209,6 @@ def check_probabilities(args: argparse.Namespace, origin: dict[str, str]) -> Non
             src = origin.get("--" + key, "command line")
             raise HatConfigError(f"{src}: {key} {v:g} is not a probability: allowed "
                                  f"0 <= {key} < 1")
-
-
-def print_help(text: str) -> None:
-    """Print help; a reader that stops early (``--help | head``) is not an error."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
-        raise SystemExit(0) from None
 
 
 def short_help(add_extra: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -447,20 +284,14 @@ def _training_help(group: Any) -> None:
                            help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
 
 
-def _did_you_mean(opt: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(opt, sorted(known), n=3, cutoff=0.75)
-    return f" (did you mean {', '.join(c[2:] for c in close)}?)" if close else ""
-
-
 def _raise_with_origin(origin: dict[str, str]) -> Callable[[str], Any]:
+    """fairseq's parser errors, named by file and key; a missing data path said plainly."""
+    named = origin_error(origin)
+
     def error(message: str) -> None:
         if re.search(r"arguments are required: .*\bdata\b", message):
             raise HatConfigError("no data directory given: put 'data: DIR' in the YAML config, "
                                  "or pass --data DIR (or DIR) on the command line")
-        m = re.search(r"argument (--[\w-]+)", message)
-        opt = m.group(1) if m else ""
-        if opt in origin:
-            raise HatConfigError(f"{origin[opt]}: key '{opt[2:]}': {message}")
-        raise HatConfigError(f"command line: {message}")
+        named(message)
 
     return error

@@ -70,6 +70,11 @@ def test_bad_value_type_names_file_and_key(tmp_path: Path) -> None:
         parse_fairseq_args([f"--configs={p}"])
 
 
+def test_command_line_replaces_a_bad_yaml_value(tmp_path: Path) -> None:
+    p = write(tmp_path, "arch: transformersuper_wmt_en_de\ndata: x\nmax-tokens: lots\n")
+    assert parse_fairseq_args([f"--configs={p}", "--max-tokens", "5"]).max_tokens == 5
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(HatConfigError, match="nope.yml: config file not found"):
         parse_fairseq_args([f"--configs={tmp_path / 'nope.yml'}"])

@@ -353,14 +353,57 @@ def test_cli_eval_only_hat_shipped(tmp_path: Path) -> None:
     assert (tmp_path / "s.png").stat().st_size < 200_000
 
 
-def test_cli_unknown_yaml_key(tmp_path: Path) -> None:
+def test_cli_unknown_yaml_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cli = _cli()
     cfg = _config(tmp_path, _tiny_csv(tmp_path), extra="hidden-dims: 3\n")
-    with pytest.raises(HatConfigError, match=r"cfg\.yml: unknown key 'hidden-dims'"):
+    with pytest.raises(HatConfigError, match=r"cfg\.yml: unknown key 'hidden-dims' "
+                                             r"\(did you mean hidden-dim\?\)"):
+        cli.run([f"--configs={cfg}"])
+    assert cli.main([f"--configs={cfg}", "--hidden-dim", "3"]) == 2  # the YAML is still wrong
+    assert f"error: {cfg}: unknown key 'hidden-dims'" in capsys.readouterr().err
+    for key in ("configs: other.yml", "help: true", "data: x"):
+        cfg = _config(tmp_path, _tiny_csv(tmp_path), extra=key + "\n")
+        with pytest.raises(HatConfigError, match=rf"cfg\.yml: unknown key '{key[:4]}"):
+            cli.run([f"--configs={cfg}"])
+    cfg = _config(tmp_path, _tiny_csv(tmp_path), extra="zzz: 1\n")
+    with pytest.raises(HatConfigError, match=r"cfg\.yml: unknown key 'zzz' \(known keys: bsz, "
+                                             r"ckpt-path, drift-correct"):
         cli.run([f"--configs={cfg}"])
     cfg = _config(tmp_path, _tiny_csv(tmp_path))
     with pytest.raises(HatConfigError, match="feature-dim must be 10"):
         cli.run([f"--configs={cfg}", "--no-plot", "--feature-dim", "11"])
+
+
+def test_cli_yaml_overrides_defaults_and_command_line_overrides_yaml(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hat.config_files import parse_with_configs
+    from hat.latency.predict.cli import build_parser
+
+    cfg = _config(tmp_path, tmp_path / "x.csv", extra="drift_window: 7\njson: true\n")
+    args = parse_with_configs(build_parser(), [f"--configs={cfg}"])
+    assert args.configs == str(cfg) and args.lat_norm == 200 and args.lr == 1e-5
+    assert args.drift_window == 7 and args.json  # YAML over the defaults (15, off)
+    assert args.members is None and args.plot_path is None  # defaults
+    args = parse_with_configs(build_parser(), [
+        f"--configs={cfg}", "--drift-window", "3", "--lat-norm=50", "--no-json",
+        "--feature-norm", *["2"] * 10])
+    assert args.drift_window == 3 and args.lat_norm == 50 and not args.json
+    assert args.feature_norm == [2.0] * 10 and args.seed == 1
+    args = parse_with_configs(build_parser(), ["--lat-dataset-path", "a.csv", "--ckpt-path",
+                                               "p.pt", "--lat-norm", "8"])  # no YAML
+    assert args.configs is None and args.drift_window == 15 and args.hidden_dim == 400
+    cfg.write_text(cfg.read_text().replace("seed: 1", "seed: one"))
+    with pytest.raises(HatConfigError, match=r"cfg\.yml: key 'seed': .*invalid int value"):
+        parse_with_configs(build_parser(), [f"--configs={cfg}"])
+    assert parse_with_configs(build_parser(), [f"--configs={cfg}", "--seed", "4"]).seed == 4
+    with pytest.raises(HatConfigError, match="command line: unknown option or value '--sed' "
+                                             r"\(did you mean seed\?\)"):
+        parse_with_configs(build_parser(), [f"--configs={cfg}", "--seed", "4", "--sed", "3"])
+    with pytest.raises(HatConfigError, match="command line: write --configs in full"):
+        parse_with_configs(build_parser(), [f"--config={cfg}"])
+    cfg.write_text(cfg.read_text() + "seed: 2\n")
+    with pytest.raises(HatConfigError, match=r"cfg\.yml: key 'seed' is given twice, on line "):
+        parse_with_configs(build_parser(), [f"--configs={cfg}"])
 
 
 def test_cli_ensemble_members(tmp_path: Path) -> None:

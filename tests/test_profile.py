@@ -36,7 +36,7 @@ def test_published_table_matches(hat_reference: Path) -> None:
 
 @pytest.mark.slow
 def test_profile_cli_matches_published_figures(hat_reference: Path) -> None:
-    """The documented command, through configargparse-style YAMLs, with no data present."""
+    """The documented command, through the YAML configs, with no data present."""
     rows = {r["name"]: r for r in published_rows(hat_reference)}
     sub_dir = ROOT / "configs" / "wmt14.en-de" / "subtransformer"
     ymls = sorted(sub_dir.glob("HAT_wmt14ende_*.yml"))

@@ -90,7 +90,8 @@ def add_args(parser: Any) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> Any:
     """fairseq args + latency keys from ``--configs`` YAML and the command line."""
-    from hat.config import expand_config_files, parse_fairseq_args
+    from hat.config import parse_fairseq_args
+    from hat.config_files import expand_config_files
 
     argv = list(sys.argv[1:] if argv is None else argv)
     tokens = expand_config_files(argv)[0]

@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import configargparse
 import numpy as np
 
 from hat.atomic import check_writable
 from hat.cli import run_cli
+from hat.config_files import parse_with_configs
 from hat.errors import HatConfigError
 from hat.latency.predict.fewshot import DATA_METHODS, METHODS
 from hat.latency.predict.predictor import FEATURE_NORM, LatencyPredictor
@@ -30,87 +30,70 @@ log = logging.getLogger("latency_predictor")
 MIN_ROWS = 20  # fewer rows leave the validation and test splits (10% each) one row or none
 
 
-def build_parser() -> configargparse.ArgParser:
-    """The CLI; YAML config keys are the long option names without dashes."""
-    p = configargparse.ArgParser(
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; YAML config keys are the long option names without dashes
+    (:func:`hat.config_files.parse_with_configs` reads them)."""
+    p = argparse.ArgumentParser(
         prog="latency_predictor.py", usage="latency_predictor.py --configs=YAML [options]",
         description="Train (or evaluate) a latency predictor from a latency CSV.\n\nexample: "
                     "python latency_predictor.py --configs=configs/wmt14.en-de/"
                     "latency_predictor/cpu_epyc.yml --lat-dataset-path latency_dataset/measured/"
                     "wmt14ende_cpu_epyc_all.csv --ckpt-path latency_dataset/measured/"
                     "wmt14ende_cpu_epyc.pt",
+        epilog="Every option is also a key of the --configs YAML file (lat-norm: 8,\n"
+               "feature-norm: [...], json: true). The command line overrides the YAML, which\n"
+               "overrides the defaults.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        config_file_parser_class=configargparse.YAMLConfigFileParser,
     )
-    p.add("--configs", is_config_file=True, help="YAML config (HAT's latency_predictor keys)")
-    p.add("--lat-dataset-path", required=True, help="latency CSV (HAT format)")
-    p.add("--ckpt-path", required=True, help="predictor checkpoint to write (or read)")
-    p.add("--feature-norm", type=float, nargs="+",
-          default=list(FEATURE_NORM), help="per-feature divisors (HAT's)")
-    p.add("--lat-norm", type=float, required=True, help="latency divisor (ms)")
-    p.add("--feature-dim", type=int, default=10, help="must be 10")
-    p.add("--hidden-dim", type=int, default=400)
-    p.add("--hidden-layer-num", type=int, default=3)
-    p.add("--train-steps", type=int, default=5000, help="HAT recipe: steps")
-    p.add("--bsz", type=int, default=128, help="HAT recipe: batch size")
-    p.add("--lr", type=float, default=1e-5, help="HAT recipe: learning rate")
-    p.add("--recipe", choices=["default", "mlp", "hat"], default="default",
-          help="'hat' = HAT's recipe (train-steps/bsz/lr above); 'default' = ours (HAT's MLP "
-               "on a linear cost-term base; HAT's code cannot load the file); 'mlp' = ours "
-               "without the base (a plain HAT state dict)")
-    p.add("--seed", type=int, default=1, help="split and training seed")
-    p.add("--max-steps", type=int, default=None, help="cap on training steps (quick runs)")
-    p.add("--members", type=int, default=None,
-          help="ensemble size (averaged networks, each a HAT MLP; default 1). More members "
-               "predict a little better and proportionally slower")
-    p.add("--eval-only", action="store_true", help="evaluate --ckpt-path, do not train")
-    p.add("--fewshot", type=int, default=None, metavar="N",
-          help="fit from N training rows on top of --source-ckpt (new hardware)")
-    p.add("--source-ckpt", default=None, help="few-shot: predictor of another device")
-    p.add("--source-dataset", default=None,
-          help="few-shot: latency CSV of another device (adds the 'components' method: its "
-               "encoder and decoder predictors, reweighted on the N rows)")
-    p.add("--fewshot-method", choices=[*METHODS, *DATA_METHODS], default=None,
-          help="few-shot: force a method (default: chosen by cross-validation on the rows)")
-    p.add("--source-lat-norm", type=float, default=None,
-          help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")
-    p.add("--drift-correct", choices=["none", "neighbours"], default="none",
-          help="'neighbours': divide each row by the device's speed around it, estimated from "
-               "its neighbours in measurement order (hat/latency/predict/drift.py); the summary "
-               "then "
-               "also reports accuracy on the uncorrected labels")
-    p.add("--drift-window", type=int, default=15, help="neighbours on each side")
-    p.add("--plot-path", default=None, help="scatter PNG (default: next to the checkpoint)")
-    p.add("--no-plot", action="store_true")
-    p.add("--json", action="store_true", help="last stdout line = JSON summary")
-    p.add("-v", "--verbose", action="store_true")
+    a = p.add_argument
+    a("--configs", help="YAML config (HAT's latency_predictor keys)")
+    a("--lat-dataset-path", required=True, help="latency CSV (HAT format)")
+    a("--ckpt-path", required=True, help="predictor checkpoint to write (or read)")
+    a("--feature-norm", type=float, nargs="+",
+      default=list(FEATURE_NORM), help="per-feature divisors (HAT's)")
+    a("--lat-norm", type=float, required=True, help="latency divisor (ms)")
+    a("--feature-dim", type=int, default=10, help="must be 10")
+    a("--hidden-dim", type=int, default=400)
+    a("--hidden-layer-num", type=int, default=3)
+    a("--train-steps", type=int, default=5000, help="HAT recipe: steps")
+    a("--bsz", type=int, default=128, help="HAT recipe: batch size")
+    a("--lr", type=float, default=1e-5, help="HAT recipe: learning rate")
+    a("--recipe", choices=["default", "mlp", "hat"], default="default",
+      help="'hat' = HAT's recipe (train-steps/bsz/lr above); 'default' = ours (HAT's MLP "
+           "on a linear cost-term base; HAT's code cannot load the file); 'mlp' = ours "
+           "without the base (a plain HAT state dict)")
+    a("--seed", type=int, default=1, help="split and training seed")
+    a("--max-steps", type=int, default=None, help="cap on training steps (quick runs)")
+    a("--members", type=int, default=None,
+      help="ensemble size (averaged networks, each a HAT MLP; default 1). More members "
+           "predict a little better and proportionally slower")
+    a("--eval-only", action="store_true", help="evaluate --ckpt-path, do not train")
+    a("--fewshot", type=int, default=None, metavar="N",
+      help="fit from N training rows on top of --source-ckpt (new hardware)")
+    a("--source-ckpt", default=None, help="few-shot: predictor of another device")
+    a("--source-dataset", default=None,
+      help="few-shot: latency CSV of another device (adds the 'components' method: its "
+           "encoder and decoder predictors, reweighted on the N rows)")
+    a("--fewshot-method", choices=[*METHODS, *DATA_METHODS], default=None,
+      help="few-shot: force a method (default: chosen by cross-validation on the rows)")
+    a("--source-lat-norm", type=float, default=None,
+      help="few-shot: lat-norm of a plain (sidecar-less) --source-ckpt")
+    a("--drift-correct", choices=["none", "neighbours"], default="none",
+      help="'neighbours': divide each row by the device's speed around it, estimated from "
+           "its neighbours in measurement order (hat/latency/predict/drift.py); the summary "
+           "then also reports accuracy on the uncorrected labels")
+    a("--drift-window", type=int, default=15, help="neighbours on each side")
+    a("--plot-path", default=None, help="scatter PNG (default: next to the checkpoint)")
+    a("--no-plot", action="store_true")
+    a("--json", action="store_true", help="last stdout line = JSON summary")
+    a("-v", "--verbose", action="store_true")
     return p
-
-
-def check_config_keys(parser: configargparse.ArgParser, argv: Sequence[str]) -> None:
-    """Reject unknown YAML keys with a message naming the file and the key."""
-    from hat.yamlio import load_yaml
-
-    known = {
-        s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")
-    }
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--configs=")]
-    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--configs"]
-    for path in paths:
-        data = load_yaml(path)
-        for key in data:
-            if str(key).replace("_", "-") not in known or key == "configs":
-                raise HatConfigError(
-                    f"{path}: unknown key {key!r} (known keys: {', '.join(sorted(known))})"
-                )
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments, train or evaluate, print the report; returns the summary dict."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    check_config_keys(parser, argv)
-    args = parser.parse_args(argv)
+    args = parse_with_configs(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     import contextlib
