@@ -15,7 +15,8 @@ import pytest
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
 from hat.latency import csvio
-from hat.latency.measure.dataset import EXTRA_COLUMNS, count_rows, measure_dataset
+from hat.latency.measure.dataset import measure_dataset
+from hat.latency.measure.dataset_files import EXTRA_COLUMNS, count_rows
 from hat.latency.measure.noise import NoiseControl
 from hat.paths import ROOT
 from tests.conftest import load_script, synthetic_features
@@ -93,7 +94,7 @@ def test_resume_without_sidecar_is_refused(tmp_path: Path, measure_cli,
 def test_a_committed_dataset_is_never_measured_into(tmp_path: Path, measure_cli,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """The user's case: --lat-dataset-path names a dataset shipped with the repository."""
-    from hat.latency.measure.dataset import SHIPPED_DIR
+    from hat.latency.measure.dataset_files import SHIPPED_DIR
 
     csv = SHIPPED_DIR / "toy_cpu_epyc_all.csv"
     side = csv.with_name(csv.name + ".meta.json")
@@ -109,7 +110,7 @@ def test_a_committed_dataset_is_never_measured_into(tmp_path: Path, measure_cli,
 
 def test_measuring_is_allowed_below_measured_and_outside(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import hat.latency.measure.dataset as ds
+    import hat.latency.measure.dataset_files as ds
 
     shipped = tmp_path / "latency_dataset"
     (shipped / "measured").mkdir(parents=True)

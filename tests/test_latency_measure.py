@@ -16,7 +16,8 @@ import yaml
 from hat.errors import HatConfigError
 from hat.latency import csvio
 from hat.latency.measure.cli import main, parse_args, protocol_from_args
-from hat.latency.measure.dataset import EXTRA_COLUMNS, measure_dataset, sample_row
+from hat.latency.measure.dataset import measure_dataset, sample_row
+from hat.latency.measure.dataset_files import EXTRA_COLUMNS
 from hat.latency.measure.noise import NoiseControl
 from hat.latency.measure.timing import LatencyMeter, Measurement, Protocol, trimmed_stats
 from hat.paths import ROOT

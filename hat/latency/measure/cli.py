@@ -11,10 +11,10 @@ from typing import Any
 
 from hat.atomic import check_writable
 from hat.errors import HatConfigError
-from hat.latency.measure.dataset import (
+from hat.latency.measure.dataset import measure_dataset
+from hat.latency.measure.dataset_files import (
     check_not_shipped,
     count_rows,
-    measure_dataset,
     meta_path,
     require_sidecar,
 )

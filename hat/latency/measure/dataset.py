@@ -1,7 +1,8 @@
 """Resumable latency datasets: HAT's CSV (14 columns, then extras) written one fsynced row at
 a time, a ``<csv>.meta.json`` sidecar (machine, settings, sessions, references), a killed run
 resumed from its last complete row (a lock file keeps a second writer out); the seeded sampling
-makes row ``i`` the same SubTransformer in every run with the same seed."""
+makes row ``i`` the same SubTransformer in every run with the same seed. The files themselves:
+:mod:`hat.latency.measure.dataset_files`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,6 +21,16 @@ import numpy as np
 from hat.atomic import atomic_write_text
 from hat.errors import HatConfigError
 from hat.latency import csvio
+from hat.latency.measure.dataset_files import (
+    EXTRA_COLUMNS,
+    Row,
+    append_row,
+    check_dataset_resume,
+    check_not_shipped,
+    meta_path,
+    read_existing,
+    space_dict,
+)
 from hat.latency.measure.machine import hardware, machine_info, now
 from hat.latency.measure.noise import (
     NoiseControl,
@@ -29,64 +39,11 @@ from hat.latency.measure.noise import (
     measure_with_retries,
 )
 from hat.latency.measure.timing import DEPLOYMENTS, LatencyMeter, Measurement
-from hat.paths import ROOT
-from hat.runstate import check_resume, exclusive
+from hat.runstate import exclusive
 from hat.space import SearchSpace, SubConfig
-
-RAW_COLUMNS = ("latency_mean_encoder_raw", "latency_mean_decoder_raw")
-
-
-EXTRA_COLUMNS = (
-    "row",
-    *RAW_COLUMNS,
-    "ref_encoder_ms",
-    "ref_decoder_ms",
-    "drift_factor_encoder",
-    "drift_factor_decoder",
-    "attempts",
-    "round",
-    "timestamp",
-    "subtransformer",
-)
-
-
-RESUME_KEYS = ("protocol", "space", "seed", "model", "noise", "hardware")
 
 BASE_RUNS = 5
 """Interleaved reference measurements whose median scales a dataset (after a discarded one)."""
-
-SHIPPED_DIR = ROOT / "latency_dataset"
-"""The repository's committed datasets; measuring writes only below its ``measured/``."""
-
-
-def check_not_shipped(path: str | os.PathLike, shipped: Path | None = None) -> None:
-    """Refuse to measure into a dataset committed with the repository (``latency_dataset/``
-    outside ``measured/``): its rows and sidecar are the record of another machine."""
-    resolved, shipped = Path(path).resolve(), (shipped or SHIPPED_DIR).resolve()
-    if not resolved.is_relative_to(shipped) or resolved.is_relative_to(shipped / "measured"):
-        return
-    mine = shipped / "measured" / resolved.name
-    raise HatConfigError(
-        f"{path}: a latency dataset committed with the repository; measuring never writes over "
-        f"it (its rows and sidecar record the machine that measured them). Measure into "
-        f"{mine} instead (--lat-dataset-path); to extend this one, copy it and its "
-        f"{resolved.name}.meta.json there first")
-
-
-@dataclass
-class Row:
-    """One finished dataset row."""
-
-    index: int
-    config: SubConfig
-    value: Measurement  # times the correction factors (the 14-column values)
-    raw: Measurement  # the kept attempt, uncorrected
-    first: Measurement  # the first attempt (what no noise control would have kept)
-    reference: Measurement | None
-    factors: tuple[float, float]  # correction factors (CSV drift_factor_encoder/decoder)
-    attempts: int
-    round: int
-    timestamp: str
 
 
 def sample_row(space: SearchSpace, seed: int, index: int) -> SubConfig:
@@ -97,16 +54,6 @@ def sample_row(space: SearchSpace, seed: int, index: int) -> SubConfig:
 def reference_config(space: SearchSpace) -> SubConfig:
     """The periodic reference: the largest SubTransformer (most arbitrary attention)."""
     return space.largest(arbitrary=max(space.decoder_arbitrary_ende_attn_choice))
-
-
-def meta_path(csv_path: Path) -> Path:
-    return Path(str(csv_path) + ".meta.json")
-
-
-def space_dict(space: SearchSpace) -> dict[str, Any]:
-    d = asdict(space)
-    d.pop("source", None)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 @dataclass
@@ -123,72 +70,6 @@ class DatasetResult:
 
 class _StopRun(Exception):
     pass
-
-
-def read_existing(path: Path) -> tuple[int, list[tuple[SubConfig, Measurement]], int]:
-    """Rows already in ``path`` (a truncated final line is cut off), their configs and the last
-    measurement round."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0, [], 0
-    csvio.repair_truncated_tail(path)
-    text = path.read_text(encoding="utf-8")
-    if text.count("\n") <= 1:  # header only
-        return 0, [], 0
-    table = csvio.read_latency_table(path, allow_truncated_tail=True)
-    cfgs = table.extra.get("subtransformer")
-    done: list[tuple[SubConfig, Measurement]] = []
-    for i in range(len(table)):
-        lat = table.latency[i]
-        m = Measurement(lat[0], lat[1], lat[2], lat[3])
-        if cfgs is not None:
-            done.append((SubConfig.from_dict(json.loads(cfgs[i]), str(path)), m))
-    rows = table.extra.get("row")
-    if rows is not None and [int(r) for r in rows] != list(range(len(table))):
-        raise HatConfigError(f"{path}: rows are not numbered 0..{len(table) - 1}; the file was "
-                             "not written by one seeded run and cannot be resumed")
-    last_round = max((int(r) for r in table.extra.get("round", []) if r.isdigit()), default=0)
-    return len(table), done, last_round
-
-
-def count_rows(path: str | os.PathLike) -> int:
-    """Complete data rows in a latency CSV (0 when it is absent, empty or only a header; an
-    unterminated final line, left by a killed writer, does not count)."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return 0
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if text[: text.rfind("\n") + 1].count("\n") <= 1:  # nothing after the header line
-        return 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the truncated tail: the resumed run says it cuts it
-        return len(csvio.read_latency_table(path, allow_truncated_tail=True))
-
-
-def require_sidecar(path: Path, rows: int) -> None:
-    """A CSV with rows is resumed only with its sidecar (how the rows were measured)."""
-    side = meta_path(path)
-    if rows and not side.is_file():
-        raise HatConfigError(
-            f"{path}: cannot resume: it has {rows} rows but no sidecar {side.name} "
-            "recording how they were measured (protocol, machine, seed), so new rows could "
-            "silently mix with rows measured another way; delete the CSV to measure from "
-            "scratch, or pass another --lat-dataset-path")
-
-
-def check_dataset_resume(path: Path, side: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """The sidecar of a dataset being resumed, checked against this run's settings."""
-    if not side.is_file():
-        require_sidecar(path, count_rows(path))
-        return {}
-    try:
-        old = json.loads(side.read_text())
-    except ValueError as e:
-        raise HatConfigError(f"{side}: unreadable sidecar ({e})") from None
-    if isinstance(old.get("protocol"), dict):  # sidecars before lat-deployment: HAT's
-        old["protocol"].setdefault("deployment", "hat")
-    check_resume(side, old, settings, RESUME_KEYS, "latency dataset",
-                 "use another lat-dataset-path or the same settings")
-    return old
 
 
 def measure_dataset(
@@ -387,30 +268,6 @@ class DatasetWriter:
                                  "seconds": round(result.seconds, 1)})
             self.write_meta("complete" if result.total >= self.size else status)
         return result
-
-
-def append_row(path: Path, row: Row) -> None:
-    v, r = row.value, row.raw
-    ref = row.reference
-    extra = {
-        "row": [row.index],
-        "latency_mean_encoder_raw": [repr(r.enc_mean)],
-        "latency_mean_decoder_raw": [repr(r.dec_mean)],
-        "ref_encoder_ms": [repr(ref.enc_mean) if ref else ""],
-        "ref_decoder_ms": [repr(ref.dec_mean) if ref else ""],
-        "drift_factor_encoder": [f"{row.factors[0]:.6f}"],
-        "drift_factor_decoder": [f"{row.factors[1]:.6f}"],
-        "attempts": [row.attempts],
-        "round": [row.round],
-        "timestamp": [row.timestamp],
-        "subtransformer": [json.dumps(row.config.to_dict(), separators=(",", ":"))],
-    }
-    csvio.append_rows(
-        path,
-        np.asarray([SearchSpace.features(row.config)]),
-        np.asarray([[v.enc_mean, v.dec_mean, v.enc_std, v.dec_std]]),
-        extra,
-    )
 
 
 def _progress(enabled: bool, total: int, initial: int) -> Any:
