@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.common import ROOT
 from hat.atomic import atomic_write_json
+from hat.mps import mps_daemon
 
 CONFIG = "configs/debian.en-de/supertransformer/space0.yml"
 TRAIN = ["--fp16", "--max-tokens", "16384", "--log-format", "json", "--log-interval", "25",
@@ -84,17 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                            "seconds_each": args.seconds}
     (work / "plain").mkdir()
     res["time_sliced"] = run_jobs(args.jobs, args.seconds, work / "plain", {})
-    mps = {"CUDA_MPS_PIPE_DIRECTORY": str(work / "mps_pipe"),
-           "CUDA_MPS_LOG_DIRECTORY": str(work / "mps_log")}
-    for d in mps.values():
-        Path(d).mkdir()
-    menv = {**os.environ, **mps}
-    subprocess.run(["nvidia-cuda-mps-control", "-d"], env=menv, check=True)
-    try:
+    with mps_daemon(lambda m: print(m, flush=True)) as mps:
+        if not mps:
+            raise SystemExit("bench.speed.mps_side_by_side: no CUDA MPS daemon could start")
         (work / "mps").mkdir()
         res["mps"] = run_jobs(args.jobs, args.seconds, work / "mps", mps)
-    finally:
-        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env=menv)
     a, b = res["time_sliced"]["aggregate_updates_per_s"], res["mps"]["aggregate_updates_per_s"]
     res["mps_speedup"] = round(b / a, 3) if a else None
     atomic_write_json(args.out, res, indent=1)

@@ -48,8 +48,8 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | None = None,
                  seed: int = 1, workers: int = 2, say: Callable[[str], None] = print,
-                 task: str = "toy", gpus: int = 1, stop_after: str | None = None
-                 ) -> dict[str, Any] | None:
+                 task: str = "toy", gpus: int = 1, stop_after: str | None = None,
+                 mps: bool = True) -> dict[str, Any] | None:
     """Run (or continue) the pipeline into ``out``; returns the results record (None when
     ``stop_after`` ends the run early: the same call without it continues)."""
     import threading
@@ -94,7 +94,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
                              "the run folder of the run to continue)")
     check_writable(out / STATE, "pipeline output folder")
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out=out, preset=p, say=say, seed=seed, task=t, gpus=gpus)
+    ctx = Context(out=out, preset=p, say=say, seed=seed, task=t, gpus=gpus, mps=mps)
     settings = {**p.settings(t.pipe.built_in_run), "seed": seed, "task": t.name}
     state_path = out / STATE
     state = _load_state(state_path, settings)

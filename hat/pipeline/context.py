@@ -27,6 +27,7 @@ class Context:
     seed: int = 1
     task: PipelineTask = TASKS["toy"]
     gpus: int = 1  # GPUs to spread over (cuda): the latency stages and retrainings use several
+    mps: bool = True  # share a GPU between side-by-side retrainings through CUDA MPS
 
     def path(self, *parts: str) -> Path:
         p = self.out.joinpath(*parts)

@@ -5,7 +5,8 @@ from; the commands are collected in ``DIR/commands.sh``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +288,22 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
             f"--sub-configs={absolute(common)}", "--save-dir", absolute(save)],
             ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
-    run_parallel(ctx, jobs, workers, env)
+    with shared_gpu(ctx, min(workers, len(jobs))) as mps_env:
+        run_parallel(ctx, jobs, workers, {**env, **mps_env})
     return {"config": absolute(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
+
+
+@contextmanager
+def shared_gpu(ctx: Context, at_once: int) -> Iterator[dict[str, str]]:
+    """The environment of trainings run ``at_once`` side by side: through a CUDA MPS daemon of
+    the run's own when more than one shares a GPU (``--no-mps``: time-sliced), else nothing."""
+    if ctx.preset.device != "cuda" or not ctx.mps or at_once <= max(1, ctx.gpus):
+        yield {}
+        return
+    from hat.mps import mps_daemon
+
+    with mps_daemon(ctx.say) as env:
+        yield env
 
 
 def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
