@@ -36,7 +36,11 @@
 #       --inherited-from bench/results/debian_en-de_convergence_h200.json:super_sandwich1_do0.1 \
 #       --out bench/results/fidelity_debian_en-de_h200.json
 #
-# The same run on one GPU, in one command: python -m hat.pipeline --task debian.en-de --out DIR
+# The same run on one GPU, in one command: python -m hat.pipeline --task debian.en-de --out DIR;
+# in calls of <= 10 minutes: "bash bench/debian_gpu.sh pipeline", then at once and again
+# "WAIT_S=540 bash bench/debian_gpu.sh pipeline-wait" until "finished" (results.json,
+# pipeline.json with the stage times, the plot and a checkpoint-free tarball of the run come
+# back each time). Next session's plan (30 device minutes): this, then the fidelity rows left.
 set -u
 RUN=${RUN:-runs/debian}
 TASK=debian.en-de
@@ -140,6 +144,33 @@ fidelity-wait)  # up to WAIT_S seconds or until the check ends; brings back what
     [ -f "$f" ] && cp "$f" "${OUT:-/tmp}/$(basename "$(dirname "$f")").convergence.json"
   done
   ;;
+pipeline)  # the whole debian pipeline on one GPU, started detached (target: <= 25 minutes)
+  PIPE=/tmp/hat_pipeline
+  mkdir -p "$PIPE"
+  setsid nohup python -m hat.pipeline --task "${TASK_NAME:-$TASK}" --out "$PIPE/run" \
+    > "$PIPE/pipeline.log" 2>&1 < /dev/null &
+  echo $! > "$PIPE/pid"
+  echo "started: $PIPE/pipeline.log (pid $(cat "$PIPE/pid"))"
+  ;;
+pipeline-wait)  # up to WAIT_S seconds or until the pipeline ends; brings back what it wrote
+  PIPE=/tmp/hat_pipeline
+  if [ ! -f "$PIPE/pid" ]; then
+    echo "no detached pipeline on this machine ($PIPE/pid missing): start it again" >&2
+    exit 4
+  fi
+  end=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while kill -0 "$(cat "$PIPE/pid")" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
+    sleep 10
+  done
+  kill -0 "$(cat "$PIPE/pid")" 2>/dev/null && echo "running" || echo "finished"
+  tail -15 "$PIPE/pipeline.log"
+  for f in pipeline.json results.json results.md bleu_vs_latency.png; do
+    [ -f "$PIPE/run/$f" ] && cp "$PIPE/run/$f" "${OUT:-/tmp}/"
+  done
+  cp "$PIPE/pipeline.log" "${OUT:-/tmp}/" 2>/dev/null
+  (cd "$PIPE/run" 2>/dev/null && tar czf "${OUT:-/tmp}/run_small.tgz" --exclude='*.pt' \
+    --exclude='data-bin' --exclude='data' . 2>/dev/null)
+  ;;
 mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then with CUDA MPS
   python -m bench.speed.mps_side_by_side --jobs 4 --seconds 90 --out "${OUT:-/tmp}/mps_side_by_side.json"
   ;;
@@ -148,7 +179,7 @@ mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then wit
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|mps" >&2
+  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-wait|mps" >&2
   exit 2
   ;;
 esac

@@ -227,3 +227,8 @@ def test_the_stage_order_is_one_list_every_preset_times() -> None:
         assert tuple(k for k, _ in p.plan_s) == STAGES
     with pytest.raises(ValueError, match="plan_s must time corpus"):
         dataclasses.replace(PRESETS["tiny"], plan_s=(("corpus", 1.0),))
+
+
+def test_how_many_retrain_at_once_is_the_presets_and_not_a_resume_setting() -> None:
+    assert preset("debian").jobs == 5 and preset("default").jobs == 2
+    assert "jobs" not in preset("debian").settings(False)

@@ -47,7 +47,7 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | None = None,
-                 seed: int = 1, workers: int = 2, say: Callable[[str], None] = print,
+                 seed: int = 1, workers: int | None = None, say: Callable[[str], None] = print,
                  task: str = "toy", gpus: int = 1, stop_after: str | None = None,
                  mps: bool = True) -> dict[str, Any] | None:
     """Run (or continue) the pipeline into ``out``; returns the results record (None when
@@ -60,7 +60,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     t = pipeline_task(task)
     if preset_name is None:
         preset_name = "cuda" if t.name == "toy" and device == "cuda" else t.pipe.default_preset
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise HatConfigError(f"--jobs {workers}: must be at least 1 (the models retrained or "
                              "scored at once)")
     if stop_after is not None and stop_after not in STAGES:
@@ -68,6 +68,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     if preset_name not in PRESETS:
         raise HatConfigError(f"--preset {preset_name!r}: allowed {', '.join(PRESETS)}")
     p: Preset = preset(preset_name, device)
+    workers = workers or p.jobs
     if p.device == "cuda":
         import torch
 

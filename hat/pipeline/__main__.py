@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="where to train, measure and search (default: the preset's)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=2,
-                    help="models retrained / scored at once (CPU: one thread each)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="models retrained / scored at once (CPU: one thread each; default: the "
+                         "preset's, 2, or 5 for debian)")
     ap.add_argument("--gpus", type=int, default=1,
                     help="GPUs to use (cuda): latency stages beside the SuperTransformer "
                          "training, retrainings spread over them")
