@@ -127,6 +127,32 @@ def test_graph_path_twin_runs_every_step_with_the_same_hypotheses() -> None:
     assert graph.graph_key(no_pad, no_pad_lengths)[3] is False
 
 
+def test_a_generators_decoder_share_is_never_negative(monkeypatch) -> None:
+    """Whole call minus encoder: re-timed while the difference is not positive (a busy
+    machine), then a clear error instead of a negative latency."""
+    from hat.errors import HatConfigError
+    from hat.latency.measure import timing
+    from hat.latency.measure.timing import LatencyMeter, Protocol
+
+    model = tiny_supernet(seed=1)
+    cfg = SearchSpace(**TINY_SPACE).sample(random.Random(2))
+    meter = LatencyMeter(model, Protocol(src_len=6, beam=3, warmup=0, iters=3,
+                                         deployment="generate"))
+    real = meter._time
+    times = iter([[9.0] * 3, [5.0] * 3, [2.0] * 3, [7.0] * 3])  # enc, call, enc, call
+
+    def fake(fn, capture=True):
+        return next(times), real(fn, capture)[1]
+
+    monkeypatch.setattr(meter, "_time", fake)
+    m = meter.measure(cfg)  # first try: 5 - 9 < 0; second: 7 - 2
+    assert (m.enc_mean, m.dec_mean) == (2.0, 5.0)
+    monkeypatch.setattr(meter, "_time", lambda fn, capture=True: ([9.0] * 3
+                        if fn == meter.encode else [5.0] * 3, real(fn, capture)[1]))
+    with pytest.raises(HatConfigError, match=f"negative {timing.GENERATOR_TRIES} times"):
+        meter.measure(cfg)
+
+
 @pytest.mark.parametrize("deployment", ["generate", "fairseq-generate"])
 def test_latency_meter_times_the_deployed_generator(deployment: str) -> None:
     """The meter's generator protocols decode exactly src_len steps, on the CPU eagerly."""
