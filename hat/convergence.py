@@ -2,9 +2,9 @@
 
 A training has converged when its validation metric (base 2) gained less than ``bits`` over the
 last ``window`` (a fraction) of its updates. ``train.py --stop-converged-bits 0.05`` stops there
-(fairseq's early-stopping check is extended in :mod:`hat.compat`); it is never judged while
-the window reaches into the learning-rate warmup. The history of validations lives in
-``<save-dir>/convergence.json``, so that a resumed training decides as an uninterrupted one.
+(fairseq's early-stopping check is extended in :mod:`hat.compat.fairseq_patches`); it is never
+judged while the window reaches into the learning-rate warmup. The history of validations lives
+in ``<save-dir>/convergence.json``, so that a resumed training decides as an uninterrupted one.
 """
 
 from __future__ import annotations

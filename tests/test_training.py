@@ -215,7 +215,7 @@ def test_restore_file_of_another_architecture_is_rejected(toy: Path, tmp_path: P
 def test_checkpoint_saves_and_copies_are_atomic(tmp_path: Path, monkeypatch) -> None:
     from fairseq import checkpoint_utils as cu
 
-    import hat.compat
+    import hat.compat.atomic_save
 
     last = tmp_path / "checkpoint_last.pt"
     torch.save({"model": {"w": torch.ones(3)}}, last)
@@ -235,7 +235,7 @@ def test_checkpoint_saves_and_copies_are_atomic(tmp_path: Path, monkeypatch) -> 
         fdst.write(fsrc.read(100))
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(hat.compat.shutil, "copyfileobj", copy_then_fail)
+    monkeypatch.setattr(hat.compat.atomic_save.shutil, "copyfileobj", copy_then_fail)
     with pytest.raises(OSError, match="No space left"):  # fairseq copies to checkpoint_last.pt
         cu.PathManager.copy(str(src), str(last), overwrite=True)
     assert last.read_bytes() == before

@@ -10,10 +10,10 @@ Models land in ``<save-path>/<name>.pt``; a task's binarized data (HAT's tgz) is
 ``DIR/<archive>.tgz``, optionally with a ``.sha256`` file beside each), write atomically (a
 temporary file or folder, renamed when complete and checked: nothing half-written ever appears
 under the final name), check what they got (bytes against Content-Length; a model must be a
-loadable checkpoint, not an HTML page, whose pickle asks to run no code (:mod:`hat.compat`'s
-restricted unpickler) and with the architecture HAT published for its name
-(:func:`check_architecture`); the data must be a fairseq data-bin of the language pair; sha256
-when one is known) and skip what is already there and valid (``--force`` fetches again).
+loadable checkpoint, not an HTML page, whose pickle asks to run no code
+(:mod:`hat.compat.unpickle`'s restricted unpickler) and with the architecture HAT published for
+its name (:func:`check_architecture`); the data must be a fairseq data-bin of the language pair;
+sha256 when one is known) and skip what is already there and valid (``--force`` fetches again).
 
 Where each part is: :mod:`~hat.download.catalog` (names, links, the data-bin layout),
 :mod:`~hat.download.checks` (sha256, checkpoints, architectures, data-bins),
