@@ -92,3 +92,23 @@ def read_only(tmp_path: Path):
 GUARD_S = 1800
 """Seconds after which a test gives up on a subprocess or a wait: a guard against hangs, never a
 speed requirement (the suite must pass on a loaded machine)."""
+
+
+def serve_http(handler: type, monkeypatch: pytest.MonkeyPatch, **attrs: object):
+    """A local HTTP server in a thread for a fixture to yield (``url``, and ``attrs`` set on
+    it for the handler to read); proxies are bypassed for it."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for k, v in attrs.items():
+        setattr(srv, k, v)
+    srv.url = f"http://127.0.0.1:{srv.server_port}"
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()

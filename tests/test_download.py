@@ -10,8 +10,7 @@ import re
 import subprocess
 import sys
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,7 @@ from hat.download import (
 from hat.download.cli import data_main, models_main
 from hat.errors import HatConfigError
 from hat.space import read_subtransformer_yaml, subtransformer_yaml_dict
-from tests.conftest import ROOT
+from tests.conftest import ROOT, serve_http
 
 NAME = "HAT_wmt14ende_raspberrypi@3.5s_bleu@25.8"
 SUPERS = ("HAT_wmt14ende_super_space0", "HAT_wmt14enfr_super_space0",
@@ -109,15 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server(monkeypatch):
     """A local HTTP server; ``server.routes[path] = (status, type, body, declared length)``."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.routes = {}
-    srv.url = f"http://127.0.0.1:{srv.server_port}"
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serve_http(_Handler, monkeypatch, routes={})
 
 
 def leftovers(folder: Path) -> list[str]:

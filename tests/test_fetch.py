@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from hat.data.recipes import DataPrepError, Download
 from hat.download.catalog import DownloadError
 from hat.download.data import safe_extract
 from hat.download.transfer import CorruptError, FetchError, download_url
+from tests.conftest import serve_http
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
@@ -55,15 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.requests = []
-    srv.url = f"http://127.0.0.1:{srv.server_port}"
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serve_http(_Handler, monkeypatch, requests=[])
 
 
 SHA = hashlib.sha256(BODY).hexdigest()
