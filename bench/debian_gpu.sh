@@ -51,6 +51,13 @@ mps_start() {  # a CUDA MPS control daemon of this job's own; its clients find i
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   pgrep -f nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d || exit 5
 }
+wait_detached() {  # up to WAIT_S seconds or until the process in pid file $1 ends
+  end=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while kill -0 "$(cat "$1")" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
+    sleep 10
+  done
+  kill -0 "$(cat "$1")" 2>/dev/null && echo "running" || echo "finished"
+}
 case "${1:-}" in
 1)
   python -m hat.pipeline --task $TASK --gpus 2 --out "$RUN" --stop-after search &
@@ -132,11 +139,7 @@ fidelity-wait)  # up to WAIT_S seconds or until the check ends; brings back what
       "it was given back; start it again" >&2
     exit 4
   fi
-  end=$(( $(date +%s) + ${WAIT_S:-540} ))
-  while kill -0 "$(cat "$FIDW/pid")" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
-    sleep 10
-  done
-  kill -0 "$(cat "$FIDW/pid")" 2>/dev/null && echo "running" || echo "finished"
+  wait_detached "$FIDW/pid"
   grep -h "done in\|Error\|error" "$FIDW/fidelity.log" | tail -12
   tail -3 "$FIDW/fidelity.log"
   cp "$FIDW"/fidelity_8000/scratch.json "$FIDW/fidelity.log" "${OUT:-/tmp}/" 2>/dev/null
@@ -158,11 +161,7 @@ pipeline-wait)  # up to WAIT_S seconds or until the pipeline ends; brings back w
     echo "no detached pipeline on this machine ($PIPE/pid missing): start it again" >&2
     exit 4
   fi
-  end=$(( $(date +%s) + ${WAIT_S:-540} ))
-  while kill -0 "$(cat "$PIPE/pid")" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
-    sleep 10
-  done
-  kill -0 "$(cat "$PIPE/pid")" 2>/dev/null && echo "running" || echo "finished"
+  wait_detached "$PIPE/pid"
   tail -15 "$PIPE/pipeline.log"
   for f in pipeline.json results.json results.md bleu_vs_latency.png; do
     [ -f "$PIPE/run/$f" ] && cp "$PIPE/run/$f" "${OUT:-/tmp}/"
