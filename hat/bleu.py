@@ -42,7 +42,7 @@ import torch
 
 from hat.atomic import atomic_write_text, check_writable
 from hat.cli import run_cli
-from hat.corpora import TASKS, Scoring
+from hat.corpora import TASKS, Scoring, task_info
 from hat.errors import HatConfigError
 from hat.metrics import BleuResult, moses_detokenize, read_lines, sacre_bleu, tokenized_bleu
 from hat.space import SubConfig
@@ -67,7 +67,7 @@ class BleuSettings(Scoring):
 
 def task_settings(name: str) -> BleuSettings:
     """The test settings and default paths of catalogue task ``name``."""
-    t = TASKS[name]
+    t = task_info(name)
     return BleuSettings(**asdict(t.scoring), tgt=t.tgt, data=t.data_bin, ref=t.ref)
 
 
