@@ -26,13 +26,16 @@
 #                                # back after ~30 s and the run goes with it); the rows saved so
 #                                # far come back each time. 2026-12-02: 0-14 trained (11
 #                                # converged; 10-13 hit the time cap), saved in
-#                                # bench/results/fidelity_debian_en-de_scratch_h200.json; next:
-#                                # "fidelity 10-13,15-19 12". Then, anywhere (no GPU;
+#                                # bench/results/fidelity_debian_en-de_scratch_h200.json; 15-19 trained in a later session
+#                                # (scratch rows: bench/results/fidelity_debian_en-de_scratch15-19_h200.json),
+#                                # combined: fidelity_debian_en-de_h200.json; 10-13 longer:
+#                                # "fidelity 10-13 16". Then, anywhere (no GPU;
 #                                # --scratch-from merges, converged rows win; --part combine
 #                                # trains nothing and reports an interim result if rows miss):
 #   python -m bench.studies.fidelity --task debian.en-de --run runs/fidelity_debian --samples 20 \
 #       --converged-bits 0.05 --max-update 8000 --part combine \
-#       --scratch-from bench/results/fidelity_debian_en-de_scratch_h200.json NEW/scratch.json \
+#       --scratch-from bench/results/fidelity_debian_en-de_scratch_h200.json \
+#       bench/results/fidelity_debian_en-de_scratch15-19_h200.json NEW/scratch.json \
 #       --inherited-from bench/results/debian_en-de_convergence_h200.json:super_sandwich1_do0.1 \
 #       --out bench/results/fidelity_debian_en-de_h200.json
 #
