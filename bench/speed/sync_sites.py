@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where a SuperTransformer training update synchronises the host with the GPU (CUDA only).
 
-Runs train.py's Trainer on the shipped debian.en-de recipe for a few updates under
+Runs train.py's Trainer on ``bench.speed.train_profile``'s recipe for a few updates under
 ``torch.cuda.set_sync_debug_mode("warn")`` and counts every warning by the Python frames that
 issued it (the deepest frames outside torch), per update.
 
@@ -17,12 +17,14 @@ import traceback
 import warnings
 from pathlib import Path
 
-from bench.speed.train_profile import VARIANTS, build_trainer, child_args
-from bench.studies.debian_convergence import RECIPE
+from bench.speed.train_profile import VARIANTS, build_trainer, child_args, task_recipe
+from bench.studies.debian_convergence import TASKS
+from hat.atomic import atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="debian.en-de", choices=sorted(TASKS))
     ap.add_argument("--updates", type=int, default=5)
     ap.add_argument("--variant", default="today", choices=sorted(VARIANTS))
     ap.add_argument("--out", required=True)
@@ -30,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     if not torch.cuda.is_available():
         raise SystemExit("sync_sites needs a CUDA GPU (sync debug mode is CUDA's)")
-    cfg = Path("configs/debian.en-de")
-    trainer, itr = build_trainer(child_args(cfg, RECIPE + ["--num-workers", "2"],
-                                            VARIANTS[a.variant], "data/debian.en-de/data-bin",
+    cfg_dir, recipe = task_recipe(a.task)
+    trainer, itr = build_trainer(child_args(cfg_dir, recipe, VARIANTS[a.variant], None,
                                             "/tmp/hat_sync_sites"))
     it = iter(itr.next_epoch_itr(shuffle=True))
     for _ in range(3):
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.cuda.set_sync_debug_mode("default")
     per = {k: v / a.updates for k, v in sites.most_common()}
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-           "variant": a.variant, "updates": a.updates,
+           "task": a.task, "recipe": recipe, "variant": a.variant, "updates": a.updates,
            "syncs_per_update": sum(per.values()), "sites": per}
-    Path(a.out).write_text(json.dumps(out, indent=1))
+    atomic_write_text(a.out, json.dumps(out, indent=1))
     print(json.dumps(out, indent=1)[:6000])
     return 0
 

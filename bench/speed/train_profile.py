@@ -49,6 +49,11 @@ SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync",
             "aten::_local_scalar_dense")
 
 
+def task_recipe(task: str) -> tuple[Path, list[str]]:
+    """The config folder of ``task`` and the recipe its profiles train with."""
+    return ROOT / TASKS[task], [*RECIPE, "--dropout", "0.1", "--num-workers", "2"]
+
+
 def child_args(cfg_dir: Path, recipe: list[str], extra: list[str], data: str | None,
                save_dir: str) -> list[str]:
     """train.py's options of one variant."""
@@ -186,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg_dir, recipe = ROOT / "configs" / "toy", ["--max-tokens", "1024", "--num-workers",
                                                      "0", "--cpu"]
     else:
-        cfg_dir, recipe = ROOT / TASKS[args.task], [*RECIPE, "--dropout", "0.1",
-                                                    "--num-workers", "2"]
+        cfg_dir, recipe = task_recipe(args.task)
     rows = {}
     for name in args.variants:
         part = work / f"{name}.json"
