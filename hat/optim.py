@@ -132,7 +132,25 @@ class HatAdam(FairseqOptimizer):
 
 # ----- masks from active regions ------------------------------------------------------------
 def _covers(boxes: Sequence[Box], shape: torch.Size) -> bool:
-    return any(all(s.indices(n) == (0, n, 1) for s, n in zip(box, shape)) for box in boxes)
+    """Whether the boxes cover the whole parameter: one box does, or boxes spanning every
+    dimension but the first tile the first (Q rows + K/V rows of ``in_proj_weight``). Other
+    unions count as not covering (a mask then holds the same entries)."""
+    def full(s: slice, n: int) -> bool:
+        return s.indices(n) == (0, n, 1)
+
+    if any(all(full(s, n) for s, n in zip(box, shape)) for box in boxes):
+        return True
+    if not shape:
+        return False
+    rows = sorted(box[0].indices(shape[0])[:2] for box in boxes
+                  if box[0].indices(shape[0])[2] == 1
+                  and all(full(s, n) for s, n in zip(box[1:], shape[1:])))
+    reach = 0
+    for start, stop in rows:
+        if start > reach:
+            return False
+        reach = max(reach, stop)
+    return reach >= shape[0]
 
 
 def _fill(view: Tensor, boxes: Sequence[Box]) -> None:
@@ -166,8 +184,13 @@ def set_active_regions(wrapper: Any, regions: dict[Tensor, list[Box]]) -> None:
                 _fill(mask, boxes)
                 masks[opt_param] = mask
             continue
+        # a flat fp32 buffer holding many parameters; when the update used all of them whole
+        # (a sandwich update trains the largest SubTransformer) it is a plain step: no mask
+        if all(_covers(regions.get(param, []), param.shape) for param, _ in members):
+            masks[opt_param] = None
+            continue
         flat = torch.zeros(opt_param.numel(), dtype=torch.bool, device=opt_param.device)
-        for param, offset in members:  # a flat fp32 buffer holding many parameters
+        for param, offset in members:
             boxes = regions.get(param, [])
             if boxes:
                 _fill(flat[offset: offset + param.numel()].view(param.shape), boxes)

@@ -202,3 +202,36 @@ def test_unused_tensor_is_skipped_and_a_full_one_is_plain_adam() -> None:
         ref.step()
     assert torch.allclose(w, ref_w, rtol=1e-6, atol=1e-7)
     assert torch.equal(u.detach(), u0) and u not in opt.state
+
+
+def test_a_flat_buffer_the_update_used_whole_steps_without_a_mask(monkeypatch) -> None:
+    """A sandwich update trains the largest SubTransformer: every entry of the fp16 wrapper's
+    flat buffer is active, and the step is the plain one (no mask built); a smaller one's
+    update gets a mask with exactly its entries."""
+    from hat.compat import inner_optimizer
+
+    model = tiny_supernet(shared=True).half()
+    opt = fp16_wrapper(model, True, monkeypatch)
+    inner = inner_optimizer(opt)
+    model.set_sample_config(model.space.largest())
+    set_active_regions(opt, model.active_regions())
+    assert list(inner.masks.values()) == [None]
+    model.set_sample_config(a_small_config(model, 5))
+    set_active_regions(opt, model.active_regions())
+    (mask,) = inner.masks.values()
+    expected = torch.cat([m.view(-1) for m in region_masks(model).values()])
+    assert torch.equal(mask.view(-1), expected) and not bool(mask.all())
+
+
+@pytest.mark.parametrize("boxes, whole", [
+    ([(slice(0, 4), slice(0, 3))], True),
+    ([(slice(0, 2), slice(0, 3)), (slice(2, 4), slice(None))], True),  # Q rows + K/V rows
+    ([(slice(0, 2), slice(0, 3)), (slice(3, 4), slice(0, 3))], False),  # row 2 missing
+    ([(slice(0, 2), slice(0, 3)), (slice(2, 4), slice(0, 2))], False),  # a column missing
+    ([(slice(0, 4), slice(0, 2)), (slice(0, 4), slice(2, 3))], False),  # (tiles columns)
+    ([], False),
+])
+def test_whole_coverage_of_a_parameter(boxes, whole: bool) -> None:
+    from hat.optim import _covers
+
+    assert _covers(boxes, torch.Size([4, 3])) is whole
