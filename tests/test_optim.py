@@ -235,3 +235,33 @@ def test_whole_coverage_of_a_parameter(boxes, whole: bool) -> None:
     from hat.optim import _covers
 
     assert _covers(boxes, torch.Size([4, 3])) is whole
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_batched_fp16_copies_equal_fairseqs_per_parameter_copies(dtype, monkeypatch) -> None:
+    """The wrapper's gradient copy into its flat fp32 buffer and the parameter copy back, batched
+    (hat.compat.fp16_sync), give fairseq's per-parameter results bit for bit."""
+    from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin as Mixin
+
+    from hat.compat import patch_fairseq
+
+    patch_fairseq()
+    batched = (Mixin._sync_fp16_grads_to_fp32, Mixin._sync_fp32_params_to_fp16)
+    assert getattr(batched[0], "_hat_batched", False)
+    results = []
+    for grads_fn, params_fn in (batched, [f.fairseq for f in batched]):
+        model = tiny_supernet(shared=True).to(dtype)
+        opt = fp16_wrapper(model, True, monkeypatch)
+        g = torch.Generator().manual_seed(1)
+        for k, p in enumerate(model.parameters()):
+            p.grad = None if k == 3 else torch.randn(p.shape, generator=g).to(dtype)
+        opt._needs_sync = True
+        grads_fn(opt)
+        (flat,) = opt.fp32_params.values()
+        flat.data.add_(torch.randn(flat.shape, generator=g))  # as a step would
+        params_fn(opt)
+        results.append((flat.grad.clone(), [p.detach().clone() for p in model.parameters()]))
+    (grad_a, params_a), (grad_b, params_b) = results
+    assert torch.equal(grad_a, grad_b)
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+

@@ -6,6 +6,8 @@
 - :mod:`hat.compat.legacy`: fairseq 0.8's checkpoints (:class:`LegacyObject` stand-ins for its
   classes, :func:`clean_legacy_args` for its ``args``);
 - :mod:`hat.compat.atomic_save`: fairseq's checkpoint saves and copies made atomic;
+- :mod:`hat.compat.fp16_sync`: the fp16/bf16 wrapper's copies to and from its flat fp32
+  buffer batched (one launch each way instead of one per parameter);
 - :mod:`hat.compat.quiet`: fairseq imported without its logging side effects and warnings;
 - :mod:`hat.compat.fairseq_patches`: :func:`patch_fairseq` (installs the above, and
   :func:`gpu_bf16`) and :func:`stop_when_converged`;

@@ -1,5 +1,5 @@
 """The patches of fairseq's modules: :func:`patch_fairseq` (restricted checkpoint loading,
-atomic saves, bf16 on GPUs) and :func:`stop_when_converged` (early stopping)."""
+atomic saves, bf16 on GPUs, batched fp16 copies) and :func:`stop_when_converged` (early stopping)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from hat.compat.atomic_save import make_saves_atomic
+from hat.compat.fp16_sync import batch_fp16_copies
 from hat.compat.quiet import import_fairseq_quietly
 from hat.compat.unpickle import restrict_torch_load
 
@@ -40,6 +41,8 @@ def patch_fairseq() -> None:
       (:mod:`hat.compat.atomic_save`);
     - ``convert_namespace_to_omegaconf`` (every fairseq entry point goes through it after
       parsing) applies :func:`gpu_bf16`;
+    - the fp16/bf16 wrapper copies gradients and parameters to and from its flat fp32 buffer
+      in one batch each (:mod:`hat.compat.fp16_sync`);
     - (:func:`stop_when_converged`, called by the task when its option is on:
       ``fairseq_cli.train.should_stop_early`` also stops a converged training.)
     """
@@ -51,6 +54,7 @@ def patch_fairseq() -> None:
     for module in (cu, dist_utils):
         restrict_torch_load(module)
     make_saves_atomic(cu)
+    batch_fp16_copies()
     convert = du.convert_namespace_to_omegaconf
     if not getattr(convert, "_hat_bf16", False):
         def convert_with_gpu_bf16(args: Any) -> Any:
