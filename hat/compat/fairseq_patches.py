@@ -1,5 +1,6 @@
 """The patches of fairseq's modules: :func:`patch_fairseq` (restricted checkpoint loading,
-atomic saves, bf16 on GPUs, batched fp16 copies) and :func:`stop_when_converged` (early stopping)."""
+atomic saves, bf16 on GPUs, batched fp16 copies) and :func:`stop_when_converged` (early
+stopping)."""
 
 from __future__ import annotations
 
