@@ -173,6 +173,19 @@ pipeline-wait)  # up to WAIT_S seconds or until the pipeline ends; brings back w
   (cd "$PIPE/run" 2>/dev/null && tar czf "${OUT:-/tmp}/run_small.tgz" --exclude='*.pt' \
     --exclude='data-bin' --exclude='data' . 2>/dev/null)
   ;;
+profile)  # one training update's time, this code and (BEFORE=DIR: a checkout of an older
+  # commit, e.g. "git archive REV bench hat configs train.py setup.py | tar -x -C DIR") side by
+  # side on one GPU; VARIANTS (bench.speed.train_profile's names) for this code
+  P=(--warmup "${WARMUP:-20}" --updates "${UPDATES:-200}" --profile-updates 8)
+  if [ -n "${BEFORE:-}" ]; then
+    ln -sfn "$PWD/data" "$BEFORE/data"
+    (cd "$BEFORE" && PYTHONPATH="${PYTHONPATH%%:*}:$PWD" python -m bench.speed.train_profile \
+      --variants ${BEFORE_VARIANTS:-today} "${P[@]}" --work /tmp/hat_profile_before \
+      --out "${OUT:-/tmp}/train_profile_before.json") || echo "before: failed"
+  fi
+  python -m bench.speed.train_profile --variants ${VARIANTS:-today} "${P[@]}" \
+    --work /tmp/hat_profile --out "${OUT:-/tmp}/train_profile.json"
+  ;;
 mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then with CUDA MPS
   python -m bench.speed.mps_side_by_side --jobs 4 --seconds 90 --out "${OUT:-/tmp}/mps_side_by_side.json"
   ;;
@@ -181,7 +194,7 @@ mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then wit
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-wait|mps" >&2
+  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-wait|profile|mps" >&2
   exit 2
   ;;
 esac

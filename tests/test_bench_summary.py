@@ -127,15 +127,17 @@ def test_convergence_bench_cpu_twin_reports_gaps_and_speeds(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["today", "retrain"])
+def test_train_profile_cpu_twin_times_fairseqs_trainer(variant: str, tmp_path: Path) -> None:
     """bench.speed.train_profile's child (in process, on the toy task): fairseq's Trainer built as
-    train.py builds it, timed and profiled."""
+    train.py builds it (a SuperTransformer, or its largest SubTransformer retrained), timed and
+    profiled."""
     from bench.speed.train_profile import VARIANTS, child_args, run_child
     from hat.data.toy_corpus import make_toy_corpus
 
     data = make_toy_corpus(tmp_path / "toy", n_train=300, n_valid=20, n_test=20)
     argv = child_args(ROOT / "configs" / "toy", ["--max-tokens", "1024", "--num-workers", "0",
-                                                 "--cpu"], VARIANTS["today"], str(data),
+                                                 "--cpu"], VARIANTS[variant], str(data),
                       str(tmp_path / "save"))
     row = run_child(argv, warmup=2, updates=4, profile_updates=2)
     assert row["updates"] == 4 and row["updates_per_s"] > 0
@@ -143,6 +145,9 @@ def test_train_profile_cpu_twin_times_fairseqs_trainer(tmp_path: Path) -> None:
     ops = {o["op"] for o in row["top_cpu_ops"]}
     assert "Optimizer.step#SliceAdam.step" in ops or "aten::mm" in ops
     assert row["gpu_busy"] is None and row["top_kernels"] == []  # no GPU here
+    if variant == "retrain":
+        assert "--train-subtransformer" in argv
+        assert any(a.startswith("--sub-configs=") for a in argv)
 
 
 def test_train_profile_counts_kernels_not_the_spans_of_named_ranges() -> None:

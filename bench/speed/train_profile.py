@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.common import ROOT
 from bench.studies.debian_convergence import RECIPE, TASKS, _space
 
+RETRAIN = "@retrain-largest"  # marker: train the space's largest SubTransformer alone
 # "today": the configs as shipped (the Debian ones: largest + smallest + 1 random per update
 # since 2026-12-02); the results committed before that date ran uniform sampling under "today"
 VARIANTS: dict[str, list[str]] = {
@@ -44,6 +45,11 @@ VARIANTS: dict[str, list[str]] = {
     "sandwich0_tokens32k": ["--optimizer", "hat_adam", "--subnet-sampling", "sandwich",
                             "--sandwich-random", "0", "--max-tokens", "32768", "--num-workers",
                             "4"],
+    "tokens32k_today": ["--max-tokens", "32768", "--num-workers", "4"],
+    # retraining: the largest SubTransformer alone (the pipeline's retrain stage, the fidelity
+    # check's from-scratch trainings), eager and compiled
+    "retrain": [RETRAIN],
+    "retrain_compiled": [RETRAIN, "--compile-model", "inductor"],
 }
 SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync",
             "aten::_local_scalar_dense")
@@ -56,10 +62,23 @@ def task_recipe(task: str) -> tuple[Path, list[str]]:
 
 def child_args(cfg_dir: Path, recipe: list[str], extra: list[str], data: str | None,
                save_dir: str) -> list[str]:
-    """train.py's options of one variant."""
+    """train.py's options of one variant (a retraining one: the largest SubTransformer with
+    the task's retraining options, as the pipeline retrains)."""
     space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
-    argv = [f"--configs={space_yml}", *recipe, "--no-save", "--disable-validation",
-            "--save-dir", save_dir, "--seed", "1", *extra]
+    configs = [f"--configs={space_yml}"]
+    if extra[:1] == [RETRAIN]:
+        from hat.config import parse_fairseq_args
+        from hat.space import SearchSpace, write_subtransformer_yaml
+
+        space = SearchSpace.from_args(parse_fairseq_args(configs), source=str(space_yml))
+        sub = Path(save_dir + "_largest.yml")
+        sub.parent.mkdir(parents=True, exist_ok=True)
+        write_subtransformer_yaml(space.largest(), sub)
+        common = cfg_dir / "subtransformer" / "common.yml"
+        configs = [f"--configs={sub}", f"--sub-configs={common}", "--train-subtransformer"]
+        extra = extra[1:]
+    argv = [*configs, *recipe, "--no-save", "--disable-validation", "--save-dir", save_dir,
+            "--seed", "1", *extra]
     return [data, *argv] if data else argv
 
 
