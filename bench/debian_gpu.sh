@@ -175,10 +175,12 @@ pipeline-wait)  # up to WAIT_S seconds or until the pipeline ends; brings back w
   ;;
 profile)  # one training update's time, this code and (BEFORE=DIR: a checkout of an older
   # commit, e.g. "git archive REV bench hat configs train.py setup.py | tar -x -C DIR") side by
-  # side on one GPU; VARIANTS (bench.speed.train_profile's names) for this code
+  # side on one GPU, both timed by this checkout's bench/; VARIANTS (bench.speed.train_profile's
+  # names) for this code, BEFORE_VARIANTS for the older one
   P=(--warmup "${WARMUP:-20}" --updates "${UPDATES:-200}" --profile-updates 8)
   if [ -n "${BEFORE:-}" ]; then
     ln -sfn "$PWD/data" "$BEFORE/data"
+    rm -rf "$BEFORE/bench" && cp -r bench "$BEFORE/bench"
     (cd "$BEFORE" && PYTHONPATH="${PYTHONPATH%%:*}:$PWD" python -m bench.speed.train_profile \
       --variants ${BEFORE_VARIANTS:-today} "${P[@]}" --work /tmp/hat_profile_before \
       --out "${OUT:-/tmp}/train_profile_before.json") || echo "before: failed"
