@@ -47,9 +47,8 @@ VARIANTS: dict[str, list[str]] = {
                             "4"],
     "tokens32k_today": ["--max-tokens", "32768", "--num-workers", "4"],
     # retraining: the largest SubTransformer alone (the pipeline's retrain stage, the fidelity
-    # check's from-scratch trainings), eager and compiled
+    # check's from-scratch trainings)
     "retrain": [RETRAIN],
-    "retrain_compiled": [RETRAIN, "--compile-model", "inductor"],
 }
 SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync",
             "aten::_local_scalar_dense")

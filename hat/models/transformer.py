@@ -112,8 +112,8 @@ class HatEncoder(FairseqEncoder):
         x = x + self.embed_positions(src_tokens).to(x.dtype)
         x = F.dropout(x, self.sample_dropout, self.training)
         pad = src_tokens.eq(self.padding_idx)
-        if has_padding is None:  # (a compiled forward masks always: no device read, no break)
-            has_padding = torch.compiler.is_compiling() or bool(pad.any())
+        if has_padding is None:
+            has_padding = bool(pad.any())
         mask = pad if has_padding else None
         states = []
         for layer in self.layers[: self.sample_layer_num]:
@@ -232,8 +232,7 @@ class HatDecoder(FairseqIncrementalDecoder):
         pad = (
             encoder_out["encoder_padding_mask"][0] if encoder_out["encoder_padding_mask"] else None
         )
-        if (pad is not None and step is None and not torch.compiler.is_compiling()
-                and not pad.any()):  # (static decoding or compiled: no device read)
+        if pad is not None and step is None and not pad.any():  # (static: no device read)
             pad = None
         memo: dict[int, tuple[Tensor, Tensor | None]] = {}
         for i, layer in enumerate(self.layers[: self.sample_layer_num]):

@@ -20,7 +20,6 @@
 # (no "from __future__ import annotations": fairseq reads the dataclass field types)
 
 import json
-import logging
 import math
 import os
 import random
@@ -39,9 +38,7 @@ from hat.errors import HatConfigError
 from hat.optim import set_active_regions, uses_slice_adam
 from hat.space import SubConfig
 
-logger = logging.getLogger(__name__)
 SAMPLINGS = ("uniform", "sandwich")
-COMPILE_BACKENDS = ("off", "inductor", "aot_eager")
 
 
 @dataclass
@@ -68,12 +65,6 @@ class HatTranslationConfig(TranslationConfig):
                                        "updates (0: off; history in <save-dir>/convergence.json)"})
     stop_converged_window: float = field(
         default=0.2, metadata={"help": "fraction of the updates --stop-converged-bits looks at"})
-    compile_model: str = field(
-        default="off", metadata={"help": "torch.compile the model's training forward and "
-                                         "backward with this backend (dynamic shapes): "
-                                         "'inductor' fuses kernels, 'aot_eager' only traces "
-                                         "(a check); fixed architectures only "
-                                         "(--train-subtransformer, transformer); 'off'"})
     subnet_log: str = field(
         default="", metadata={"help": "append one JSON line per sampled SubTransformer "
                                       "(update, rank, hash, config) to this file"})
@@ -139,9 +130,6 @@ class HatTranslationTask(TranslationTask):
             raise HatConfigError(
                 f"--stop-converged-bits {cfg.stop_converged_bits} / --stop-converged-window "
                 f"{cfg.stop_converged_window}: need bits >= 0 and 0 < window < 1")
-        if cfg.compile_model not in COMPILE_BACKENDS:
-            raise HatConfigError(f"--compile-model {cfg.compile_model!r}: allowed "
-                                 f"{', '.join(COMPILE_BACKENDS)}")
         convergence.ACTIVE = None
         if cfg.stop_converged_bits > 0:
             convergence.ACTIVE = convergence.ConvergenceStop(cfg.stop_converged_bits,
@@ -193,21 +181,6 @@ class HatTranslationTask(TranslationTask):
         itr.epoch = epoch  # where it continues (a resumed run then loads its position)
         dataset.set_epoch(epoch)
         return itr
-
-    def build_model(self, cfg: Any, from_checkpoint: bool = False) -> Any:
-        """fairseq's model; with ``--compile-model`` compiled in place (its state dict keeps
-        its keys, so checkpoints are unchanged)."""
-        model = super().build_model(cfg, from_checkpoint)
-        if self.cfg.compile_model != "off":
-            if self._samples_subnets(model):
-                raise HatConfigError(
-                    "--compile-model needs a fixed architecture (--train-subtransformer, or "
-                    "arch transformer): a SuperTransformer changes its SubTransformer every "
-                    "update, and every new one would compile again")
-            model.compile(backend=self.cfg.compile_model, dynamic=True)
-            logger.info("compiled the model (backend %s, dynamic shapes): the first updates "
-                        "trace it", self.cfg.compile_model)
-        return model
 
     # ----- SuperTransformer hooks ---------------------------------------------------------
     @staticmethod
