@@ -43,7 +43,8 @@
 # in calls of <= 10 minutes: "bash bench/debian_gpu.sh pipeline", then at once and again
 # "WAIT_S=540 bash bench/debian_gpu.sh pipeline-wait" until "finished" (results.json,
 # pipeline.json with the stage times, the plot and a checkpoint-free tarball of the run come
-# back each time). Next session's plan (30 device minutes): this, then the fidelity rows left.
+# back each time). Next session's plan (30 device minutes): this (estimated ~26 minutes: the
+# baselines retrain beside the SuperTransformer), nothing else.
 set -u
 RUN=${RUN:-runs/debian}
 TASK=debian.en-de

@@ -232,3 +232,80 @@ def test_the_stage_order_is_one_list_every_preset_times() -> None:
 def test_how_many_retrain_at_once_is_the_presets_and_not_a_resume_setting() -> None:
     assert preset("debian").jobs == 5 and preset("default").jobs == 2
     assert "jobs" not in preset("debian").settings(False)
+
+
+def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """With ``baselines_beside_super`` (the debian preset) one GPU measures latency first, picks
+    the baselines and retrains them while the SuperTransformer trains; the retrain stage then
+    trains only the found models (the baselines left a ``retrained.json``)."""
+    import dataclasses
+    import threading
+    import time
+
+    from hat.pipeline import presets, stages
+    from hat.space import SearchSpace, write_subtransformer_yaml
+
+    assert preset("debian").order(1)[:5] == ("corpus", "latency_dataset", "latency_predictor",
+                                             "baseline", "supertransformer")
+    assert preset("debian").order(2) == presets.STAGES == preset("tiny").order(1)
+    monkeypatch.setitem(presets.PRESETS, "tiny",
+                        dataclasses.replace(presets.PRESETS["tiny"], baselines_beside_super=True))
+    from hat.config import parse_fairseq_args
+
+    tiny = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
+    space = SearchSpace.from_args(parse_fairseq_args([f"--configs={tiny}"]))
+    yamls = {}
+    for name, cfg in (("b1", space.smallest()), ("b2", space.largest()),
+                      ("f1", space.sample(__import__("random").Random(3)))):
+        write_subtransformer_yaml(cfg, tmp_path / f"{name}.yml")
+        yamls[name] = str(tmp_path / f"{name}.yml")
+    calls: list[str] = []
+    spans: dict[str, tuple[float, float]] = {}
+
+    def stub(name: str, out: dict):
+        def fn(ctx, *a, **k):
+            calls.append(name)
+            if name == "supertransformer":
+                t0 = time.monotonic()
+                time.sleep(0.5)
+                spans[name] = (t0, time.monotonic())
+            return out
+        return fn
+
+    monkeypatch.setattr(stages, "stage_corpus", stub("corpus", {}))
+    monkeypatch.setattr(stages, "stage_latency_dataset", stub("latency_dataset", {}))
+    monkeypatch.setattr(stages, "stage_latency_predictor",
+                        stub("latency_predictor", {"lat_norm": 1.0}))
+    monkeypatch.setattr(stages, "stage_baseline", stub("baseline", {"baselines": [
+        {"name": n, "yaml": yamls[n], "predicted_latency_ms": ms}
+        for n, ms in (("b1", 2.0), ("b2", 6.0))]}))
+    monkeypatch.setattr(stages, "stage_supertransformer", stub("supertransformer", {}))
+    monkeypatch.setattr(stages, "stage_search", stub("search", {"found": [
+        {"name": "f1", "yaml": yamls["f1"], "latency_limit_ms": 4.0}]}))
+
+    def fake_training(ctx, jobs, workers, env, on_done=None):
+        t0 = time.monotonic()
+        calls.append("train " + ",".join(sorted(j[0] for j in jobs)))
+        for label, argv, *_ in jobs:
+            save = Path(argv[argv.index("--save-dir") + 1])
+            save.mkdir(parents=True, exist_ok=True)
+            (save / "checkpoint_last.pt").write_bytes(b"")
+            on_done(label)
+        spans[calls[-1]] = (t0, time.monotonic())
+        assert threading.current_thread() is not threading.main_thread() or "f1" in calls[-1]
+
+    monkeypatch.setattr(stages, "run_parallel", fake_training)
+    said: list[str] = []
+    assert run_pipeline(tmp_path / "run", "tiny", stop_after="retrain", say=said.append) is None
+    assert calls == ["corpus", "latency_dataset", "latency_predictor", "baseline",
+                     "supertransformer", "train retrain b1,retrain b2", "search",
+                     "train retrain f1"] or calls == [
+        "corpus", "latency_dataset", "latency_predictor", "baseline",
+        "train retrain b1,retrain b2", "supertransformer", "search", "train retrain f1"]
+    base, sup = spans["train retrain b1,retrain b2"], spans["supertransformer"]
+    assert base[0] < sup[1]  # the baselines trained while the SuperTransformer did
+    for n in ("b1", "b2", "f1"):
+        assert (tmp_path / "run" / "retrain" / n / stages.RETRAINED).is_file()
+    assert any("retrain b1: trained earlier" in m for m in said)
+    assert any(m.startswith("[5/10] supertransformer") for m in said)

@@ -106,6 +106,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     state["run_dir"] = str(out)
     done: dict[str, Any] = state["stages"]
     plan = dict(p.plan_s)
+    order = p.order(gpus)
     t_run = time.monotonic()
     lock = threading.Lock()
 
@@ -113,17 +114,17 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
         pass
 
     def stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if stop_after is not None and STAGES.index(name) > STAGES.index(stop_after):
+        if stop_after is not None and order.index(name) > order.index(stop_after):
             raise Stop
         if name in done:
-            say(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: done earlier "
+            say(f"[{order.index(name) + 1}/{len(order)}] {name}: done earlier "
                 f"({done[name]['seconds']:.0f} s)")
             return rundir.local(done[name]["outputs"], out)
         spent = sum(v["seconds"] for v in done.values())
         planned_done = sum(plan[k] for k in done if k in plan)
         speed = (spent + 60) / (planned_done + 60)  # observed pace, with a 60 s prior
         left = speed * sum(v for k, v in plan.items() if k not in done)
-        say(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name} (elapsed "
+        say(f"[{order.index(name) + 1}/{len(order)}] {name} (elapsed "
             f"{_mmss(time.monotonic() - t_run)}, about {_mmss(left)} left)")
         t0 = time.monotonic()
         outputs = fn()
@@ -138,6 +139,14 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     with exclusive(state_path, "running the pipeline into this folder"):
         try:
             stage("corpus", lambda: stages.stage_corpus(ctx))
+            if order != STAGES:  # one GPU, the baselines retrain beside the SuperTransformer
+                pred = _latency_stages(ctx, stage)
+                base = stage("baseline", lambda: stages.stage_baseline(ctx))
+                if stop_after is not None and \
+                        order.index("supertransformer") > order.index(stop_after):
+                    raise Stop
+                _super_beside_baselines(ctx, stage, base, done, workers)
+                return _rest(ctx, stage, pred, done, workers)
             if gpus > 1 and "supertransformer" not in done:
                 _beside(lambda: stage("supertransformer",
                                       lambda: stages.stage_supertransformer(ctx)),
@@ -172,6 +181,25 @@ def _beside(main: Callable[[], Any], other: Callable[[], Any]) -> None:
         th.join()
     if errors:
         raise errors[0]
+
+
+def _super_beside_baselines(ctx: Context, stage: Callable[..., dict[str, Any]],
+                            base: dict[str, Any], done: dict[str, Any], workers: int) -> None:
+    """The SuperTransformer's training, and beside it on the same GPU (through one MPS daemon
+    for all) the baselines' retrainings, which need no SuperTransformer; the retrain stage
+    later finds them trained (a run killed here trains what is left there)."""
+    from hat.pipeline import stages
+
+    if "supertransformer" in done:
+        return
+    models = [{"name": b["name"], "yaml": b["yaml"]} for b in base.get("baselines", [base])]
+    with stages.shared_gpu(ctx, 1 + min(workers, len(models))) as env:
+        ctx.shared_env = env
+        try:
+            _beside(lambda: stage("supertransformer", lambda: stages.stage_supertransformer(ctx)),
+                    lambda: stages.stage_retrain(ctx, models, workers))
+        finally:
+            ctx.shared_env = None
 
 
 def _latency_stages(ctx: Context, stage: Callable[..., dict[str, Any]]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sizes: default (2-core CPU, ~7 min idle), tiny (a workflow check, "
                          "~1.5-3 min, "
                          "barely trained models), cuda "
-                         "(toy on one GPU), debian (a Debian corpus on a GPU: about 40 min "
+                         "(toy on one GPU), debian (a Debian corpus on a GPU: about 26 min "
                          "on one H200, an estimate: not yet run as one pipeline); default: the "
                          "task's ('cuda' for toy with --device cuda)")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                          "instead of through a CUDA MPS daemon of the run's own (MPS: 1.48x the "
                          "tokens/s of 4 side-by-side trainings on one H200)")
     ap.add_argument("--stop-after", choices=STAGES, default=None,
-                    help="end after this stage (the same command without it continues)")
+                    help="end after this stage, in the run's order (the debian preset on one GPU "
+                         "measures latency and picks the baselines first, then retrains them "
+                         "beside the SuperTransformer); the same command without it continues")
     args = ap.parse_args(argv)
     name = "tiny" if args.tiny else args.preset
 

@@ -28,6 +28,9 @@ class Context:
     task: PipelineTask = TASKS["toy"]
     gpus: int = 1  # GPUs to spread over (cuda): the latency stages and retrainings use several
     mps: bool = True  # share a GPU between side-by-side retrainings through CUDA MPS
+    # the client environment of an MPS daemon already serving this run's trainings (set while
+    # the baselines retrain beside the SuperTransformer): every training child joins it
+    shared_env: dict[str, str] | None = None
 
     def path(self, *parts: str) -> Path:
         p = self.out.joinpath(*parts)
@@ -49,9 +52,10 @@ class Context:
 
     def gpu_env(self, index: int) -> dict[str, str]:
         """Environment that puts a child process on GPU ``index`` (nothing for one GPU/CPU)."""
+        shared = dict(self.shared_env or {})
         if self.preset.device != "cuda" or self.gpus < 2:
-            return {}
-        return {"CUDA_VISIBLE_DEVICES": str(index % self.gpus)}
+            return shared
+        return {**shared, "CUDA_VISIBLE_DEVICES": str(index % self.gpus)}
 
     def train_keys(self, keys: dict[str, Any]) -> dict[str, Any]:
         """The preset's batch, precision and warm-up applied to a training config."""

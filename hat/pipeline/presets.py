@@ -1,6 +1,6 @@
 """Sizes of the one-command pipeline: ``default`` (a 2-core CPU in about 10 minutes), ``tiny``
 (the test, well under 3 minutes), ``cuda`` (one GPU, a larger toy corpus and longer training) and
-``debian`` (the real Debian corpora on a GPU; estimated at about 40 minutes on one H200)."""
+``debian`` (the real Debian corpora on a GPU; estimated at about 26 minutes on one H200)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from typing import Any
 # the pipeline's stages, in the order they run (each preset's plan_s times them in this order)
 STAGES = ("corpus", "supertransformer", "latency_dataset", "latency_predictor", "baseline",
           "search", "retrain", "bleu", "latency", "report")
+# the order of a one-GPU run whose baselines retrain beside the SuperTransformer: the latency
+# stages measure first, on an idle GPU, and pick the baselines the SuperTransformer's training
+# then shares the GPU with
+EARLY_BASELINES = ("corpus", "latency_dataset", "latency_predictor", "baseline",
+                   "supertransformer", "search", "retrain", "bleu", "latency", "report")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Preset:
     fp16: bool = False
     warmup_updates: int | None = None  # SuperTransformer and retraining
     super_stop_minutes: float | None = None  # SuperTransformer training also stops after this
+    # on one GPU: retrain the baselines beside the SuperTransformer (they need none of it), so
+    # the retrain stage trains only the found models (order EARLY_BASELINES)
+    baselines_beside_super: bool = False
     jobs: int = 2  # models retrained / scored at once (--jobs; not part of a run's settings)
     # planned seconds per stage on a 2-core CPU (progress ETA only; scaled by what is observed)
     plan_s: tuple[tuple[str, float], ...] = (
@@ -54,6 +62,10 @@ class Preset:
     def __post_init__(self) -> None:
         if tuple(k for k, _ in self.plan_s) != STAGES:  # the stage order lives in STAGES
             raise ValueError(f"preset {self.name}: plan_s must time {', '.join(STAGES)} in order")
+
+    def order(self, gpus: int) -> tuple[str, ...]:
+        """The order this preset's stages run in on ``gpus`` GPUs."""
+        return EARLY_BASELINES if self.baselines_beside_super and gpus == 1 else STAGES
 
     def settings(self, synthetic_corpus: bool = True) -> dict[str, Any]:
         """What a resumed run must share with the first one (the synthetic corpus's sizes only
@@ -95,14 +107,15 @@ PRESETS: dict[str, Preset] = {
         evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=8000,
         retrain_converged_bits=0.05,
         device="cuda", max_tokens=16384, fp16=True, warmup_updates=1000, baselines=3,
-        super_stop_minutes=12.0,
+        super_stop_minutes=12.0, baselines_beside_super=True,
         # 5 retrainings at once through CUDA MPS: 7.9-11.3 updates/s each on one H200 (the
         # fidelity check's trainings, 2026-12-02), ~2.7x one training alone (18.2 updates/s)
         jobs=5,
-        # seconds: the SuperTransformer and retraining entries are estimates from the 4-way
-        # shared runs (not yet measured as one pipeline)
-        plan_s=(("corpus", 5), ("supertransformer", 720), ("latency_dataset", 90),
-                ("latency_predictor", 40), ("baseline", 5), ("search", 60), ("retrain", 900),
+        # seconds, estimates (not yet measured as one pipeline): the SuperTransformer ~8.9
+        # updates/s alone (bench/results/debian_en-de_train_profile_speedups_h200.json), the
+        # baselines retrain beside it, the retrain stage trains the ~3 found models at once
+        plan_s=(("corpus", 5), ("supertransformer", 750), ("latency_dataset", 90),
+                ("latency_predictor", 40), ("baseline", 5), ("search", 60), ("retrain", 540),
                 ("bleu", 60), ("latency", 20), ("report", 5))),
 }
 

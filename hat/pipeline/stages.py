@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import HatConfigError
+from hat.atomic import atomic_write_json
 from hat.pipeline.context import Context
 from hat.pipeline.runner import (
     Job,
@@ -270,12 +271,18 @@ def retrain_recipe(ctx: Context) -> Path:
                         "for every model)")
 
 
+RETRAINED = "retrained.json"  # in a retraining's save dir once its train.py ended well
+
+
 def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     """Train every found SubTransformer and the baselines from scratch, the same budget each
-    (spread over the GPUs when there are several)."""
+    (spread over the GPUs when there are several). A model whose training already ended (its
+    save dir holds ``retrained.json``: a baseline trained beside the SuperTransformer, or a
+    run killed during this stage) is not trained again."""
     common = retrain_recipe(ctx)
     jobs: list[Job] = []
     trained: dict[SubConfig, str] = {}
+    saves: dict[str, Path] = {}
     for m in models:
         cfg = read_subtransformer_yaml(m["yaml"])
         if cfg in trained:  # two limits found the same SubTransformer: train it once
@@ -283,21 +290,35 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
             continue
         save = ctx.out / "retrain" / m["name"]
         m["checkpoint"] = trained[cfg] = absolute(save / "checkpoint_last.pt")
-        jobs.append((f"retrain {m['name']}", [
+        if (save / RETRAINED).is_file() and (save / "checkpoint_last.pt").is_file():
+            ctx.say(f"  retrain {m['name']}: trained earlier")
+            continue
+        label = f"retrain {m['name']}"
+        saves[label] = save
+        jobs.append((label, [
             python(), script("train.py"), f"--configs={m['yaml']}",
             f"--sub-configs={absolute(common)}", "--save-dir", absolute(save)],
             ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
+
+    def finished(label: str) -> None:
+        atomic_write_json(saves[label] / RETRAINED, {
+            "checkpoint": absolute(saves[label] / "checkpoint_last.pt"),
+            "updates": checkpoint_updates(saves[label] / "checkpoint_last.pt")})
+
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
     with shared_gpu(ctx, min(workers, len(jobs))) as mps_env:
-        run_parallel(ctx, jobs, workers, {**env, **mps_env})
+        run_parallel(ctx, jobs, workers, {**env, **mps_env}, on_done=finished)
     return {"config": absolute(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
 
 
 @contextmanager
 def shared_gpu(ctx: Context, at_once: int) -> Iterator[dict[str, str]]:
     """The environment of trainings run ``at_once`` side by side: through a CUDA MPS daemon of
-    the run's own when more than one shares a GPU (``--no-mps``: time-sliced), else nothing."""
-    if ctx.preset.device != "cuda" or not ctx.mps or at_once <= max(1, ctx.gpus):
+    the run's own when more than one shares a GPU (``--no-mps``: time-sliced), else nothing
+    (also inside a daemon already serving the run: ``ctx.gpu_env`` then carries its clients'
+    environment)."""
+    if (ctx.shared_env is not None or ctx.preset.device != "cuda" or not ctx.mps
+            or at_once <= max(1, ctx.gpus)):
         yield {}
         return
     from hat.mps import mps_daemon
