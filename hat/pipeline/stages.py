@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hat.errors import HatConfigError
 from hat.atomic import atomic_write_json
+from hat.errors import HatConfigError
 from hat.pipeline.context import Context
 from hat.pipeline.runner import (
     Job,
