@@ -6,10 +6,11 @@ scratch -> beam-search BLEU -> predicted and measured latency -> results table a
 
 ``python -m hat.pipeline --out runs/quickstart``. With several GPUs (``--gpus 2``) the latency
 dataset and predictor are made on the last GPU while the SuperTransformer trains on the first, and
-the retrainings spread over all. Every stage runs its own CLI on a YAML config
-written into ``DIR/configs/`` (the commands are in ``DIR/commands.sh``), so a user can take over
-at any stage. ``DIR/pipeline.json`` records finished stages: the same command continues a killed
-run (a stage cut short resumes through its CLI's own resume).
+the retrainings spread over all; on one GPU the debian preset measures latency and picks the
+baselines first, then retrains them beside the SuperTransformer. Every stage runs its own CLI on
+a YAML config written into ``DIR/configs/`` (the commands are in ``DIR/commands.sh``), so a user
+can take over at any stage. ``DIR/pipeline.json`` records finished stages: the same command
+continues a killed run (a stage cut short resumes through its CLI's own resume).
 """
 
 from __future__ import annotations
