@@ -142,3 +142,33 @@ def test_dropout_is_scaled_by_sampled_dim() -> None:
     quirk.set_sample_config(cfg)
     assert quirk.encoder.layers[0].rates.encoder_attn_out == pytest.approx(0.3)
     assert model.encoder.sample_dropout == pytest.approx(0.3 * cfg.encoder_embed_dim / 48)
+
+
+def test_one_batch_reads_its_padding_from_the_device_once() -> None:
+    """The sandwich's passes over one batch ask the device whether it has padding once (the
+    decoder trusts the encoder's mask); a new batch asks again. Same outputs either way."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    reads = []
+
+    class CountReads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.startswith("_local_scalar_dense"):
+                reads.append(func)
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_supernet(shared=True).eval()
+    src = torch.randint(4, 50, (3, 7))
+    src[0, :2] = model.encoder.padding_idx  # left padding
+    prev = torch.randint(4, 50, (3, 5))
+    lengths = src.ne(model.encoder.padding_idx).sum(1)
+    with CountReads():
+        first, _ = model(src, lengths, prev)
+        model.set_sample_config(model.space.smallest())
+        model(src, lengths, prev)
+        model.set_sample_config(model.space.largest())
+        again, _ = model(src, lengths, prev)
+        assert len(reads) == 1
+        model(src.clone(), lengths, prev)
+        assert len(reads) == 2
+    assert torch.equal(first, again)

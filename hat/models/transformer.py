@@ -113,7 +113,7 @@ class HatEncoder(FairseqEncoder):
         x = F.dropout(x, self.sample_dropout, self.training)
         pad = src_tokens.eq(self.padding_idx)
         if has_padding is None:
-            has_padding = bool(pad.any())
+            has_padding = self._has_padding(src_tokens, pad)
         mask = pad if has_padding else None
         states = []
         for layer in self.layers[: self.sample_layer_num]:
@@ -126,6 +126,16 @@ class HatEncoder(FairseqEncoder):
             "src_tokens": [],
             "src_lengths": [],
         }
+
+    def _has_padding(self, src_tokens: Tensor, pad: Tensor) -> bool:
+        """Whether the batch has padding (a device read); the passes of one update over the
+        same batch (the sandwich's SubTransformers) read it once."""
+        seen = getattr(self, "_padding_of", None)
+        if seen is not None and seen[0] is src_tokens:
+            return seen[1]
+        has = bool(pad.any())
+        self._padding_of = (src_tokens, has)
+        return has
 
     def reorder_encoder_out(self, encoder_out: EncoderOut, new_order: Tensor) -> EncoderOut:
         """Select/reorder batch entries (beam search)."""
@@ -229,11 +239,10 @@ class HatDecoder(FairseqIncrementalDecoder):
         )
         x = F.dropout(x + positions.to(x.dtype), self.sample_dropout, self.training)
         states = self._padded_encoder_states(encoder_out)
+        # (the encoder gives a padding mask only for a batch with padding: no device read here)
         pad = (
             encoder_out["encoder_padding_mask"][0] if encoder_out["encoder_padding_mask"] else None
         )
-        if pad is not None and step is None and not pad.any():  # (static: no device read)
-            pad = None
         memo: dict[int, tuple[Tensor, Tensor | None]] = {}
         for i, layer in enumerate(self.layers[: self.sample_layer_num]):
             n = attended_layers(self.sample_arbitrary[i])
