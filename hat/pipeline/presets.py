@@ -113,7 +113,9 @@ PRESETS: dict[str, Preset] = {
         jobs=5,
         # seconds, estimates (not yet measured as one pipeline): the SuperTransformer ~8.9
         # updates/s alone (bench/results/debian_en-de_train_profile_speedups_h200.json), the
-        # baselines retrain beside it, the retrain stage trains the ~3 found models at once
+        # baselines retrain beside it, the retrain stage trains the ~3 found models at once;
+        # sharing the GPU (MPS: ~0.77x each of 4) it may reach only ~5000 updates by the cap,
+        # where the convergence run's extremes were ~0.1 bits above their 6500-update losses
         plan_s=(("corpus", 5), ("supertransformer", 750), ("latency_dataset", 90),
                 ("latency_predictor", 40), ("baseline", 5), ("search", 60), ("retrain", 540),
                 ("bleu", 60), ("latency", 20), ("report", 5))),
