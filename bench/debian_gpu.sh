@@ -44,7 +44,9 @@
 # "WAIT_S=540 bash bench/debian_gpu.sh pipeline-wait" until "finished" (results.json,
 # pipeline.json with the stage times, the plot and a checkpoint-free tarball of the run come
 # back each time). Next session's plan (30 device minutes): this (estimated ~26 minutes: the
-# baselines retrain beside the SuperTransformer), nothing else.
+# baselines retrain beside the SuperTransformer), nothing else. A machine without the corpus
+# needs data/debian.en-de/data-bin and the two BLEU references,
+# data/debian.en-de/tokenized/{test,test_unseen}.detok.de (the corpus stage checks them).
 set -u
 RUN=${RUN:-runs/debian}
 TASK=debian.en-de

@@ -91,14 +91,20 @@ class Evaluation:
     clock: DecodeClock | None = None
 
 
+def subset_reference(test_ref: str, subset: str) -> str:
+    """The untokenized reference of ``subset`` next to the test split's (``""``: none)."""
+    if subset == "test" or not test_ref:
+        return test_ref
+    ref = Path(test_ref)
+    return str(ref.with_name(ref.name.replace("test.", f"{subset}.", 1)))
+
+
 def settings_for(args: argparse.Namespace) -> BleuSettings:
     """Task settings with the command line's explicit values applied."""
     base = task_settings(args.task) if args.task else GENERIC
     values = asdict(base)
     subset = getattr(args, "subset", "test") or "test"
-    if subset != "test" and values["ref"]:  # the task's reference of that split
-        ref = Path(values["ref"])
-        values["ref"] = str(ref.with_name(ref.name.replace("test.", f"{subset}.", 1)))
+    values["ref"] = subset_reference(values["ref"], subset)  # the task's reference of that split
     for key in ("beam", "lenpen", "remove_bpe", "compound_split", "lowercase", "data", "ref"):
         v = getattr(args, key)
         if v is not None:

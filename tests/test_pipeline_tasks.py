@@ -309,3 +309,25 @@ def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path
         assert (tmp_path / "run" / "retrain" / n / stages.RETRAINED).is_file()
     assert any("retrain b1: trained earlier" in m for m in said)
     assert any(m.startswith("[5/10] supertransformer") for m in said)
+
+
+def test_a_missing_bleu_reference_is_caught_before_any_training(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """A real corpus's data-bin copied without its untokenized references would fail only in
+    the BLEU stage, after the trainings: the corpus stage checks every split's reference."""
+    import dataclasses
+
+    from hat import bleu
+    from hat.pipeline.stages import check_bleu_references
+
+    ctx = _ctx(tmp_path, "debian.en-de", "debian")
+    ref = tmp_path / "tokenized" / "test.detok.de"
+    monkeypatch.setattr(bleu, "task_settings",
+                        lambda name: dataclasses.replace(bleu.GENERIC, ref=str(ref)))
+    ref.parent.mkdir()
+    ref.write_text("a\n")
+    with pytest.raises(HatConfigError, match=r"test_unseen\.detok\.de: the untokenized "
+                                             r"reference of split 'test_unseen' is missing"):
+        check_bleu_references(ctx)
+    (ref.parent / "test_unseen.detok.de").write_text("b\n")
+    check_bleu_references(ctx)

@@ -41,7 +41,27 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
     else:
         run_command(ctx, [python(), script("scripts/prepare_data.py"), "--task", ctx.task.name,
                           "--out", absolute(ctx.data_bin.parent)], ctx.path("logs", "corpus.log"))
+    if not ctx.task.pipe.built_in_run:
+        check_bleu_references(ctx)
     return {"data_bin": absolute(ctx.data_bin)}
+
+
+def check_bleu_references(ctx: Context) -> None:
+    """The untokenized references the BLEU stage scores against, checked before any training
+    (a corpus copied without them would fail only at the end)."""
+    if ctx.task.bleu_metric != "sacre":
+        return
+    from hat.bleu import subset_reference, task_settings
+
+    test_ref = task_settings(ctx.task.name).ref
+    for split in ("test", *ctx.task.pipe.extra_test_splits):
+        ref = subset_reference(test_ref, split)
+        if ref and not Path(ref).is_file():
+            raise HatConfigError(
+                f"{ref}: the untokenized reference of split '{split}' is missing (sacreBLEU "
+                f"scores against it); {ctx.data_bin} alone is not enough: run python "
+                f"scripts/prepare_data.py --task {ctx.task.name} (finished steps are skipped), "
+                f"or copy {Path(ref).parent} with the corpus")
 
 
 def stage_supertransformer(ctx: Context) -> dict[str, Any]:
