@@ -132,21 +132,18 @@ class HatAdam(FairseqOptimizer):
 
 # ----- masks from active regions ------------------------------------------------------------
 def _covers(boxes: Sequence[Box], shape: torch.Size) -> bool:
-    """Whether the boxes cover the whole parameter: one box does, or boxes spanning every
-    dimension but the first tile the first (Q rows + K/V rows of ``in_proj_weight``). Other
-    unions count as not covering (a mask then holds the same entries)."""
-    def full(s: slice, n: int) -> bool:
-        return s.indices(n) == (0, n, 1)
-
-    if any(all(full(s, n) for s, n in zip(box, shape)) for box in boxes):
-        return True
-    if not shape:
-        return False
-    rows = sorted(box[0].indices(shape[0])[:2] for box in boxes
-                  if box[0].indices(shape[0])[2] == 1
-                  and all(full(s, n) for s, n in zip(box[1:], shape[1:])))
+    """Whether the boxes cover the whole parameter: boxes spanning every dimension but the first
+    tile the first (one whole box; Q rows + K/V rows of ``in_proj_weight``). Other unions count
+    as not covering (a mask then holds the same entries)."""
+    if not boxes or not shape:
+        return bool(boxes)
+    rows = []
+    for box in boxes:
+        start, stop, step = box[0].indices(shape[0])
+        if step == 1 and all(s.indices(n) == (0, n, 1) for s, n in zip(box[1:], shape[1:])):
+            rows.append((start, stop))
     reach = 0
-    for start, stop in rows:
+    for start, stop in sorted(rows):
         if start > reach:
             return False
         reach = max(reach, stop)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT
-from bench.studies.debian_convergence import RECIPE, TASKS, _space
+from bench.studies.debian_convergence import RECIPE, TASKS, _space, standalone_configs
 
 RETRAIN = "@retrain-largest"  # marker: train the space's largest SubTransformer alone
 # "today": the configs as shipped (the Debian ones: largest + smallest + 1 random per update
@@ -66,15 +66,8 @@ def child_args(cfg_dir: Path, recipe: list[str], extra: list[str], data: str | N
     space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
     configs = [f"--configs={space_yml}"]
     if extra[:1] == [RETRAIN]:
-        from hat.config import parse_fairseq_args
-        from hat.space import SearchSpace, write_subtransformer_yaml
-
-        space = SearchSpace.from_args(parse_fairseq_args(configs), source=str(space_yml))
-        sub = Path(save_dir + "_largest.yml")
-        sub.parent.mkdir(parents=True, exist_ok=True)
-        write_subtransformer_yaml(space.largest(), sub)
-        common = cfg_dir / "subtransformer" / "common.yml"
-        configs = [f"--configs={sub}", f"--sub-configs={common}", "--train-subtransformer"]
+        configs = [*standalone_configs(cfg_dir, "largest", Path(save_dir + "_largest.yml")),
+                   "--train-subtransformer"]
         extra = extra[1:]
     argv = [*configs, *recipe, "--no-save", "--disable-validation", "--save-dir", save_dir,
             "--seed", "1", *extra]

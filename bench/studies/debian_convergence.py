@@ -89,23 +89,30 @@ CONVERGED_BITS = 0.05  # gained over the last 20 % of updates
 def job_command(name: str, kind: str, extra: list[str], cfg_dir: Path, work: Path,
                 recipe: list[str], minutes: float, data: str | None) -> list[str]:
     """The train.py command of one training."""
-    from hat.config import parse_fairseq_args
-    from hat.space import SearchSpace, write_subtransformer_yaml
-
     space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
     cmd = [sys.executable, "train.py", f"--configs={space_yml}"]
     if kind != "super":
-        space = SearchSpace.from_args(parse_fairseq_args([f"--configs={space_yml}"]),
-                                      source=str(space_yml))
-        sub = work / f"{name}.yml"
-        write_subtransformer_yaml(space.largest() if kind == "largest" else space.smallest(), sub)
-        cmd = [sys.executable, "train.py", f"--configs={sub}",
-               f"--sub-configs={cfg_dir / 'subtransformer' / 'common.yml'}"]
+        cmd = [sys.executable, "train.py", *standalone_configs(cfg_dir, kind, work / f"{name}.yml")]
     if data:
         cmd.insert(2, data)
     return cmd + [*recipe, "--no-save", "--log-format", "json", "--log-interval", "25",
                   "--max-update", "1000000", "--stop-time-hours", f"{minutes / 60:.5f}",
                   "--save-dir", str(work / name), "--seed", "1", *extra]
+
+
+def standalone_configs(cfg_dir: Path, kind: str, sub: Path) -> list[str]:
+    """train.py's config options of the space's ``kind`` ("largest" or "smallest")
+    SubTransformer trained alone with the task's retraining options (its YAML written to
+    ``sub``)."""
+    from hat.config import parse_fairseq_args
+    from hat.space import SearchSpace, write_subtransformer_yaml
+
+    space_yml = cfg_dir / "supertransformer" / _space(cfg_dir)
+    space = SearchSpace.from_args(parse_fairseq_args([f"--configs={space_yml}"]),
+                                  source=str(space_yml))
+    sub.parent.mkdir(parents=True, exist_ok=True)
+    write_subtransformer_yaml(space.largest() if kind == "largest" else space.smallest(), sub)
+    return [f"--configs={sub}", f"--sub-configs={cfg_dir / 'subtransformer' / 'common.yml'}"]
 
 
 def _space(cfg_dir: Path) -> str:

@@ -81,6 +81,7 @@ class HatEncoder(FairseqEncoder):
         )
         self.sample_embed_dim, self.sample_layer_num = widths.embed_dim, len(self.layers)
         self.sample_dropout = reg.dropout
+        self._padding_of: tuple[Tensor, bool] | None = None  # the last batch, has it padding
 
     def set_sample(self, cfg: SubConfig) -> None:
         """Activate the encoder part of a SubTransformer."""
@@ -130,7 +131,7 @@ class HatEncoder(FairseqEncoder):
     def _has_padding(self, src_tokens: Tensor, pad: Tensor) -> bool:
         """Whether the batch has padding (a device read); the passes of one update over the
         same batch (the sandwich's SubTransformers) read it once."""
-        seen = getattr(self, "_padding_of", None)
+        seen = self._padding_of
         if seen is not None and seen[0] is src_tokens:
             return seen[1]
         has = bool(pad.any())

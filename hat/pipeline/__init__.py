@@ -193,7 +193,7 @@ def _super_beside_baselines(ctx: Context, stage: Callable[..., dict[str, Any]],
 
     if "supertransformer" in done:
         return
-    models = [{"name": b["name"], "yaml": b["yaml"]} for b in base.get("baselines", [base])]
+    models = _baseline_models(base)
     with stages.shared_gpu(ctx, 1 + min(workers, len(models))) as env:
         ctx.shared_env = env
         try:
@@ -201,6 +201,17 @@ def _super_beside_baselines(ctx: Context, stage: Callable[..., dict[str, Any]],
                     lambda: stages.stage_retrain(ctx, models, workers))
         finally:
             ctx.shared_env = None
+
+
+def _baselines(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The baseline stage's baselines (a run folder from before: one baseline)."""
+    return base.get("baselines", [base])
+
+
+def _baseline_models(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The baselines as models to retrain and score (no latency limit)."""
+    return [{"name": b["name"], "yaml": b["yaml"], "latency_limit_ms": None}
+            for b in _baselines(base)]
 
 
 def _latency_stages(ctx: Context, stage: Callable[..., dict[str, Any]]) -> dict[str, Any]:
@@ -216,12 +227,11 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
 
     say, out = ctx.say, ctx.out
     base = stage("baseline", lambda: stages.stage_baseline(ctx))
-    baselines = base.get("baselines", [base])  # (a run folder from before: one baseline)
+    baselines = _baselines(base)
     search = stage("search", lambda: stages.stage_search(
         ctx, pred["lat_norm"], baselines[0]["predicted_latency_ms"],
         [b["predicted_latency_ms"] for b in baselines[1:]]))
-    models = [dict(m) for m in search["found"]] + [
-        {"name": b["name"], "yaml": b["yaml"], "latency_limit_ms": None} for b in baselines]
+    models = [dict(m) for m in search["found"]] + _baseline_models(base)
     retrain = stage("retrain", lambda: stages.stage_retrain(ctx, [dict(m) for m in models],
                                                               workers))
     for m in models:

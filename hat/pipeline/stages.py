@@ -321,9 +321,8 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
             ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
 
     def finished(label: str) -> None:
-        atomic_write_json(saves[label] / RETRAINED, {
-            "checkpoint": absolute(saves[label] / "checkpoint_last.pt"),
-            "updates": checkpoint_updates(saves[label] / "checkpoint_last.pt")})
+        atomic_write_json(saves[label] / RETRAINED,
+                          {"checkpoint": absolute(saves[label] / "checkpoint_last.pt")})
 
     env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
     with shared_gpu(ctx, min(workers, len(jobs))) as mps_env:
