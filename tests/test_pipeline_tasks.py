@@ -331,3 +331,24 @@ def test_a_missing_bleu_reference_is_caught_before_any_training(tmp_path: Path,
         check_bleu_references(ctx)
     (ref.parent / "test_unseen.detok.de").write_text("b\n")
     check_bleu_references(ctx)
+
+
+def test_baselines_first_run_for_real_before_the_supertransformer(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """The real stages in the one-GPU order (baselines picked before the SuperTransformer has
+    trained): the baseline stage reads the space from the SuperTransformer's config, which must
+    exist by then (a stubbed order once hid that it did not)."""
+    import dataclasses
+
+    from hat.pipeline import presets
+
+    monkeypatch.setitem(presets.PRESETS, "tiny",
+                        dataclasses.replace(presets.PRESETS["tiny"], baselines_beside_super=True))
+    said: list[str] = []
+    assert run_pipeline(tmp_path, "tiny", stop_after="baseline", say=said.append) is None
+    state = json.loads((tmp_path / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["corpus", "latency_dataset", "latency_predictor",
+                                     "baseline"]
+    assert not (tmp_path / "checkpoints" / "supertransformer" / "checkpoint_last.pt").exists()
+    for b in state["stages"]["baseline"]["outputs"]["baselines"]:
+        assert Path(b["yaml"].replace("$RUN", str(tmp_path))).is_file()

@@ -64,8 +64,10 @@ def check_bleu_references(ctx: Context) -> None:
                 f"or copy {Path(ref).parent} with the corpus")
 
 
-def stage_supertransformer(ctx: Context) -> dict[str, Any]:
-    """Train the SuperTransformer (the task's space and recipe, sized by the preset)."""
+def super_config(ctx: Context) -> Path:
+    """``DIR/configs/supertransformer.yml``: the task's space and recipe, sized by the preset
+    (written by the first stage that needs it: the baselines read the space from it before the
+    SuperTransformer trains when they run first)."""
     p = ctx.preset
     src = ctx.task.config(ctx.task.pipe.super_config)
     keys = ctx.train_keys(load_yaml(src))
@@ -76,12 +78,17 @@ def stage_supertransformer(ctx: Context) -> dict[str, Any]:
         keys["stop-time-hours"] = round(p.super_stop_minutes / 60, 4)
     stop = (f", stopped after {p.super_stop_minutes:g} minutes if not done"
             if p.super_stop_minutes else "")
-    write_config(ctx.super_yaml, keys,
-                 f"SuperTransformer of the pipeline ({absolute(src)}, sized by preset "
-                 f"'{p.name}'{stop})")
-    run_command(ctx, [python(), script("train.py"), f"--configs={absolute(ctx.super_yaml)}"],
+    return write_config(ctx.super_yaml, keys,
+                        f"SuperTransformer of the pipeline ({absolute(src)}, sized by preset "
+                        f"'{p.name}'{stop})")
+
+
+def stage_supertransformer(ctx: Context) -> dict[str, Any]:
+    """Train the SuperTransformer (the task's space and recipe, sized by the preset)."""
+    cfg = super_config(ctx)
+    run_command(ctx, [python(), script("train.py"), f"--configs={absolute(cfg)}"],
                 ctx.path("logs", "supertransformer.log"), env=ctx.gpu_env(0))
-    return {"config": absolute(ctx.super_yaml), "checkpoint": absolute(ctx.super_ckpt),
+    return {"config": absolute(cfg), "checkpoint": absolute(ctx.super_ckpt),
             "updates": checkpoint_updates(ctx.super_ckpt)}
 
 
@@ -270,7 +277,7 @@ def stage_baseline(ctx: Context) -> dict[str, Any]:
 def _super_args(ctx: Context) -> Any:
     from hat.config import parse_fairseq_args
 
-    return parse_fairseq_args([f"--configs={ctx.super_yaml}"])
+    return parse_fairseq_args([f"--configs={super_config(ctx)}"])
 
 
 def retrain_recipe(ctx: Context) -> Path:
