@@ -352,3 +352,22 @@ def test_baselines_first_run_for_real_before_the_supertransformer(tmp_path: Path
     assert not (tmp_path / "checkpoints" / "supertransformer" / "checkpoint_last.pt").exists()
     for b in state["stages"]["baseline"]["outputs"]["baselines"]:
         assert Path(b["yaml"].replace("$RUN", str(tmp_path))).is_file()
+
+
+def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
+    """The default presets: quantile limits below the fastest baseline, its own latency and 0.7x
+    each other baseline's; the debian preset: 0.7x every baseline's and nothing else (one found
+    model per HAT claim, which is what fits its time)."""
+    import numpy as np
+
+    from hat.latency import csvio
+    from hat.pipeline.stages import latency_limits
+
+    lat = np.linspace(1.0, 6.0, 101)
+    monkeypatch.setattr(csvio, "load_latency_csv", lambda path: (None, lat))
+    tiny = _ctx(tmp_path, "toy", "tiny")
+    assert latency_limits(tiny, 4.09, [4.94, 5.69]) == [1.8, 3.0, 3.46, 3.99, 4.09]
+    debian = _ctx(tmp_path, "debian.en-de", "debian")
+    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.87, 3.46, 3.99]
+    # a ratio limit that equals another (within 2 %) is not searched twice
+    assert latency_limits(debian, 4.09, [4.1, 5.69]) == [2.87, 3.99]

@@ -159,22 +159,25 @@ def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] 
                    ) -> list[float]:
     """Limits at the preset's quantiles of the measured latencies (two significant digits),
     plus the fastest baseline's predicted latency (so one found model is compared at its
-    latency) and ``baseline_limit_ratio`` x each other baseline's (HAT's claim against it)."""
+    latency; with ``limit_at_fastest_baseline`` off, ``baseline_limit_ratio`` x it) and
+    ``baseline_limit_ratio`` x each other baseline's (HAT's claim against it)."""
     import numpy as np
 
     from hat.latency.csvio import load_latency_csv
 
+    p = ctx.preset
     lat = load_latency_csv(ctx.latency_csv)[1]
-    limits = {float(f"{np.quantile(lat, q):.2g}") for q in ctx.preset.limit_quantiles}
-    at_baseline = _round_up(baseline_ms)
+    limits = {float(f"{np.quantile(lat, q):.2g}") for q in p.limit_quantiles}
+    at_baseline = _round_up(baseline_ms * (1 if p.limit_at_fastest_baseline
+                                           else p.baseline_limit_ratio))
     kept = {x for x in limits if abs(x / at_baseline - 1) > 0.1 and x < at_baseline}
-    if len(kept) < len(ctx.preset.limit_quantiles):
-        ctx.say(f"  limits: {len(kept) + 1} instead of {len(ctx.preset.limit_quantiles) + 1}: "
+    if len(kept) < len(p.limit_quantiles):
+        ctx.say(f"  limits: {len(kept) + 1} instead of {len(p.limit_quantiles) + 1}: "
                 f"quantile limits {sorted(limits - kept)} ms are within 10 % of or above the "
                 f"baseline's {at_baseline:g} ms (or equal to another)")
     kept.add(at_baseline)
     for ms in others_ms:
-        x = _round_up(ctx.preset.baseline_limit_ratio * ms)
+        x = _round_up(p.baseline_limit_ratio * ms)
         if all(abs(x / y - 1) > 0.02 for y in kept):
             kept.add(x)
     return sorted(kept)
@@ -192,11 +195,14 @@ def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
                  "lat-norm": lat_norm, "restore-file": absolute(ctx.super_ckpt),
                  "write-config-path": absolute(ctx.search_yaml), "latency-constraint": limits,
                  "seed": ctx.seed})
+    parts = ([f"the {', '.join(f'{q:g}' for q in p.limit_quantiles)} quantiles of the "
+              "measured latencies (below the fastest baseline's)"] if p.limit_quantiles else [])
+    parts.append("the fastest uniform Transformer baseline's predicted latency"
+                 + ("" if p.limit_at_fastest_baseline else f" x {p.baseline_limit_ratio:g}"))
+    if others_ms:
+        parts.append(f"{p.baseline_limit_ratio:g} x each other baseline's")
     cfg = write_config(ctx.path("configs", "evo_search.yml"), keys,
-                       "Pareto search of the pipeline: limits at the "
-                       f"{', '.join(f'{q:g}' for q in p.limit_quantiles)} quantiles of the "
-                       "measured latencies (below the baseline's) and at the uniform Transformer "
-                       "baseline's predicted latency")
+                       f"Pareto search of the pipeline: limits at {'; '.join(parts)}")
     run_command(ctx, [python(), script("evo_search.py"), f"--configs={absolute(ctx.super_yaml)}",
                       f"--evo-configs={absolute(cfg)}"], ctx.path("logs", "search.log"),
                 env=ctx.gpu_env(0))
