@@ -176,6 +176,28 @@ pipeline-wait)  # up to WAIT_S seconds or until the pipeline ends; brings back w
   (cd "$PIPE/run" 2>/dev/null && tar czf "${OUT:-/tmp}/run_small.tgz" --exclude='*.pt' \
     --exclude='data-bin' --exclude='data' . 2>/dev/null)
   ;;
+retrain-found)  # SRC=a run copy (its search/*@*ms.yml and configs/retrain.yml): its found models
+  # retrained from scratch, all at once through one MPS daemon, for up to WAIT_S seconds; their
+  # logs and convergence.json come back (for a run whose machine was lost in the retrain stage)
+  W=/tmp/hat_found
+  mkdir -p "$W" && rm -f "$W/pids"
+  mps_start
+  for y in "${SRC:?SRC=run copy}"/search/*@*ms.yml; do
+    n=$(basename "$y" .yml); n=hat_${n#*@}  # no "@": it does not come back from the device
+    setsid nohup python train.py --configs="$y" --sub-configs="$SRC/configs/retrain.yml" \
+      --save-dir "$W/$n" > "$W/$n.log" 2>&1 < /dev/null &
+    echo $! >> "$W/pids"
+  done
+  end=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while [ "$(date +%s)" -lt "$end" ] && (for p in $(cat "$W/pids"); do
+    kill -0 "$p" 2>/dev/null && exit 0; done; exit 1); do
+    sleep 10
+  done
+  for d in "$W"/hat_*/; do n=$(basename "$d"); mkdir -p "${OUT:-/tmp}/$n"
+    cp "$d"/convergence.json "$d"/retrained.json "${OUT:-/tmp}/$n/" 2>/dev/null
+    cp "$W/$n.log" "${OUT:-/tmp}/$n/train.log"; grep "| valid |" "$W/$n.log" | tail -2
+  done
+  ;;
 profile)  # one training update's time, this code and (BEFORE=DIR: a checkout of an older
   # commit, e.g. "git archive REV bench hat configs train.py setup.py | tar -x -C DIR") side by
   # side on one GPU, both timed by this checkout's bench/; VARIANTS (bench.speed.train_profile's

@@ -230,3 +230,25 @@ def test_bleu_stage_scores_the_tasks_further_test_splits(run, tmp_path: Path) ->
     assert set(got["splits"]) == {"valid"} and 0 <= got["splits"]["valid"]["bleu"] <= 100
     assert (tmp_path / "logs" / f"bleu_{m['name']}_valid.log").is_file()
     assert (tmp_path / "bleu" / m["name"] / "valid.hyp").is_file()
+
+
+def test_progress_of_a_run_reads_its_stages_curves_and_retrainings(run, tmp_path: Path) -> None:
+    """bench.studies.pipeline_progress, for runs that stop before their report, on a finished
+    one: every stage's time, the SuperTransformer's validation curve, each retraining."""
+    from bench.studies.pipeline_progress import main
+
+    out, _ = run
+    res = tmp_path / "progress.json"
+    assert main([str(out), "--out", str(res)]) == 0
+    r = json.loads(res.read_text())["runs"][0]
+    assert r["finished_stages"] == STAGES and r["run"] == out.name
+    assert all(r["stage_seconds"][s] is not None for s in STAGES)
+    sup = r["supertransformer"]
+    assert sup["valid"] and sup["last_update"] == sup["valid"][-1]["num_updates"]
+    # found models that share an architecture retrain once, under the first one's name
+    found = {f["name"] for f in r["found"]}
+    baselines = {b["name"] for b in r["baselines"]}
+    assert baselines <= set(r["retrain"]) <= found | baselines
+    assert set(r["retrain"]) - baselines, "no found model retrained"
+    assert all(x["finished"] and x["valid"] and x["train_seconds"] for x in r["retrain"].values())
+    assert res.with_suffix(".png").stat().st_size > 10_000

@@ -366,8 +366,14 @@ def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
     lat = np.linspace(1.0, 6.0, 101)
     monkeypatch.setattr(csvio, "load_latency_csv", lambda path: (None, lat))
     tiny = _ctx(tmp_path, "toy", "tiny")
-    assert latency_limits(tiny, 4.09, [4.94, 5.69]) == [1.8, 3.0, 3.46, 3.99, 4.09]
+    assert latency_limits(tiny, 4.09, [4.94, 5.69]) == [1.8, 3.0, 3.45, 3.98, 4.09]
+    assert latency_limits(tiny, 4.081, []) == [1.8, 3.0, 4.09]  # its own latency: rounded up
     debian = _ctx(tmp_path, "debian.en-de", "debian")
-    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.87, 3.46, 3.99]
+    # 0.7x: rounded down, so that a model found under the limit is never slower than 0.7x
+    # (0.7 x 4.9165 = 3.4416: a limit of 3.45 let the search return a 3.4445 ms model)
+    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.86, 3.45, 3.98]
+    assert latency_limits(debian, 4.0871, [4.9165, 5.6703]) == [2.86, 3.44, 3.96]
+    assert all(x <= 0.7 * b for x, b in zip(latency_limits(debian, 4.0871, [4.9165, 5.6703]),
+                                            (4.0871, 4.9165, 5.6703)))
     # a ratio limit that equals another (within 2 %) is not searched twice
-    assert latency_limits(debian, 4.09, [4.1, 5.69]) == [2.87, 3.99]
+    assert latency_limits(debian, 4.09, [4.1, 5.69]) == [2.86, 3.98]

@@ -147,12 +147,14 @@ def stage_latency_predictor(ctx: Context) -> dict[str, Any]:
     return {"config": absolute(cfg), "predictor": absolute(ctx.predictor), "lat_norm": lat_norm}
 
 
-def _round_up(ms: float) -> float:
-    """Three significant digits, rounded up."""
+def _three_digits(ms: float, up: bool) -> float:
+    """Three significant digits, rounded up (a limit at a baseline's latency admits it) or down
+    (a limit at 0.7x a baseline's admits nothing slower than 0.7x it)."""
     import math
 
     digits = 2 - math.floor(math.log10(ms))
-    return math.ceil(ms * 10**digits) / 10**digits
+    scaled = ms * 10**digits
+    return (math.ceil(scaled - 1e-9) if up else math.floor(scaled + 1e-9)) / 10**digits
 
 
 def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] = ()
@@ -168,8 +170,8 @@ def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] 
     p = ctx.preset
     lat = load_latency_csv(ctx.latency_csv)[1]
     limits = {float(f"{np.quantile(lat, q):.2g}") for q in p.limit_quantiles}
-    at_baseline = _round_up(baseline_ms * (1 if p.limit_at_fastest_baseline
-                                           else p.baseline_limit_ratio))
+    at_baseline = (_three_digits(baseline_ms, up=True) if p.limit_at_fastest_baseline
+                   else _three_digits(p.baseline_limit_ratio * baseline_ms, up=False))
     kept = {x for x in limits if abs(x / at_baseline - 1) > 0.1 and x < at_baseline}
     if len(kept) < len(p.limit_quantiles):
         ctx.say(f"  limits: {len(kept) + 1} instead of {len(p.limit_quantiles) + 1}: "
@@ -177,7 +179,7 @@ def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] 
                 f"baseline's {at_baseline:g} ms (or equal to another)")
     kept.add(at_baseline)
     for ms in others_ms:
-        x = _round_up(p.baseline_limit_ratio * ms)
+        x = _three_digits(p.baseline_limit_ratio * ms, up=False)
         if all(abs(x / y - 1) > 0.02 for y in kept):
             kept.add(x)
     return sorted(kept)
