@@ -43,8 +43,11 @@
 # in calls of <= 10 minutes: "bash bench/debian_gpu.sh pipeline", then at once and again
 # "WAIT_S=540 bash bench/debian_gpu.sh pipeline-wait" until "finished" (results.json,
 # pipeline.json with the stage times, the plot and a checkpoint-free tarball of the run come
-# back each time). Next session's plan (30 device minutes): this (estimated ~26 minutes: the
-# baselines retrain beside the SuperTransformer), nothing else. A machine without the corpus
+# back each time; reply to each call at once: an idle machine is given back after ~30 s).
+# 2026-12-04: 21.5 minutes measured up to the retraining's end (the machine was lost in the
+# retrain stage; "SRC=COPY bash bench/debian_gpu.sh retrain-found" retrained the found models of
+# the run's copy; debian_en-de_one_gpu_run_2026-12-04_h200.json). Next session's plan (30
+# device minutes): this again (planned 23 minutes), nothing else. A machine without the corpus
 # needs data/debian.en-de/data-bin and the two BLEU references,
 # data/debian.en-de/tokenized/{test,test_unseen}.detok.de (the corpus stage checks them).
 set -u

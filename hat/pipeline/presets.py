@@ -1,6 +1,6 @@
 """Sizes of the one-command pipeline: ``default`` (a 2-core CPU in about 10 minutes), ``tiny``
 (the test, well under 3 minutes), ``cuda`` (one GPU, a larger toy corpus and longer training) and
-``debian`` (the real Debian corpora on a GPU; planned at about 24 minutes on one H200)."""
+``debian`` (the real Debian corpora on a GPU; planned at about 23 minutes on one H200)."""
 
 from __future__ import annotations
 
@@ -118,12 +118,13 @@ PRESETS: dict[str, Preset] = {
         # retrainings at once through CUDA MPS, one H200: 3 at 11.7-13.3 updates/s each, 5 at
         # 9.2-11.7 (the pipeline's found models, 2026-12-03); one alone ~17 (train profile)
         jobs=5,
-        # seconds, from two one-GPU runs (H200, 2026-12-03; docs/results.md): the latency
-        # stages 102, the SuperTransformer its cap plus ~27 (the baselines converge beside it
-        # in ~10 minutes), the search ~95, the 3 found models' retraining ~460 (estimated from
-        # their speed and the baselines' 5,200-6,400 updates to converge)
-        plan_s=(("corpus", 5), ("supertransformer", 717), ("latency_dataset", 57),
-                ("latency_predictor", 45), ("baseline", 5), ("search", 95), ("retrain", 470),
+        # seconds, measured on one H200 (2026-12-04, bench/results/debian_en-de_one_gpu_run_
+        # 2026-12-04_h200.json): the latency stages 54 + 41, the SuperTransformer 717 (4,306
+        # updates; the baselines converged beside it in 497-572 s), the search 63, the 3 found
+        # models' retraining 405-417 (4,844 updates each, 3 at once); BLEU and the latency
+        # measurement not yet reached on one GPU (2 GPUs, 4 models: 21 + 2 s)
+        plan_s=(("corpus", 5), ("supertransformer", 717), ("latency_dataset", 54),
+                ("latency_predictor", 41), ("baseline", 5), ("search", 70), ("retrain", 430),
                 ("bleu", 45), ("latency", 10), ("report", 5))),
 }
 
