@@ -47,7 +47,10 @@
 # 2026-12-04: 21.5 minutes measured up to the retraining's end (the machine was lost in the
 # retrain stage; "SRC=COPY bash bench/debian_gpu.sh retrain-found" retrained the found models of
 # the run's copy; debian_en-de_one_gpu_run_2026-12-04_h200.json). Next session's plan (30
-# device minutes): this again (planned 23 minutes), nothing else. A machine without the corpus
+# device minutes): this again (planned 23 minutes), nothing else. If the machine is lost:
+# unpack the last run_small.tgz into runs/COPY, carry it and run "SRC=runs/COPY bash
+# bench/debian_gpu.sh pipeline-resume", then pipeline-wait: the stages done and every model
+# already scored (each is scored right after its retraining) are kept. A machine without the corpus
 # needs data/debian.en-de/data-bin and the two BLEU references,
 # data/debian.en-de/tokenized/{test,test_unseen}.detok.de (the corpus stage checks them).
 set -u
@@ -156,8 +159,15 @@ fidelity-wait)  # up to WAIT_S seconds or until the check ends; brings back what
     [ -f "$f" ] && cp "$f" "${OUT:-/tmp}/$(basename "$(dirname "$f")").convergence.json"
   done
   ;;
-pipeline)  # the whole debian pipeline on one GPU, started detached (target: <= 25 minutes)
+pipeline|pipeline-resume)  # the whole debian pipeline on one GPU, started detached (target:
+  # <= 25 minutes); pipeline-resume: SRC=a copy of a run (run_small.tgz unpacked, no
+  # checkpoints) continues on this machine: the stages done are kept, and so is every model
+  # scored before (the retrain stage scores each model as soon as it is trained)
   PIPE=/tmp/hat_pipeline
+  if [ "$1" = pipeline-resume ]; then
+    [ -f "${SRC:?SRC=run copy}/pipeline.json" ] || { echo "$SRC: no pipeline.json" >&2; exit 4; }
+    rm -rf "$PIPE" && mkdir -p "$PIPE/run" && cp -r "$SRC"/. "$PIPE/run/"
+  fi
   mkdir -p "$PIPE"
   setsid nohup python -m hat.pipeline --task "${TASK_NAME:-$TASK}" --out "$PIPE/run" \
     > "$PIPE/pipeline.log" 2>&1 < /dev/null &
@@ -176,7 +186,7 @@ pipeline-wait)  # up to WAIT_S seconds or until the pipeline ends; brings back w
     [ -f "$PIPE/run/$f" ] && cp "$PIPE/run/$f" "${OUT:-/tmp}/"
   done
   cp "$PIPE/pipeline.log" "${OUT:-/tmp}/" 2>/dev/null
-  (cd "$PIPE/run" 2>/dev/null && tar czf "${OUT:-/tmp}/run_small.tgz" --exclude='*.pt' \
+  (cd "$PIPE/run" 2>/dev/null && tar czf "${OUT:-/tmp}/run_small.tgz" --exclude='checkpoint*.pt' \
     --exclude='data-bin' --exclude='data' . 2>/dev/null)
   ;;
 retrain-found)  # SRC=a run copy (its search/*@*ms.yml and configs/retrain.yml): its found models
@@ -224,7 +234,7 @@ mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then wit
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-wait|profile|mps" >&2
+  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-resume|pipeline-wait|retrain-found|profile|mps" >&2
   exit 2
   ;;
 esac

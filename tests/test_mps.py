@@ -66,7 +66,7 @@ def test_the_pipeline_uses_mps_only_when_trainings_share_a_gpu(tmp_path: Path,
     from hat.pipeline.__main__ import main  # noqa: F401 - the flag below is its
     from hat.pipeline.context import Context
     from hat.pipeline.presets import preset
-    from hat.pipeline.stages import shared_gpu
+    from hat.pipeline.retraining import shared_gpu
 
     @contextlib.contextmanager
     def fake_daemon(say):

@@ -215,7 +215,7 @@ def test_bleu_stage_scores_the_tasks_further_test_splits(run, tmp_path: Path) ->
 
     from hat.pipeline.context import Context
     from hat.pipeline.presets import preset
-    from hat.pipeline.stages import stage_bleu
+    from hat.pipeline.retraining import stage_bleu
     from hat.pipeline.tasks import TASKS
 
     out, _ = run
@@ -252,3 +252,31 @@ def test_progress_of_a_run_reads_its_stages_curves_and_retrainings(run, tmp_path
     assert set(r["retrain"]) - baselines, "no found model retrained"
     assert all(x["finished"] and x["valid"] and x["train_seconds"] for x in r["retrain"].values())
     assert res.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_a_copy_without_checkpoints_finishes_from_its_scores(run, tmp_path: Path) -> None:
+    """A run folder copied without its checkpoints (what comes back from a lost GPU machine),
+    continued from the retrain stage: every model was scored as soon as it was retrained, so
+    nothing is trained or scored again and the report is the same."""
+    import shutil
+
+    out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoint*.pt", "data"))
+    (copy / "data").symlink_to(out / "data")  # the toy corpus lives in its run folder
+    state = json.loads((copy / "pipeline.json").read_text())
+    for stage in ("retrain", "bleu", "latency", "report"):
+        del state["stages"][stage]
+    (copy / "pipeline.json").write_text(json.dumps(state))
+    bleu_logs = {p.name: p.stat().st_mtime for p in (copy / "logs").glob("bleu_*.log")}
+    again = subprocess.run([sys.executable, "-m", "hat.pipeline", "--out", str(copy), "--tiny"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=GUARD_S)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    before = json.loads((out / "results.json").read_text())["models"]
+    after = json.loads((copy / "results.json").read_text())["models"]
+    retrained = {Path(m["checkpoint"]).parent.name for m in before}
+    for name in retrained:
+        assert f"retrain {name}: trained and scored earlier" in again.stdout, name
+    assert ": done in" not in again.stdout  # no training, no scoring
+    assert {p.name: p.stat().st_mtime for p in (copy / "logs").glob("bleu_*.log")} == bleu_logs
+    assert [(m["name"], m["bleu"]) for m in after] == [(m["name"], m["bleu"]) for m in before]

@@ -12,7 +12,7 @@ from hat.errors import HatConfigError
 from hat.pipeline import run_pipeline
 from hat.pipeline.context import Context
 from hat.pipeline.presets import preset
-from hat.pipeline.stages import retrain_recipe
+from hat.pipeline.retraining import RETRAINED, retrain_recipe
 from hat.pipeline.tasks import TASKS, pipeline_task, prepared
 from hat.yamlio import load_yaml
 from tests.conftest import ROOT
@@ -243,7 +243,7 @@ def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path
     import threading
     import time
 
-    from hat.pipeline import presets, stages
+    from hat.pipeline import presets, retraining, stages
     from hat.space import SearchSpace, write_subtransformer_yaml
 
     assert preset("debian").order(1)[:5] == ("corpus", "latency_dataset", "latency_predictor",
@@ -286,27 +286,34 @@ def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path
 
     def fake_training(ctx, jobs, workers, env, on_done=None):
         t0 = time.monotonic()
-        calls.append("train " + ",".join(sorted(j[0] for j in jobs)))
+        key = "train " + ",".join(sorted(j[0] for j in jobs))
+        calls.append(key)
         for label, argv, *_ in jobs:
             save = Path(argv[argv.index("--save-dir") + 1])
             save.mkdir(parents=True, exist_ok=True)
             (save / "checkpoint_last.pt").write_bytes(b"")
             on_done(label)
-        spans[calls[-1]] = (t0, time.monotonic())
-        assert threading.current_thread() is not threading.main_thread() or "f1" in calls[-1]
+        spans[key] = (t0, time.monotonic())
+        assert threading.current_thread() is not threading.main_thread() or "f1" in key
 
-    monkeypatch.setattr(stages, "run_parallel", fake_training)
+    def fake_bleu(ctx, argv, log, env=None, label=""):
+        calls.append(label)
+
+    monkeypatch.setattr(retraining, "run_parallel", fake_training)
+    monkeypatch.setattr(retraining, "run_command", fake_bleu)
     said: list[str] = []
     assert run_pipeline(tmp_path / "run", "tiny", stop_after="retrain", say=said.append) is None
+    # each model is scored as soon as its training ends (the baselines before the search)
+    base_calls = ["train retrain b1,retrain b2", "BLEU b1", "BLEU b2"]
     assert calls == ["corpus", "latency_dataset", "latency_predictor", "baseline",
-                     "supertransformer", "train retrain b1,retrain b2", "search",
-                     "train retrain f1"] or calls == [
+                     "supertransformer", *base_calls, "search",
+                     "train retrain f1", "BLEU f1"] or calls == [
         "corpus", "latency_dataset", "latency_predictor", "baseline",
-        "train retrain b1,retrain b2", "supertransformer", "search", "train retrain f1"]
+        *base_calls, "supertransformer", "search", "train retrain f1", "BLEU f1"]
     base, sup = spans["train retrain b1,retrain b2"], spans["supertransformer"]
     assert base[0] < sup[1]  # the baselines trained while the SuperTransformer did
     for n in ("b1", "b2", "f1"):
-        assert (tmp_path / "run" / "retrain" / n / stages.RETRAINED).is_file()
+        assert (tmp_path / "run" / "retrain" / n / RETRAINED).is_file()
     assert any("retrain b1: trained earlier" in m for m in said)
     assert any(m.startswith("[5/10] supertransformer") for m in said)
 
@@ -377,3 +384,64 @@ def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
                                             (4.0871, 4.9165, 5.6703)))
     # a ratio limit that equals another (within 2 %) is not searched twice
     assert latency_limits(debian, 4.09, [4.1, 5.69]) == [2.86, 3.98]
+
+
+def test_a_run_copy_without_checkpoints_keeps_what_it_scored(tmp_path: Path, monkeypatch) -> None:
+    """A model scored after its latest retraining is neither retrained nor rescored, even with
+    its checkpoint gone (a run folder copied to a fresh machine without checkpoints); a score
+    older than the retraining, or a missing one, is redone."""
+    import os
+    import random
+
+    from hat.config import parse_fairseq_args
+    from hat.pipeline import retraining
+    from hat.space import SearchSpace, write_subtransformer_yaml
+
+    tiny = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
+    space = SearchSpace.from_args(parse_fairseq_args([f"--configs={tiny}"]))
+
+    ctx = Context(out=tmp_path, preset=preset("tiny"), say=lambda m: None, task=TASKS["toy"])
+    models = []
+    for i, (name, cfg) in enumerate((("kept", space.smallest()), ("stale", space.largest()),
+                                     ("new", space.sample(random.Random(1))))):
+        write_subtransformer_yaml(cfg, tmp_path / f"{name}.yml")
+        models.append({"name": name, "yaml": str(tmp_path / f"{name}.yml")})
+        save = tmp_path / "retrain" / name
+        if name == "new":
+            continue
+        save.mkdir(parents=True)
+        (save / RETRAINED).write_text("{}")
+        log = tmp_path / "logs" / f"bleu_{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f'progress\n{{"bleu": {10 + i}.5, "signature": "sig"}}\n')
+        if name == "stale":  # scored before its latest retraining
+            t = (save / RETRAINED).stat().st_mtime
+            os.utime(log, (t - 60, t - 60))
+    ran: list[str] = []
+
+    def fake_training(ctx, jobs, workers, env, on_done=None):
+        for label, *_ in jobs:
+            ran.append(label)
+            on_done(label)
+
+    def fake_bleu(ctx, argv, log, env=None, label=""):
+        ran.append(label)
+        log.write_text('{"bleu": 20.0, "signature": "sig"}\n')
+
+    monkeypatch.setattr(retraining, "run_parallel", fake_training)
+    monkeypatch.setattr(retraining, "run_command", fake_bleu)
+    retraining.stage_retrain(ctx, models, workers=2)
+    assert ran == ["retrain stale", "BLEU stale", "retrain new", "BLEU new"]
+    ran.clear()
+
+    def fake_scoring(ctx, jobs, workers, env, on_done=None):
+        ran.extend(label for label, *_ in jobs)
+
+    monkeypatch.setattr(retraining, "run_parallel", fake_scoring)
+    scores = retraining.stage_bleu(ctx, models, workers=2)["scores"]
+    assert ran == []  # everything was scored in the retrain stage or before
+    assert {n: s["bleu"] for n, s in scores.items()} == {"kept": 10.5, "stale": 20.0, "new": 20.0}
+    (tmp_path / "logs" / "bleu_new.log").write_text("killed while scoring\n")
+    with pytest.raises(RuntimeError, match="BLEU of new on test: no score"):
+        retraining.stage_bleu(ctx, models, workers=2)
+    assert ran == ["BLEU new"]

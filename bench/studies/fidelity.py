@@ -141,7 +141,8 @@ def scratch_part(src: Source, cfgs: list[Any], updates: int, jobs: int, device: 
     (the check resumes). Rows are keyed by index, so parts trained on different days merge.
     Each training is scored as soon as it ends and handed to ``on_row(index, row)`` (the
     caller saves it), so a machine lost mid-way keeps the rows already finished."""
-    from hat.pipeline.stages import checkpoint_updates, retrain_recipe
+    from hat.pipeline.retraining import retrain_recipe
+    from hat.pipeline.stages import checkpoint_updates
     from hat.space import write_subtransformer_yaml
 
     recipe = retrain_recipe(src.ctx)

@@ -189,16 +189,16 @@ def _super_beside_baselines(ctx: Context, stage: Callable[..., dict[str, Any]],
     """The SuperTransformer's training, and beside it on the same GPU (through one MPS daemon
     for all) the baselines' retrainings, which need no SuperTransformer; the retrain stage
     later finds them trained (a run killed here trains what is left there)."""
-    from hat.pipeline import stages
+    from hat.pipeline import retraining, stages
 
     if "supertransformer" in done:
         return
     models = _baseline_models(base)
-    with stages.shared_gpu(ctx, 1 + min(workers, len(models))) as env:
+    with retraining.shared_gpu(ctx, 1 + min(workers, len(models))) as env:
         ctx.shared_env = env
         try:
             _beside(lambda: stage("supertransformer", lambda: stages.stage_supertransformer(ctx)),
-                    lambda: stages.stage_retrain(ctx, models, workers))
+                    lambda: retraining.stage_retrain(ctx, models, workers))
         finally:
             ctx.shared_env = None
 
@@ -223,7 +223,7 @@ def _latency_stages(ctx: Context, stage: Callable[..., dict[str, Any]]) -> dict[
 
 def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, Any],
           done: dict[str, Any], workers: int) -> dict[str, Any]:
-    from hat.pipeline import report, stages
+    from hat.pipeline import report, retraining, stages
 
     say, out = ctx.say, ctx.out
     base = stage("baseline", lambda: stages.stage_baseline(ctx))
@@ -232,11 +232,11 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
         ctx, pred["lat_norm"], baselines[0]["predicted_latency_ms"],
         [b["predicted_latency_ms"] for b in baselines[1:]]))
     models = [dict(m) for m in search["found"]] + _baseline_models(base)
-    retrain = stage("retrain", lambda: stages.stage_retrain(ctx, [dict(m) for m in models],
+    retrain = stage("retrain", lambda: retraining.stage_retrain(ctx, [dict(m) for m in models],
                                                               workers))
     for m in models:
         m["checkpoint"] = retrain["checkpoints"][m["name"]]
-    bleu = stage("bleu", lambda: stages.stage_bleu(ctx, models, workers))
+    bleu = stage("bleu", lambda: retraining.stage_bleu(ctx, models, workers))
     lat = stage("latency", lambda: stages.stage_latency(ctx, models))
 
     def finish() -> dict[str, Any]:

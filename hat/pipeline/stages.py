@@ -5,20 +5,16 @@ from; the commands are collected in ``DIR/commands.sh``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hat.atomic import atomic_write_json
 from hat.errors import HatConfigError
 from hat.pipeline.context import Context
 from hat.pipeline.runner import (
-    Job,
     absolute,
     python,
     run_command,
-    run_parallel,
     script,
     write_config,
 )
@@ -286,120 +282,6 @@ def _super_args(ctx: Context) -> Any:
     from hat.config import parse_fairseq_args
 
     return parse_fairseq_args([f"--configs={super_config(ctx)}"])
-
-
-def retrain_recipe(ctx: Context) -> Path:
-    """``DIR/configs/retrain.yml``: the task's retraining recipe with the preset's budget (every
-    model gets the same; bench/studies/fidelity.py trains its random SubTransformers with it
-    too)."""
-    src = ctx.task.config(ctx.task.pipe.retrain_config)
-    keys = ctx.train_keys(load_yaml(src))
-    keys.update({"data": absolute(ctx.data_bin), "max-update": ctx.preset.retrain_updates,
-                 "seed": ctx.seed,
-                 "save-interval-updates": max(50, ctx.preset.retrain_updates // 2)})
-    if ctx.preset.retrain_converged_bits:
-        keys["stop-converged-bits"] = ctx.preset.retrain_converged_bits
-    rule = (f"until converged (< {ctx.preset.retrain_converged_bits} bits over the last 20 % "
-            "of updates) or max-update" if ctx.preset.retrain_converged_bits else "the same budget")
-    return write_config(ctx.path("configs", "retrain.yml"), keys,
-                        f"Retraining recipe of the pipeline ({absolute(src)}; from scratch, {rule} "
-                        "for every model)")
-
-
-RETRAINED = "retrained.json"  # in a retraining's save dir once its train.py ended well
-
-
-def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Train every found SubTransformer and the baselines from scratch, the same budget each
-    (spread over the GPUs when there are several). A model whose training already ended (its
-    save dir holds ``retrained.json``: a baseline trained beside the SuperTransformer, or a
-    run killed during this stage) is not trained again."""
-    common = retrain_recipe(ctx)
-    jobs: list[Job] = []
-    trained: dict[SubConfig, str] = {}
-    saves: dict[str, Path] = {}
-    for m in models:
-        cfg = read_subtransformer_yaml(m["yaml"])
-        if cfg in trained:  # two limits found the same SubTransformer: train it once
-            m["checkpoint"] = trained[cfg]
-            continue
-        save = ctx.out / "retrain" / m["name"]
-        m["checkpoint"] = trained[cfg] = absolute(save / "checkpoint_last.pt")
-        if (save / RETRAINED).is_file() and (save / "checkpoint_last.pt").is_file():
-            ctx.say(f"  retrain {m['name']}: trained earlier")
-            continue
-        label = f"retrain {m['name']}"
-        saves[label] = save
-        jobs.append((label, [
-            python(), script("train.py"), f"--configs={m['yaml']}",
-            f"--sub-configs={absolute(common)}", "--save-dir", absolute(save)],
-            ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
-
-    def finished(label: str) -> None:
-        atomic_write_json(saves[label] / RETRAINED,
-                          {"checkpoint": absolute(saves[label] / "checkpoint_last.pt")})
-
-    env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
-    with shared_gpu(ctx, min(workers, len(jobs))) as mps_env:
-        run_parallel(ctx, jobs, workers, {**env, **mps_env}, on_done=finished)
-    return {"config": absolute(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
-
-
-@contextmanager
-def shared_gpu(ctx: Context, at_once: int) -> Iterator[dict[str, str]]:
-    """The environment of trainings run ``at_once`` side by side: through a CUDA MPS daemon of
-    the run's own when more than one shares a GPU (``--no-mps``: time-sliced), else nothing
-    (also inside a daemon already serving the run: ``ctx.gpu_env`` then carries its clients'
-    environment)."""
-    if (ctx.shared_env is not None or ctx.preset.device != "cuda" or not ctx.mps
-            or at_once <= max(1, ctx.gpus)):
-        yield {}
-        return
-    from hat.mps import mps_daemon
-
-    with mps_daemon(ctx.say) as env:
-        yield env
-
-
-def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Beam-search BLEU of every retrained model on the test split and the task's further test
-    splits (``python -m hat.bleu``; one score per distinct checkpoint)."""
-    import json
-
-    splits = ("test", *ctx.task.pipe.extra_test_splits)
-    jobs: list[Job] = []
-    scored: dict[str, str] = {}
-    for m in models:
-        if m["checkpoint"] in scored:
-            continue
-        scored[m["checkpoint"]] = m["name"]
-        for split in splits:
-            argv = [python(), "-m", "hat.bleu", "--task", ctx.task.name, "--data",
-                    absolute(ctx.data_bin), "--checkpoint", m["checkpoint"], "--sub-config",
-                    m["yaml"], "--metric", ctx.task.bleu_metric, "--subset", split,
-                    "--out", absolute(ctx.out / "bleu" / m["name"]), "--json"]
-            if ctx.preset.device != "cuda":
-                argv.append("--cpu")
-            jobs.append((f"BLEU {m['name']}" + ("" if split == "test" else f" ({split})"), argv,
-                         ctx.path("logs", _bleu_log(m["name"], split)),
-                         ctx.gpu_env(len(jobs))))
-    env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
-    run_parallel(ctx, jobs, workers, env)
-    scores = {}
-    for m in models:
-        got = {}
-        for split in splits:
-            log = ctx.out / "logs" / _bleu_log(scored[m["checkpoint"]], split)
-            got[split] = json.loads([ln for ln in log.read_text().splitlines()
-                                     if ln.startswith("{")][-1])
-        scores[m["name"]] = {**got["test"], "splits": {k: {"bleu": v["bleu"],
-                                                          "signature": v.get("signature")}
-                                                      for k, v in got.items() if k != "test"}}
-    return {"scores": scores}
-
-
-def _bleu_log(name: str, split: str) -> str:
-    return f"bleu_{name}.log" if split == "test" else f"bleu_{name}_{split}.log"
 
 
 def stage_latency(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]:
