@@ -63,12 +63,16 @@ mps_start() {  # a CUDA MPS control daemon of this job's own; its clients find i
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   pgrep -f nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d || exit 5
 }
-wait_detached() {  # up to WAIT_S seconds or until the process in pid file $1 ends
+any_alive() {  # whether any process named in pid file $1 (one pid a line) still runs
+  for p in $(cat "$1"); do kill -0 "$p" 2>/dev/null && return 0; done
+  return 1
+}
+wait_detached() {  # up to WAIT_S seconds or until every process in pid file $1 has ended
   end=$(( $(date +%s) + ${WAIT_S:-540} ))
-  while kill -0 "$(cat "$1")" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
+  while any_alive "$1" && [ "$(date +%s)" -lt "$end" ]; do
     sleep 10
   done
-  kill -0 "$(cat "$1")" 2>/dev/null && echo "running" || echo "finished"
+  any_alive "$1" && echo "running" || echo "finished"
 }
 case "${1:-}" in
 1)
@@ -201,11 +205,7 @@ retrain-found)  # SRC=a run copy (its search/*@*ms.yml and configs/retrain.yml):
       --save-dir "$W/$n" > "$W/$n.log" 2>&1 < /dev/null &
     echo $! >> "$W/pids"
   done
-  end=$(( $(date +%s) + ${WAIT_S:-540} ))
-  while [ "$(date +%s)" -lt "$end" ] && (for p in $(cat "$W/pids"); do
-    kill -0 "$p" 2>/dev/null && exit 0; done; exit 1); do
-    sleep 10
-  done
+  wait_detached "$W/pids"
   for d in "$W"/hat_*/; do n=$(basename "$d"); mkdir -p "${OUT:-/tmp}/$n"
     cp "$d"/convergence.json "$d"/retrained.json "${OUT:-/tmp}/$n/" 2>/dev/null
     cp "$W/$n.log" "${OUT:-/tmp}/$n/train.log"; grep "| valid |" "$W/$n.log" | tail -2

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.atomic import atomic_write_json
+from hat.pipeline.report import LATENCY_RATIO
 
 _VALID = re.compile(r"\| valid \| .*")
 _FIELD = re.compile(r"\| (loss_largest|loss_smallest|num_updates|loss) ([0-9.]+)")
@@ -39,8 +40,9 @@ def valid_curve(log: Path) -> list[dict[str, float]]:
 def speed(log: Path) -> dict[str, Any]:
     """Updates/s as fairseq logged it per epoch (median), the last update and training seconds."""
     text = log.read_text(errors="replace")
-    ups = sorted(float(u) for u, _ in _UPS.findall(text))
-    upd = [int(n) for _, n in _UPS.findall(text)]
+    epochs = _UPS.findall(text)
+    ups = sorted(float(u) for u, _ in epochs)
+    upd = [int(n) for _, n in epochs]
     done = _DONE.search(text)
     return {"updates_per_s_median": ups[len(ups) // 2] if ups else None,
             "last_update": upd[-1] if upd else None,
@@ -105,7 +107,7 @@ def _predicted_latencies(run: Path, out: dict[str, Any]) -> dict[str, float]:
     return got
 
 
-def baseline_checks(out: dict[str, Any], ratio: float = 0.7) -> list[dict[str, Any]]:
+def baseline_checks(out: dict[str, Any], ratio: float = LATENCY_RATIO) -> list[dict[str, Any]]:
     """For each retrained baseline: the best (lowest valid loss) converged found model at no
     more than ``ratio`` x its predicted latency and the difference in bits (found - baseline;
     negative: the found model is better). The valid-loss form of the pipeline's BLEU check, for

@@ -77,7 +77,7 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
             f"--sub-configs={absolute(common)}", "--save-dir", absolute(save)],
             ctx.path("logs", f"retrain_{m['name']}.log"), ctx.gpu_env(len(jobs))))
 
-    env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
+    env = _one_thread_each(ctx, workers)
     with shared_gpu(ctx, min(workers, len(jobs))) as mps_env:
         def finished(label: str) -> None:
             save, m = saves[label]
@@ -106,6 +106,17 @@ def shared_gpu(ctx: Context, at_once: int) -> Iterator[dict[str, str]]:
         yield env
 
 
+def _one_thread_each(ctx: Context, workers: int) -> dict[str, str]:
+    """The environment of CPU jobs run ``workers`` at once: one thread each."""
+    return {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
+
+
+def _scored_as(m: dict[str, Any]) -> str:
+    """The name a model's scores are kept under: the retraining that wrote its checkpoint (two
+    limits that found one SubTransformer share it)."""
+    return Path(m["checkpoint"]).parent.name
+
+
 def splits(ctx: Context) -> tuple[str, ...]:
     """The splits every model is scored on: test and the task's further test splits."""
     return ("test", *ctx.task.pipe.extra_test_splits)
@@ -127,7 +138,7 @@ def scored(ctx: Context, m: dict[str, Any], split: str) -> bool:
     """Whether model ``m`` holds a score on ``split`` from after its latest retraining (its
     BLEU log ends with a score and is newer than the training's ``retrained.json``)."""
     marker = Path(m["checkpoint"]).parent / RETRAINED
-    log = ctx.out / "logs" / _bleu_log(Path(m["checkpoint"]).parent.name, split)
+    log = ctx.out / "logs" / _bleu_log(_scored_as(m), split)
     return (marker.is_file() and _score(log) is not None
             and log.stat().st_mtime >= marker.stat().st_mtime)
 
@@ -135,7 +146,7 @@ def scored(ctx: Context, m: dict[str, Any], split: str) -> bool:
 def bleu_jobs(ctx: Context, m: dict[str, Any]) -> list[Job]:
     """Beam-search BLEU of model ``m`` on each of :func:`splits` (``python -m hat.bleu``), under
     the name of the retraining that wrote its checkpoint."""
-    name = Path(m["checkpoint"]).parent.name
+    name = _scored_as(m)
     jobs: list[Job] = []
     for split in splits(ctx):
         argv = [python(), "-m", "hat.bleu", "--task", ctx.task.name, "--data",
@@ -153,19 +164,15 @@ def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict
     """BLEU of every retrained model on every split (one score per distinct checkpoint); what
     the retrain stage scored already is read back, not scored again."""
     jobs: list[Job] = []
-    first: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
     for m in models:
-        if m["checkpoint"] in first:
-            continue
-        first[m["checkpoint"]] = m
-        todo = [s for s in splits(ctx) if not scored(ctx, m, s)]
-        jobs += [j for j, s in zip(bleu_jobs(ctx, m), splits(ctx)) if s in todo]
-    env = {"OMP_NUM_THREADS": "1"} if ctx.preset.device != "cuda" and workers > 1 else {}
-    run_parallel(ctx, jobs, workers, env)
+        if m["checkpoint"] not in seen:
+            seen.add(m["checkpoint"])
+            jobs += [j for j, s in zip(bleu_jobs(ctx, m), splits(ctx)) if not scored(ctx, m, s)]
+    run_parallel(ctx, jobs, workers, _one_thread_each(ctx, workers))
     scores = {}
     for m in models:
-        name = Path(m["checkpoint"]).parent.name
-        got = {s: _score(ctx.out / "logs" / _bleu_log(name, s)) for s in splits(ctx)}
+        got = {s: _score(ctx.out / "logs" / _bleu_log(_scored_as(m), s)) for s in splits(ctx)}
         missing = [s for s, v in got.items() if v is None]
         if missing:
             raise RuntimeError(f"BLEU of {m['name']} on {', '.join(missing)}: no score in "
