@@ -44,7 +44,14 @@ from hat.atomic import atomic_write_text, check_writable
 from hat.cli import run_cli
 from hat.corpora import TASKS, Scoring, task_info
 from hat.errors import HatConfigError
-from hat.metrics import BleuResult, moses_detokenize, read_lines, sacre_bleu, tokenized_bleu
+from hat.metrics import (
+    BleuResult,
+    check_metric_installed,
+    moses_detokenize,
+    read_lines,
+    sacre_bleu,
+    tokenized_bleu,
+)
 from hat.space import SubConfig
 from hat.threads import use_cpu_threads
 from hat.translate import average_into, check_data, load_model, translate
@@ -122,6 +129,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         raise HatConfigError("no data directory: give --data or --task")
     if args.metric not in METRICS:
         raise HatConfigError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric}")
+    check_metric_installed(args.metric, f"--metric {args.metric}")
     sub_yaml = None if args.sub_config in (None, "", "none") else args.sub_config
     if args.out:  # before the decoding, not after it
         check_writable(Path(args.out) / f"{args.subset}.hyp", "--out")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,23 @@ from typing import Any
 from hat.errors import HatConfigError
 
 _COMPOUND = re.compile(r"(\S)-(\S)")
+
+
+# the modules each metric scores with (both are install requirements of hat; an environment
+# installed with --no-deps, e.g. a GPU image, can lack them)
+METRIC_MODULES = {"normal": ("sacrebleu",), "sacre": ("sacrebleu", "sacremoses")}
+
+
+def check_metric_installed(metric: str, where: str) -> None:
+    """Refuse, before any work, a metric whose modules are not importable here."""
+    import importlib.util
+
+    missing = [m for m in METRIC_MODULES[metric] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise HatConfigError(
+            f"{where}: BLEU ({metric}) needs the Python module(s) {', '.join(missing)}, which "
+            f"this Python ({sys.executable}) cannot import; pip install "
+            f"{' '.join(missing)} (or install hat with its dependencies)")
 
 
 def compound_split(line: str) -> str:

@@ -316,6 +316,12 @@ def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path
         assert (tmp_path / "run" / "retrain" / n / RETRAINED).is_file()
     assert any("retrain b1: trained earlier" in m for m in said)
     assert any(m.startswith("[5/10] supertransformer") for m in said)
+    # run again: each finished stage says so once, under its own number
+    said.clear()
+    assert run_pipeline(tmp_path / "run", "tiny", stop_after="retrain", say=said.append) is None
+    order = preset("tiny").order(1)[:7]
+    assert [m.split(":")[0] for m in said if "done earlier" in m] == [
+        f"[{i}/10] {name}" for i, name in enumerate(order, 1)]
 
 
 def test_a_missing_bleu_reference_is_caught_before_any_training(tmp_path: Path,
@@ -338,6 +344,25 @@ def test_a_missing_bleu_reference_is_caught_before_any_training(tmp_path: Path,
         check_bleu_references(ctx)
     (ref.parent / "test_unseen.detok.de").write_text("b\n")
     check_bleu_references(ctx)
+
+
+def test_a_metric_not_installed_is_caught_before_any_training(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """An environment installed with --no-deps (a GPU image) may lack sacremoses: the corpus
+    stage says which module is missing instead of the BLEU stage failing after the trainings."""
+    import importlib.util
+
+    from hat.pipeline import stages
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sacremoses" else real(name, *a))
+    ctx = _ctx(tmp_path, "debian.en-de", "debian")
+    with pytest.raises(HatConfigError, match=r"--task debian\.en-de: BLEU \(sacre\) needs the "
+                                             r"Python module\(s\) sacremoses.*pip install "
+                                             r"sacremoses"):
+        stages.stage_corpus(ctx)
+    stages.check_metric_installed("normal", "toy")  # tokenized BLEU needs only sacrebleu
 
 
 def test_baselines_first_run_for_real_before_the_supertransformer(tmp_path: Path,

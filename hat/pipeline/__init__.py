@@ -147,7 +147,7 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
                         order.index("supertransformer") > order.index(stop_after):
                     raise Stop
                 _super_beside_baselines(ctx, stage, base, done, workers)
-                return _rest(ctx, stage, pred, done, workers)
+                return _rest(ctx, stage, pred, base, done, workers)
             if gpus > 1 and "supertransformer" not in done:
                 _beside(lambda: stage("supertransformer",
                                       lambda: stages.stage_supertransformer(ctx)),
@@ -155,7 +155,8 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
             else:
                 stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
             pred = _latency_stages(ctx, stage)
-            return _rest(ctx, stage, pred, done, workers)
+            base = stage("baseline", lambda: stages.stage_baseline(ctx))
+            return _rest(ctx, stage, pred, base, done, workers)
         except Stop:
             say(f"stopped after stage '{stop_after}' (--stop-after); run the command without it "
                 "to continue")
@@ -191,7 +192,8 @@ def _super_beside_baselines(ctx: Context, stage: Callable[..., dict[str, Any]],
     later finds them trained (a run killed here trains what is left there)."""
     from hat.pipeline import retraining, stages
 
-    if "supertransformer" in done:
+    if "supertransformer" in done:  # says so; the baselines' retraining was part of it
+        stage("supertransformer", lambda: stages.stage_supertransformer(ctx))
         return
     models = _baseline_models(base)
     with retraining.shared_gpu(ctx, 1 + min(workers, len(models))) as env:
@@ -222,11 +224,10 @@ def _latency_stages(ctx: Context, stage: Callable[..., dict[str, Any]]) -> dict[
 
 
 def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, Any],
-          done: dict[str, Any], workers: int) -> dict[str, Any]:
+          base: dict[str, Any], done: dict[str, Any], workers: int) -> dict[str, Any]:
     from hat.pipeline import report, retraining, stages
 
     say, out = ctx.say, ctx.out
-    base = stage("baseline", lambda: stages.stage_baseline(ctx))
     baselines = _baselines(base)
     search = stage("search", lambda: stages.stage_search(
         ctx, pred["lat_norm"], baselines[0]["predicted_latency_ms"],

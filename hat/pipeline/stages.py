@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import HatConfigError
+from hat.metrics import check_metric_installed
 from hat.pipeline.context import Context
 from hat.pipeline.runner import (
     absolute,
@@ -27,6 +28,7 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
     """The parallel corpus, binarized: the synthetic one is made in the run folder; a real one
     is built once under ``data/`` by ``scripts/prepare_data.py`` (skipped when it is there)."""
     p = ctx.preset
+    check_metric_installed(ctx.task.bleu_metric, f"--task {ctx.task.name}")  # before any work
     if ctx.task.pipe.built_in_run:
         run_command(ctx, [python(), script("scripts/make_toy_corpus.py"), "--out",
                           absolute(ctx.out / "data"), "--n-train", p.n_train, "--n-valid",
