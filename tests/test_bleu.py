@@ -18,7 +18,14 @@ from hat.average import average_checkpoints, last_checkpoints
 from hat.average import main as average_main
 from hat.bleu import main as bleu_main
 from hat.checkpoint import save_checkpoint
-from hat.metrics import compound_split, moses_detokenize, sacre_bleu, tokenized_bleu
+from hat.errors import HatConfigError
+from hat.metrics import (
+    compound_split,
+    moses_detokenize,
+    paired_bootstrap,
+    sacre_bleu,
+    tokenized_bleu,
+)
 from tests.conftest import ROOT
 
 TINY_YML = ROOT / "configs" / "toy" / "supertransformer" / "tiny.yml"
@@ -82,6 +89,35 @@ def _ckpt(path: Path, value: float, step: int, dtype: torch.dtype = torch.float3
     save_checkpoint(path, args, {"w": torch.full((2, 3), value, dtype=dtype),
                                  "b": torch.arange(3.0) * value,
                                  "n": torch.tensor([step])})
+
+
+def test_paired_bootstrap_brackets_the_difference_of_corpus_scores() -> None:
+    """The difference it reports is the two corpus scores' (sacre and normal); identical systems
+    differ by exactly 0; a system right on every sentence beats one right on half with an
+    interval above 0; the same seed gives the same interval."""
+    import random
+
+    rnd = random.Random(0)
+    words = "the cat sat on a mat with one red hat and two blue dogs".split()
+    refs = [" ".join(rnd.choices(words, k=8)) for _ in range(200)]
+    half = [r if i % 2 else " ".join(rnd.choices(words, k=8)) for i, r in enumerate(refs)]
+    noisy = [" ".join(w if rnd.random() < 0.7 else "x" for w in r.split()) for r in refs]
+    got = paired_bootstrap(noisy, half, refs, "sacre", samples=200, seed=3)
+    assert got["difference"] == pytest.approx(
+        sacre_bleu(noisy, refs).bleu - sacre_bleu(half, refs).bleu, abs=1e-3)
+    assert got["ci95"][0] <= got["difference"] <= got["ci95"][1]
+    assert got == paired_bootstrap(noisy, half, refs, "sacre", samples=200, seed=3)
+    assert got["sentences"] == 200 and got["samples"] == 200
+    norm = paired_bootstrap(refs, half, refs, "normal", samples=200)
+    assert norm["difference"] == pytest.approx(
+        tokenized_bleu(refs, refs).bleu - tokenized_bleu(half, refs).bleu, abs=1e-3)
+    assert norm["ci95"][0] > 0
+    same = paired_bootstrap(half, half, refs, samples=50)
+    assert same["difference"] == 0 and same["ci95"] == [0, 0]
+    with pytest.raises(HatConfigError, match="paired bootstrap: 199 hypotheses but 200"):
+        paired_bootstrap(half[:-1], half, refs)
+    with pytest.raises(HatConfigError, match="metric 'chrf'"):
+        paired_bootstrap(half, half, refs, "chrf")
 
 
 def test_average_is_mean_and_keeps_newest_args(tmp_path: Path) -> None:

@@ -179,10 +179,25 @@ def test_results_report_every_test_split_and_dominance_on_each() -> None:
     assert res["models"][0]["bleu_test_unseen"] == 20.0
     md = report.markdown(res)
     assert "| BLEU test_unseen |" in md and "(test_unseen: dominated by hat@3ms)" in md
+    calls = []
+
+    def compare(a, b, split):
+        calls.append((a, b, split))
+        return {"difference": 0.5, "ci95": [-0.1, 1.1], "samples": 10, "sentences": 3}
+
+    meta = {"preset": "p", "device": "cpu", "machine": "m", "date": "d", "latency_protocol": "x"}
+    vs = report.results(models, {}, meta, compare)["models"][2]["vs_found"]
+    assert calls == [("hat@2ms", "transformer", "test"), ("hat@3ms", "transformer", "test_unseen")]
+    assert vs["test"]["found"] == "hat@2ms" and vs["test_unseen"]["ci95"] == [-0.1, 1.1]
+    assert "- transformer, test: hat@2ms +0.50 (-0.10 to +1.10, 10 resamplings of 3 sentences)" \
+        in report.markdown(report.results(models, {}, meta, compare))
     models[1]["bleu_test_unseen"] = 27.0
     res = report.results(models, {}, {"preset": "p", "device": "cpu", "machine": "m",
                                       "date": "d", "latency_protocol": "x"})
     assert res["models"][2]["dominated_by_test_unseen"] is None
+    calls.clear()  # not dominated: judged against the best found model at <= 0.7x its latency
+    report.results(models, {}, meta, compare)
+    assert calls[1] == ("hat@3ms", "transformer", "test_unseen")
     for m in models:  # untrained models (the tiny preset): 0 BLEU everywhere, nothing judged
         m["bleu"] = m["bleu_test_unseen"] = 0.0
     res = report.results(models, {}, {"preset": "p", "device": "cpu", "machine": "m",
@@ -202,6 +217,43 @@ def test_results_report_every_test_split_and_dominance_on_each() -> None:
         assert png_width(two) > 1.8 * png_width(one)
     assert TASKS["debian.en-de"].pipe.extra_test_splits == ("test_unseen",)
     assert TASKS["toy"].pipe.extra_test_splits == ()
+
+
+def test_compare_reads_the_hypotheses_each_model_was_scored_on(tmp_path: Path) -> None:
+    """The pipeline's paired bootstrap scores the 1-best files the BLEU stage wrote, under the
+    retraining that wrote each checkpoint; a run copy without them compares nothing."""
+    from hat.metrics import tokenized_bleu
+    from hat.pipeline.retraining import compare
+
+    refs = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(40)]
+    hyps = {"a": refs[:30] + ["x y z q"] * 10, "b": ["x y z q"] * 20 + refs[20:]}
+    models = {}
+    for name, lines in hyps.items():
+        d = tmp_path / "bleu" / name
+        d.mkdir(parents=True)
+        (d / "test.hyp").write_text("\n".join(lines) + "\n")
+        (d / "test.ref").write_text("\n".join(refs) + "\n")
+        models[name] = {"name": f"{name}@1ms", "checkpoint": str(tmp_path / "retrain" / name
+                                                                / "checkpoint_last.pt")}
+    got = compare(tmp_path, TASKS["toy"], models["a"], models["b"], "test")
+    assert got["difference"] == pytest.approx(tokenized_bleu(hyps["a"], refs).bleu
+                                              - tokenized_bleu(hyps["b"], refs).bleu, abs=1e-3)
+    assert got["sentences"] == 40
+    assert compare(tmp_path, TASKS["toy"], models["a"], models["b"], "test_unseen") is None
+    # python -m hat.pipeline.report RESULTS --compare: the same, into the run's results
+    from hat.pipeline import report
+
+    rows = [{"name": n, "latency_limit_ms": lim, "predicted_latency_ms": ms,
+             "measured_latency_ms": ms, "bleu": 10.0, "params_m": 1.0, "yaml": f"{n}.yml",
+             "checkpoint": f"/elsewhere/retrain/{d}/checkpoint_last.pt"}
+            for n, d, lim, ms in (("a@1ms", "a", 1.0, 1.0), ("b", "b", None, 2.0))]
+    (tmp_path / "results.json").write_text(json.dumps(report.results(rows, {"bleu": 1.0}, {
+        "task": "toy", "preset": "p", "device": "cpu", "machine": "m", "date": "d",
+        "latency_protocol": "x"})))
+    assert report.main([str(tmp_path / "results.json"), "--compare"]) == 0
+    vs = json.loads((tmp_path / "results.json").read_text())["models"][1]["vs_found"]
+    assert vs == {"test": {"found": "a@1ms", **got}}
+    assert "- b, test: a@1ms" in (tmp_path / "results.md").read_text()
 
 
 def test_bleu_reference_follows_the_subset() -> None:

@@ -302,7 +302,12 @@ def _results(ctx: Context, models: list[dict[str, Any]], bleu: dict[str, Any],
             "torch": torch.__version__, "date": datetime.date.today().isoformat(),
             "latency_protocol": lat["protocol"], "seed": ctx.seed,
             "settings": ctx.preset.settings(ctx.task.pipe.built_in_run)}
-    return report.results(rows, {k: v["seconds"] for k, v in done.items()}, meta)
+    from hat.pipeline.retraining import compare
+
+    by_name = {m["name"]: m for m in models}
+    return report.results(rows, {k: v["seconds"] for k, v in done.items()}, meta,
+                          lambda a, b, split: compare(ctx.out, ctx.task, by_name[a], by_name[b],
+                                                      split))
 
 
 def _qkv(ctx: Context) -> int:

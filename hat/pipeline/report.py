@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,25 @@ def dominated_by(base: dict[str, Any], found: list[dict[str, Any]], bleu: str = 
     return None
 
 
-def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[str, Any]
-            ) -> dict[str, Any]:
-    """The results record: one entry per model, wall seconds per stage, how it was run."""
+def closest_rival(base: dict[str, Any], found: list[dict[str, Any]], bleu: str = "bleu"
+                  ) -> str | None:
+    """The found model a baseline is judged against on ``bleu``: the one that dominates it,
+    else the best-scoring one at no more than :data:`LATENCY_RATIO` its latency (None: none
+    is that fast)."""
+    fast = [m for m in found
+            if m["measured_latency_ms"] <= LATENCY_RATIO * base["measured_latency_ms"]]
+    return dominated_by(base, found, bleu) or (
+        max(fast, key=lambda m: m[bleu])["name"] if fast else None)
+
+
+Compare = Callable[[str, str, str], "dict[str, Any] | None"]
+
+
+def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[str, Any],
+            compare: Compare | None = None) -> dict[str, Any]:
+    """The results record: one entry per model, wall seconds per stage, how it was run.
+    ``compare(found, baseline, split)``: their BLEU difference with its 95% interval; each
+    baseline then records it against its :func:`closest_rival` on every split (``vs_found``)."""
     keys = ("name", "latency_limit_ms", "predicted_latency_ms", "measured_latency_ms", "bleu",
             "params_m", "yaml", "checkpoint", "inherited_valid_loss", "bleu_signature")
     splits = _splits(models)
@@ -43,6 +60,14 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
             r["dominated_by"] = dominated_by(r, found)
             for k in splits:  # on every further test split too
                 r[f"dominated_by_{k[len('bleu_'):]}"] = dominated_by(r, found, k)
+            if compare is not None:
+                r["vs_found"] = {}
+                for k in ("bleu", *splits):
+                    split = "test" if k == "bleu" else k[len("bleu_"):]
+                    rival = closest_rival(r, found, k) if r[k] is not None else None
+                    got = compare(rival, r["name"], split) if rival else None
+                    if got is not None:
+                        r["vs_found"][split] = {"found": rival, **got}
     return {"models": rows, "dominance_rule": DOMINANCE,
             "stages": stages, "total_seconds": sum(stages.values()), **meta}
 
@@ -73,6 +98,14 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {m['name']} | {lim} | {m['predicted_latency_ms']:.2f} | "
                      f"{m['measured_latency_ms']:.2f} | {m['bleu']:.2f} | {extra}"
                      f"{m['params_m']:.3f} |")
+    vs = [(m["name"], split, c) for m in res["models"]
+          for split, c in (m.get("vs_found") or {}).items()]
+    if vs:
+        lines += ["", "Each baseline against the found model it is judged by (BLEU difference, "
+                      "found - baseline, with its 95% paired-bootstrap interval):", ""]
+        lines += [f"- {name}, {split}: {c['found']} {c['difference']:+.2f} "
+                  f"({c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f}, {c['samples']} resamplings "
+                  f"of {c['sentences']} sentences)" for name, split, c in vs]
     lines += ["", "| stage | wall (s) |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in res["stages"].items()]
     lines.append(f"| total | {res['total_seconds']:.0f} |")
@@ -139,15 +172,33 @@ def write(res: dict[str, Any], out: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m hat.pipeline.report RESULTS_JSON [PNG]``: the plot again from a results file
-    (the PNG beside it by default)."""
+    (the PNG beside it by default); ``--compare``: also each baseline's paired-bootstrap
+    comparison again, from the hypotheses in the run folder beside RESULTS_JSON (rewrites
+    results.json, results.md and the plot there)."""
     import argparse
     import json
 
     ap = argparse.ArgumentParser(prog="python -m hat.pipeline.report", description=main.__doc__)
     ap.add_argument("results", type=Path)
     ap.add_argument("png", type=Path, nargs="?")
+    ap.add_argument("--compare", action="store_true")
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text())
+    if args.compare:
+        from hat.pipeline.retraining import compare
+        from hat.pipeline.tasks import pipeline_task
+
+        run, task = args.results.parent, pipeline_task(res.get("task", "toy"))
+        by_name = {m["name"]: {**m, "checkpoint": str(run / "retrain" / Path(m["checkpoint"])
+                                                      .parent.name / "checkpoint_last.pt")}
+                   for m in res["models"]}
+        meta = {k: v for k, v in res.items()
+                if k not in ("models", "dominance_rule", "stages", "total_seconds")}
+        res = results([{k: v for k, v in m.items() if k != "vs_found"} for m in res["models"]],
+                      res["stages"], meta,
+                      lambda a, b, split: compare(run, task, by_name[a], by_name[b], split))
+        print(write(res, run)["markdown"])
+        return 0
     print(plot(res, args.png or args.results.with_suffix(".png")))
     return 0
 

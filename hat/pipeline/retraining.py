@@ -181,3 +181,23 @@ def stage_bleu(ctx: Context, models: list[dict[str, Any]], workers: int) -> dict
                                                           "signature": v.get("signature")}
                                                       for k, v in got.items() if k != "test"}}
     return {"scores": scores}
+
+
+def compare(out: Path, task: Any, a: dict[str, Any], b: dict[str, Any], split: str
+            ) -> dict[str, Any] | None:
+    """BLEU(a) - BLEU(b) on ``split`` with its 95% paired-bootstrap interval, from the 1-best
+    hypotheses the BLEU stage wrote into run folder ``out`` for pipeline task ``task`` (None
+    where a run copy lacks them)."""
+    from hat.bleu import subset_reference, task_settings
+    from hat.metrics import paired_bootstrap, read_lines
+
+    s = task_settings(task.name)
+    sacre = task.bleu_metric == "sacre"  # detokenized output vs the raw reference
+    hyp = [out / "bleu" / _scored_as(m) / f"{split}.hyp{'.detok' if sacre else ''}"
+           for m in (a, b)]
+    ref = Path(subset_reference(s.ref, split)) if sacre else hyp[0].with_name(f"{split}.ref")
+    if not all(p.is_file() for p in (*hyp, ref)):
+        return None
+    return paired_bootstrap(read_lines(hyp[0]), read_lines(hyp[1]), read_lines(ref),
+                            task.bleu_metric, compound=s.compound_split,
+                            lowercase=s.lowercase)
