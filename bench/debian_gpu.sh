@@ -44,10 +44,10 @@
 # "WAIT_S=540 bash bench/debian_gpu.sh pipeline-wait" until "finished" (results.json,
 # pipeline.json with the stage times, the plot and a checkpoint-free tarball of the run come
 # back each time; reply to each call at once: an idle machine is given back after ~30 s).
-# 2026-12-04: 21.5 minutes measured up to the retraining's end (the machine was lost in the
-# retrain stage; "SRC=COPY bash bench/debian_gpu.sh retrain-found" retrained the found models of
-# the run's copy; debian_en-de_one_gpu_run_2026-12-04_h200.json). Next session's plan (30
-# device minutes): this again (planned 23 minutes), nothing else. If the machine is lost:
+# 2026-12-04: finished in four calls, 25.9 minutes of stages
+# (bench/results/pipeline_debian_en-de_h200.json). The Python there needs hat's requirements,
+# sacremoses included: an image installed with --no-deps needs its wheel (and regex, joblib,
+# click) carried too; the pipeline checks before any work. If the machine is lost:
 # unpack the last run_small.tgz into runs/COPY, carry it and run "SRC=runs/COPY bash
 # bench/debian_gpu.sh pipeline-resume", then pipeline-wait: the stages done and every model
 # already scored (each is scored right after its retraining) are kept. A machine without the corpus
@@ -55,7 +55,7 @@
 # data/debian.en-de/tokenized/{test,test_unseen}.detok.de (the corpus stage checks them).
 set -u
 RUN=${RUN:-runs/debian}
-TASK=debian.en-de
+TASK=${TASK:-debian.en-de}  # TASK=debian.en-fr for the other pair
 FID=(--run "$RUN" --device cuda --samples 20 --seed 7 --max-update 400)
 mkdir -p "$RUN"
 mps_start() {  # a CUDA MPS control daemon of this job's own; its clients find it by these paths

@@ -37,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sizes: default (2-core CPU, ~7 min idle), tiny (a workflow check, "
                          "~1.5-3 min, "
                          "barely trained models), cuda "
-                         "(toy on one GPU), debian (a Debian corpus on a GPU: about 23 min "
-                         "on one H200, planned from its stages' measured times; not yet "
-                         "finished as one command); default: the "
+                         "(toy on one GPU), debian (a Debian corpus on a GPU: about 26 min "
+                         "on one H200, measured 2026-12-04); default: the "
                          "task's ('cuda' for toy with --device cuda)")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None,

@@ -1,6 +1,6 @@
 """Sizes of the one-command pipeline: ``default`` (a 2-core CPU in about 10 minutes), ``tiny``
 (the test, well under 3 minutes), ``cuda`` (one GPU, a larger toy corpus and longer training) and
-``debian`` (the real Debian corpora on a GPU; planned at about 23 minutes on one H200)."""
+``debian`` (the real Debian corpora on a GPU; about 26 minutes on one H200)."""
 
 from __future__ import annotations
 
@@ -118,15 +118,13 @@ PRESETS: dict[str, Preset] = {
         # retrainings at once through CUDA MPS, one H200: 3 at 11.7-13.3 updates/s each, 5 at
         # 9.2-11.7 (the pipeline's found models, 2026-12-03); one alone ~17 (train profile)
         jobs=5,
-        # seconds, measured on one H200 (2026-12-04, bench/results/debian_en-de_one_gpu_run_
-        # 2026-12-04_h200.json): the latency stages 54 + 41, the SuperTransformer 717 (4,306
-        # updates; the baselines converged beside it in 497-572 s), the search 63, the 3 found
-        # models' retraining 405-417 (4,844 updates each, 3 at once); BLEU and the latency
-        # measurement not yet reached on one GPU (2 GPUs, 4 models: 21 + 2 s); each model is
-        # scored right after its retraining (the baselines' during the SuperTransformer's)
-        plan_s=(("corpus", 5), ("supertransformer", 730), ("latency_dataset", 54),
-                ("latency_predictor", 41), ("baseline", 5), ("search", 70), ("retrain", 460),
-                ("bleu", 5), ("latency", 10), ("report", 5))),
+        # seconds, measured on one H200 (2026-12-04, bench/results/pipeline_debian_en-de_
+        # h200.json, 25.9 min in all): the latency stages 55 + 43, the SuperTransformer 714
+        # (4,128 updates; the baselines converged and were scored beside it), the search 80,
+        # the 3 found models' retraining and BLEU 612 (4,844-5,233 updates each, 3 at once)
+        plan_s=(("corpus", 5), ("supertransformer", 715), ("latency_dataset", 55),
+                ("latency_predictor", 43), ("baseline", 5), ("search", 80), ("retrain", 612),
+                ("bleu", 5), ("latency", 5), ("report", 5))),
 }
 
 

@@ -124,7 +124,7 @@ def plot(res: dict[str, Any], path: Path) -> Path:
 
     plt = pyplot()
     keys = ["bleu", *_splits(res["models"])]
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         _panel(ax, res, key)
     fig.suptitle(f"{res.get('task', 'toy')} task, {res['preset']} preset, {res['machine']}, "
@@ -153,11 +153,18 @@ def _panel(ax: Any, res: dict[str, Any], key: str) -> None:
     for m in base:
         ax.annotate(m["name"], (m["measured_latency_ms"], m[key]), textcoords="offset points",
                     xytext=(-6, -12), ha="right", fontsize=8, color="tab:red")
+    left = min(m["measured_latency_ms"] for m in res["models"]) * 0.95
+    for i, m in enumerate(base):  # where a found model must lie to dominate it: up and left
+        ax.plot([left, LATENCY_RATIO * m["measured_latency_ms"]], [m[key] - BLEU_SLACK] * 2,
+                ":", color="tab:red", alpha=0.5,
+                label=None if i else f"to dominate: <= {LATENCY_RATIO}x latency, "
+                                     f">= BLEU - {BLEU_SLACK}")
     ax.set_xlabel(f"measured latency (ms, {res['device']}); limits: the predicted latency "
                   "searched under", fontsize=8)
     ax.set_ylabel("BLEU (test)" if key == "bleu" else f"BLEU ({key[len('bleu_'):]})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.margins(x=0.06, y=0.15)  # room for the labels
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
 
 
 def write(res: dict[str, Any], out: Path) -> dict[str, str]:
