@@ -21,5 +21,6 @@ setup(
         "sacremoses>=0.1",
         "subword-nmt>=0.3.8",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.5"], "bench": ["scikit-learn>=1.3"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.5"],
+                    "bench": ["scikit-learn>=1.3"]},
 )
