@@ -169,8 +169,10 @@ def fake_catalogs(root: Path, packages: int = 6, per_package: int = 300) -> Path
 @pytest.mark.slow
 def test_splits_deterministic_disjoint_held_out(tmp_path: Path) -> None:
     catdir = fake_catalogs(tmp_path / "cat")
+    for pkg, tgt in (("pkg4", "Die Scheibe brennen"), ("pkg5", "Scheibe brennen")):
+        write_mo(catdir / pkg / "de" / "zz.mo", {"Burn the shared disc": tgt})
     pkgs = [f"pkg{p}" for p in range(6)]
-    kw = dict(held_out=["pkg5"], valid_frac=0.1, test_frac=0.1)
+    kw = dict(held_out=["pkg5"], valid_frac=0.1, test_frac=0.1, valid_unseen=["pkg4"])
     a = deb.build_corpus(catdir, list(reversed(pkgs)), "de", **kw)
     assert a.splits == deb.build_corpus(catdir, pkgs, "de", **kw).splits
     sources = {s: {cat.normalize_source(x) for x, _ in a.splits[s]} for s in deb.SPLITS}
@@ -180,20 +182,29 @@ def test_splits_deterministic_disjoint_held_out(tmp_path: Path) -> None:
     assert all(a.splits[s] for s in deb.SPLITS)
 
     def package_sources(pkg: str) -> set[str]:
-        mo = (catdir / pkg / "de" / f"{pkg}.mo").read_bytes()
-        return {cat.normalize_source(src) for _, src, _ in cat.catalog_pairs(cat.read_mo(mo))}
+        return {cat.normalize_source(src) for mo in (catdir / pkg / "de").glob("*.mo")
+                for _, src, _ in cat.catalog_pairs(cat.read_mo(mo.read_bytes()))}
 
-    others = set().union(*(package_sources(p) for p in pkgs[:5]))
+    trained = set().union(*(package_sources(p) for p in pkgs[:4]))
+    others = trained | package_sources("pkg4")
     only_held_out = package_sources("pkg5") - others
-    assert only_held_out and not only_held_out & (sources["train"] | sources["valid"]
-                                                  | sources["test"])
+    seen = sources["train"] | sources["valid"] | sources["test"]
+    assert only_held_out and not only_held_out & seen
     assert only_held_out - {"", "_quit"} <= sources["test_unseen"]
     assert not sources["test_unseen"] & others  # shared strings are not "unseen"
-    assert {p["package"]: p["held_out"] for p in a.packages}["pkg5"]
+    only_valid_unseen = package_sources("pkg4") - trained  # valid_unseen: pkg4 alone
+    assert only_valid_unseen - {"", "_quit"} <= sources["valid_unseen"]
+    assert not sources["valid_unseen"] & (trained | seen)
+    # a string of both unseen packages and no trained one: in valid_unseen only
+    shared = cat.normalize_source("Burn the shared disc")
+    assert shared in sources["valid_unseen"] and shared not in sources["test_unseen"]
+    held = {p["package"]: p["held_out"] for p in a.packages}
+    assert held["pkg5"] == "test_unseen" and held["pkg4"] == "valid_unseen" and not held["pkg0"]
     # independent of PYTHONHASHSEED
     code = ("import json,sys; from pathlib import Path; from hat.data import debian as d; "
             "c = d.build_corpus(Path(sys.argv[1]), [f'pkg{p}' for p in range(6)], 'de', "
-            "held_out=['pkg5'], valid_frac=0.1, test_frac=0.1); print(json.dumps(c.splits))")
+            "held_out=['pkg5'], valid_frac=0.1, test_frac=0.1, valid_unseen=['pkg4']); "
+            "print(json.dumps(c.splits))")
     outs = [subprocess.run([sys.executable, "-c", code, str(catdir)], cwd=ROOT, check=True,
                            capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout
@@ -205,8 +216,9 @@ def test_splits_deterministic_disjoint_held_out(tmp_path: Path) -> None:
 def debian_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("debian")
     cat = fake_catalogs(root / "catalogs", packages=6, per_package=400)
-    shutil.copytree(cat / "pkg5", cat / "gitg")  # a held-out package of the real list
-    shutil.rmtree(cat / "pkg5")
+    for fake, real in (("pkg5", "gitg"), ("pkg4", "geany-common")):  # held out in the real list
+        shutil.copytree(cat / fake, cat / real)
+        shutil.rmtree(cat / fake)
     assert prep.main(["--task", "debian.en-de", "--raw-dir", str(cat), "--out",
                       str(root / "out"), "--quiet"]) == 0
     return root / "out"
@@ -214,12 +226,16 @@ def debian_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_pipeline_on_catalog_folder(debian_bin: Path, tmp_path: Path) -> None:
     names = {p.name for p in (debian_bin / "data-bin").iterdir()}
-    for split in ("train", "valid", "test", "test_unseen"):
+    for split in ("train", "valid", "test", "valid_unseen", "test_unseen"):
         assert f"{split}.en-de.en.bin" in names and f"{split}.en-de.de.idx" in names
+    assert not [n for n in names if n.startswith(("valid1", "test1"))]
     assert (debian_bin / "tokenized" / "test_unseen.detok.de").is_file()
     man = json.loads((debian_bin / "manifest.json").read_text())
-    assert [p["package"] for p in man["packages"]] == ["gitg"] + [f"pkg{i}" for i in range(5)]
-    assert man["packages"][0]["held_out"] and man["packages"][1]["version"] == "1.0-1"
+    assert [p["package"] for p in man["packages"]] == ["geany-common", "gitg"] + [
+        f"pkg{i}" for i in range(4)]
+    assert [p["held_out"] for p in man["packages"][:3]] == ["valid_unseen", "test_unseen", False]
+    assert man["valid_unseen_packages"] == ["geany-common"]
+    assert man["packages"][2]["version"] == "1.0-1"
     assert man["cleaning"]["accelerator_removed"] > 0 and man["cleaning"]["duplicate_pair"] > 0
     assert set(man["splits"]) == set(deb.SPLITS) and man["vocabulary_size"] > 4
     assert man["splits"]["train"]["pairs"] > 1000 and man["failures"] == []

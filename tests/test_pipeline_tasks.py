@@ -65,6 +65,17 @@ def test_prepared_needs_dictionaries_and_every_split(tmp_path: Path) -> None:
     assert not prepared(tmp_path)
     (tmp_path / "test.en-de.en.bin").write_bytes(b"")
     assert prepared(tmp_path)
+    # the debian tasks' search ranks on valid_unseen: a data-bin from before it is prepared again
+    from hat.pipeline.stages import needed_splits
+
+    for task in ("debian.en-de", "debian.en-fr"):
+        needed = needed_splits(_ctx(tmp_path, task, "debian"))
+        assert needed == ("train", "valid", "test", "test_unseen", "valid_unseen")
+    assert needed_splits(_ctx(tmp_path, "toy", "tiny")) == ("train", "valid", "test")
+    (tmp_path / "test_unseen.en-de.en.bin").write_bytes(b"")
+    assert not prepared(tmp_path, needed)
+    (tmp_path / "valid_unseen.en-de.en.bin").write_bytes(b"")
+    assert prepared(tmp_path, needed)
 
 
 def test_bad_task_stage_and_gpus_are_refused(tmp_path: Path) -> None:

@@ -260,6 +260,16 @@ def test_evo_search_cli_is_deterministic_and_writes_its_outputs(trained, tmp_pat
     # the winner's loss is what ValidLoss computes for it
     task, model = load_for_eval(str(trained["ckpt"]), str(trained["data"]))
     assert ValidLoss(task, model)(cfg) == pytest.approx(w["valid_loss"], rel=1e-6)
+    # --valid-subset ranks on another split (the debian tasks' valid_unseen): its loss there
+    other = tmp_path / "test" / "toy@5.3ms.yml"
+    res = run_cli(search_argv(trained, other, "--valid-subset", "test"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "of 'test'" in res.stderr
+    w2 = json.loads(other.with_name(other.stem + ".summary.json").read_text())["winners"][0]
+    cfg2 = read_subtransformer_yaml(other)
+    assert ValidLoss(task, model, subset="test")(cfg2) == pytest.approx(w2["valid_loss"],
+                                                                        rel=1e-6)
+    assert w2["valid_loss"] != w["valid_loss"]
     # the YAML is HAT's: train.py --profile accepts it with the retraining recipe
     prof = subprocess.run([sys.executable, "train.py", f"--configs={a}", "--sub-configs="
                            f"{ROOT / 'configs/toy/subtransformer/common.yml'}", "--profile",

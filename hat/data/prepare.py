@@ -109,10 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         recipe = task_recipe(args.task)
         if args.list_files and recipe.catalogs:
-            from hat.data.debian import DEBIAN_PACKAGES, HELD_OUT_PACKAGES
+            from hat.data.debian import DEBIAN_PACKAGES, HELD_OUT_PACKAGES, VALID_UNSEEN_PACKAGES
 
             for name in DEBIAN_PACKAGES:
-                print(name + ("\t(held out: test_unseen)" if name in HELD_OUT_PACKAGES else ""))
+                held = ("test_unseen" if name in HELD_OUT_PACKAGES else
+                        "valid_unseen" if name in VALID_UNSEEN_PACKAGES else "")
+                print(name + (f"\t(held out: {held})" if held else ""))
         elif args.list_files:
             for rel, archive in expected_files(recipe):
                 print(f"{rel}\t(from {archive})")

@@ -34,7 +34,7 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
                           absolute(ctx.out / "data"), "--n-train", p.n_train, "--n-valid",
                           p.n_valid, "--n-test", p.n_test, "--seed", ctx.seed],
                     ctx.path("logs", "corpus.log"))
-    elif prepared(ctx.data_bin):
+    elif prepared(ctx.data_bin, needed_splits(ctx)):
         ctx.say(f"  {ctx.data_bin}: prepared corpus found")
     else:
         run_command(ctx, [python(), script("scripts/prepare_data.py"), "--task", ctx.task.name,
@@ -42,6 +42,16 @@ def stage_corpus(ctx: Context) -> dict[str, Any]:
     if not ctx.task.pipe.built_in_run:
         check_bleu_references(ctx)
     return {"data_bin": absolute(ctx.data_bin)}
+
+
+def needed_splits(ctx: Context) -> tuple[str, ...]:
+    """The corpus splits the stages read: train, valid, the test splits and the search's
+    fitness subset (the task's evo config's ``valid-subset``). A data-bin prepared before one
+    of them existed is prepared again (the finished steps are skipped)."""
+    search = str(load_yaml(ctx.task.config(ctx.task.pipe.evo_config)).get("valid-subset",
+                                                                          "valid"))
+    return tuple(dict.fromkeys(("train", "valid", "test", *ctx.task.pipe.extra_test_splits,
+                                *search.split(","))))
 
 
 def check_bleu_references(ctx: Context) -> None:

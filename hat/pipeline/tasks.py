@@ -49,8 +49,9 @@ def pipeline_task(name: str) -> PipelineTask:
     return TASKS[name]
 
 
-def prepared(data_bin: Path) -> bool:
-    """Whether ``data_bin`` holds a binarized corpus (dictionaries and train/valid/test)."""
+def prepared(data_bin: Path, splits: tuple[str, ...] = ("train", "valid", "test")) -> bool:
+    """Whether ``data_bin`` holds a binarized corpus (dictionaries and every split of
+    ``splits``)."""
     if not list(data_bin.glob("dict.*.txt")):
         return False
-    return all(list(data_bin.glob(f"{split}.*.bin")) for split in ("train", "valid", "test"))
+    return all(list(data_bin.glob(f"{split}.*.bin")) for split in splits)

@@ -10,9 +10,10 @@ Steps (each skipped when done, every output written atomically):
    ``--raw-dir DIR`` replaces the cache's ``catalogs/`` folder (same layout; no download).
 2. corpus: read the catalogs with :func:`read_mo`, clean (:class:`Cleaner`), split
    (:func:`~hat.data.debian.corpus.build_corpus`) into
-   ``orig/{train,valid,test,test_unseen}.{en,<tgt>}``.
+   ``orig/{train,valid,test,valid_unseen,test_unseen}.{en,<tgt>}``.
 3. the WMT steps (:mod:`hat.data.wmt`, :mod:`hat.data.text`): sacremoses, joint BPE,
-   fairseq-preprocess with a joined dictionary (``test_unseen`` binarized as an extra split).
+   fairseq-preprocess with a joined dictionary (``valid_unseen`` and ``test_unseen`` binarized
+   as extra valid / test splits).
 4. ``manifest.json``: packages, versions, catalogs/pairs per package, failures, cleaning
    counts, split statistics and the vocabulary size.
 
@@ -33,7 +34,9 @@ Choices:
   that become one sentence after tokenization ("Open…" / "Open...", curly / straight quotes)
   never land in two splits; pairs that are equal once both sides are normalised so are kept
   once (``normalised_duplicates`` in the manifest). :data:`HELD_OUT_PACKAGES` never reach train
-  and give ``test_unseen`` (minus sources seen in the other packages).
+  and give ``test_unseen``; :data:`VALID_UNSEEN_PACKAGES` neither, and give ``valid_unseen``
+  (what a search may rank on without looking at ``test_unseen``). Each keeps only sources
+  that no training package has, and ``test_unseen`` none that ``valid_unseen`` has.
 
 Modules: :mod:`~hat.data.debian.packages` (the package lists and the cache folder),
 :mod:`~hat.data.debian.fetch` (``apt-get download`` and ``dpkg-deb -x``),
@@ -51,11 +54,18 @@ from hat.data.debian.corpus import (
     split_of,
 )
 from hat.data.debian.fetch import extract_catalogs, fetch_catalogs
-from hat.data.debian.packages import DEBIAN_PACKAGES, DEFAULT_CACHE, HELD_OUT_PACKAGES, LANGS
+from hat.data.debian.packages import (
+    DEBIAN_PACKAGES,
+    DEFAULT_CACHE,
+    HELD_OUT_PACKAGES,
+    LANGS,
+    VALID_UNSEEN_PACKAGES,
+)
 from hat.data.debian.pipeline import DebianPipeline, prepare_debian
 
 __all__ = [
-    "DEBIAN_PACKAGES", "DEFAULT_CACHE", "HELD_OUT_PACKAGES", "LANGS", "SPLITS", "CatalogCorpus",
+    "DEBIAN_PACKAGES", "DEFAULT_CACHE", "HELD_OUT_PACKAGES", "LANGS", "SPLITS",
+    "VALID_UNSEEN_PACKAGES", "CatalogCorpus",
     "DebianPipeline", "SplitKey", "build_corpus", "corpus_stats", "extract_catalogs",
     "fetch_catalogs", "package_catalogs", "prepare_debian", "split_of",
 ]

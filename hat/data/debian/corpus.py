@@ -16,10 +16,10 @@ from hat.data.catalogs import (
     normalize_source,
     read_mo,
 )
-from hat.data.debian.packages import HELD_OUT_PACKAGES
+from hat.data.debian.packages import HELD_OUT_PACKAGES, VALID_UNSEEN_PACKAGES
 from hat.data.text import MosesProcessor
 
-SPLITS = ("train", "valid", "test", "test_unseen")
+SPLITS = ("train", "valid", "test", "valid_unseen", "test_unseen")
 
 
 class SplitKey:
@@ -65,17 +65,23 @@ def package_catalogs(catalog_dir: Path, package: str, lang: str) -> list[Path]:
 def build_corpus(catalog_dir: Path, packages: Sequence[str], lang: str,
                  held_out: Iterable[str] = HELD_OUT_PACKAGES, valid_frac: float = 0.015,
                  test_frac: float = 0.015, cleaner: Cleaner | None = None,
-                 src_lang: str = "en") -> CatalogCorpus:
-    """Read, clean and split the ``lang`` catalogs of ``packages`` (train packages first,
-    then held-out ones, each group in name order)."""
+                 src_lang: str = "en",
+                 valid_unseen: Iterable[str] = VALID_UNSEEN_PACKAGES) -> CatalogCorpus:
+    """Read, clean and split the ``lang`` catalogs of ``packages``: train packages first,
+    then the ``valid_unseen`` ones, then the held-out (``test_unseen``) ones, each group in
+    name order. An unseen split keeps only sources that no earlier group has."""
     cleaner = cleaner or Cleaner()
     src_key, tgt_key = SplitKey(src_lang), SplitKey(lang)
     seen_pairs: set[tuple[str, str]] = set()
     duplicates = 0
     held = set(held_out)
-    order = sorted(p for p in packages if p not in held) + sorted(p for p in packages if p in held)
+    vheld = set(valid_unseen) - held
+    unseen_split = {**{p: "valid_unseen" for p in vheld}, **{p: "test_unseen" for p in held}}
+    order = (sorted(p for p in packages if p not in unseen_split)
+             + sorted(p for p in packages if p in vheld) + sorted(p for p in packages if p in held))
     splits: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
     seen_sources: set[str] = set()
+    valid_sources: set[str] = set()  # valid_unseen's, kept out of test_unseen
     unseen_dropped = 0
     stats = []
     for package in order:
@@ -96,17 +102,20 @@ def build_corpus(catalog_dir: Path, packages: Sequence[str], lang: str,
                     duplicates += 1
                     continue
                 seen_pairs.add(both)
-                if package in held:
-                    if key in seen_sources:
+                if package in unseen_split:
+                    if key in seen_sources or (package in held and key in valid_sources):
                         unseen_dropped += 1
                         continue
-                    splits["test_unseen"].append(pair)
+                    splits[unseen_split[package]].append(pair)
+                    if package in vheld:  # not in test_unseen either
+                        valid_sources.add(key)
                 else:
                     seen_sources.add(key)
                     splits[split_of(key, valid_frac, test_frac)].append(pair)
                 n_pairs += 1
         stats.append({"package": package, "version": version, "catalogs": len(mos),
-                      "messages": n_entries, "pairs": n_pairs, "held_out": package in held})
+                      "messages": n_entries, "pairs": n_pairs,
+                      "held_out": unseen_split.get(package, False)})
     stats.sort(key=lambda s: s["package"])
     return CatalogCorpus(splits, stats, dict(cleaner.counts), unseen_dropped, duplicates)
 

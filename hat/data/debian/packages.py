@@ -60,3 +60,8 @@ DEBIAN_PACKAGES: tuple[str, ...] = (
 # Whole packages kept out of train/valid/test: their pairs form ``test_unseen``. Four desktop
 # apps of different domains (git GUI, image viewer, diff tool, note taking), ~1k messages each.
 HELD_OUT_PACKAGES: tuple[str, ...] = ("gitg", "gthumb-data", "meld", "xournalpp")
+# Whole packages kept out of train/valid/test too: their pairs form ``valid_unseen``, on which a
+# search can rank SubTransformers by how they do on packages never trained on, without looking
+# at ``test_unseen``. Four more domains (disc burning, IDE, IRC client, strategy game).
+VALID_UNSEEN_PACKAGES: tuple[str, ...] = ("brasero-common", "geany-common", "hexchat-common",
+                                          "lgeneral")
