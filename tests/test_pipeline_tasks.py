@@ -158,6 +158,35 @@ def test_heartbeat_says_where_each_stage_is(tmp_path: Path) -> None:
     assert progress(log) == "something else"
 
 
+def test_done_at_once_scores_a_model_while_another_is_scored(tmp_path: Path) -> None:
+    """The retrain stage's callbacks (a model's BLEU) overlap with done_at_once: the first
+    job's callback waits for the second job's, which one at a time never lets start."""
+    import sys
+    import threading
+
+    from hat.pipeline.runner import run_parallel
+
+    ctx = Context(out=tmp_path, preset=None, say=lambda m: None)  # type: ignore[arg-type]
+    jobs = [(f"j{i}", [sys.executable, "-c", f"import time; time.sleep({i})"],
+             tmp_path / f"j{i}.log") for i in range(2)]  # j0 ends first
+    second = threading.Event()
+    met: list[bool] = []
+
+    def on_done(label: str) -> None:
+        if label == "j0":
+            met.append(second.wait(timeout=float(waiting)))
+        else:
+            second.set()
+
+    waiting = 30
+    run_parallel(ctx, jobs, 2, {}, on_done=on_done, done_at_once=True)
+    assert met == [True]
+    second.clear()
+    waiting = 3  # one at a time: j1's callback waits for j0's to return
+    run_parallel(ctx, jobs, 2, {}, on_done=on_done)
+    assert met == [True, False]
+
+
 def test_committed_pipeline_plots_are_made_again_from_their_results(tmp_path: Path) -> None:
     from hat.pipeline.report import main
 
@@ -347,7 +376,10 @@ def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path
     monkeypatch.setattr(stages, "stage_search", stub("search", {"found": [
         {"name": "f1", "yaml": yamls["f1"], "latency_limit_ms": 4.0}]}))
 
-    def fake_training(ctx, jobs, workers, env, on_done=None):
+    def fake_training(ctx, jobs, workers, env, on_done=None, done_at_once=False):
+        if on_done is None:  # a model's scoring
+            calls.extend(label for label, *_ in jobs)
+            return
         t0 = time.monotonic()
         key = "train " + ",".join(sorted(j[0] for j in jobs))
         calls.append(key)
@@ -359,11 +391,7 @@ def test_baselines_retrain_beside_the_supertransformer_on_one_gpu(tmp_path: Path
         spans[key] = (t0, time.monotonic())
         assert threading.current_thread() is not threading.main_thread() or "f1" in key
 
-    def fake_bleu(ctx, argv, log, env=None, label=""):
-        calls.append(label)
-
     monkeypatch.setattr(retraining, "run_parallel", fake_training)
-    monkeypatch.setattr(retraining, "run_command", fake_bleu)
     said: list[str] = []
     assert run_pipeline(tmp_path / "run", "tiny", stop_after="retrain", say=said.append) is None
     # each model is scored as soon as its training ends (the baselines before the search)
@@ -507,22 +535,20 @@ def test_a_run_copy_without_checkpoints_keeps_what_it_scored(tmp_path: Path, mon
             os.utime(log, (t - 60, t - 60))
     ran: list[str] = []
 
-    def fake_training(ctx, jobs, workers, env, on_done=None):
-        for label, *_ in jobs:
+    def fake_training(ctx, jobs, workers, env, on_done=None, done_at_once=False):
+        for label, _argv, log, *_ in jobs:
             ran.append(label)
-            on_done(label)
-
-    def fake_bleu(ctx, argv, log, env=None, label=""):
-        ran.append(label)
-        log.write_text('{"bleu": 20.0, "signature": "sig"}\n')
+            if on_done is not None:
+                on_done(label)
+            else:  # a model's scoring
+                log.write_text('{"bleu": 20.0, "signature": "sig"}\n')
 
     monkeypatch.setattr(retraining, "run_parallel", fake_training)
-    monkeypatch.setattr(retraining, "run_command", fake_bleu)
     retraining.stage_retrain(ctx, models, workers=2)
     assert ran == ["retrain stale", "BLEU stale", "retrain new", "BLEU new"]
     ran.clear()
 
-    def fake_scoring(ctx, jobs, workers, env, on_done=None):
+    def fake_scoring(ctx, jobs, workers, env, on_done=None, done_at_once=False):
         ran.extend(label for label, *_ in jobs)
 
     monkeypatch.setattr(retraining, "run_parallel", fake_scoring)

@@ -17,7 +17,6 @@ from hat.pipeline.runner import (
     Job,
     absolute,
     python,
-    run_command,
     run_parallel,
     script,
     write_config,
@@ -79,14 +78,15 @@ def stage_retrain(ctx: Context, models: list[dict[str, Any]], workers: int) -> d
 
     env = _one_thread_each(ctx, workers)
     with shared_gpu(ctx, min(workers, len(jobs))) as mps_env:
-        def finished(label: str) -> None:
+        def finished(label: str) -> None:  # in the model's worker, beside the others' scoring
             save, m = saves[label]
             atomic_write_json(save / RETRAINED, {"checkpoint": m["checkpoint"]})
-            for job_label, argv, log, *own in bleu_jobs(ctx, m):
-                run_command(ctx, argv, log, env={**env, **mps_env, **(own[0] if own else {})},
-                            label=job_label)
+            scoring = bleu_jobs(ctx, m)  # on a GPU its splits at once (a CPU: one by one)
+            run_parallel(ctx, scoring, len(scoring) if ctx.preset.device == "cuda" else 1,
+                         {**env, **mps_env})
 
-        run_parallel(ctx, jobs, workers, {**env, **mps_env}, on_done=finished)
+        run_parallel(ctx, jobs, workers, {**env, **mps_env}, on_done=finished,
+                     done_at_once=True)
     return {"config": absolute(common), "checkpoints": {m["name"]: m["checkpoint"] for m in models}}
 
 

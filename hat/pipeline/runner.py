@@ -134,10 +134,12 @@ Job = tuple[str, list[str], Path] | tuple[str, list[str], Path, dict[str, str]]
 
 
 def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str],
-                 on_done: Callable[[str], None] | None = None) -> None:
+                 on_done: Callable[[str], None] | None = None,
+                 done_at_once: bool = False) -> None:
     """Run labelled commands, ``workers`` at a time (a job's own environment, its 4th item,
-    adds to ``env``: e.g. the GPU it runs on); ``on_done(label)`` runs after each success,
-    one at a time, while the other jobs go on."""
+    adds to ``env``: e.g. the GPU it runs on); ``on_done(label)`` runs after each success in
+    that job's worker while the other jobs go on: one at a time, or (``done_at_once``, for a
+    thread-safe ``on_done``) as soon as each job ends."""
     errors: list[BaseException] = []
     pending = list(jobs)
     lock, done_lock = threading.Lock(), threading.Lock()
@@ -153,7 +155,9 @@ def run_parallel(ctx: Context, jobs: list[Job], workers: int, env: dict[str, str
                 run_command(ctx, argv, log, env={**env, **(own[0] if own else {})},
                             label=label)
                 ctx.say(f"  {label}: done in {time.monotonic() - t0:.0f} s")
-                if on_done is not None:
+                if on_done is not None and done_at_once:
+                    on_done(label)
+                elif on_done is not None:
                     with done_lock:
                         on_done(label)
             except BaseException as e:  # noqa: BLE001 - re-raised below
