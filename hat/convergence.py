@@ -1,10 +1,12 @@
 """When is a training converged? One rule, used to stop trainings and to judge benchmarks.
 
-A training has converged when its validation metric (base 2) gained less than ``bits`` over the
-last ``window`` (a fraction) of its updates. ``train.py --stop-converged-bits 0.05`` stops there
-(fairseq's early-stopping check is extended in :mod:`hat.compat.fairseq_patches`); it is never
-judged while the window reaches into the learning-rate warmup. The history of validations lives
-in ``<save-dir>/convergence.json``, so that a resumed training decides as an uninterrupted one.
+A training has converged when its best validation metric (base 2) gained less than ``bits`` over
+the last ``window`` (a fraction) of its updates; best-so-far values, so that one noisy validation
+neither stops a training that is still improving nor hides a plateau. ``train.py
+--stop-converged-bits 0.05`` stops there (fairseq's early-stopping check is extended in
+:mod:`hat.compat.fairseq_patches`); it is never judged while the window reaches into the
+learning-rate warmup. The history of validations lives in ``<save-dir>/convergence.json``, so
+that a resumed training decides as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from hat.atomic import atomic_write_json
 
 
 def gain_over_window(history: list[tuple[int, float]], window: float = 0.2) -> float | None:
-    """Loss at the last validation at or before ``(1 - window)`` of the updates minus the last
-    loss (None with fewer than 3 validations or none that early)."""
+    """Best loss up to ``(1 - window)`` of the updates minus the best loss so far (None with
+    fewer than 3 validations or none that early)."""
     if len(history) < 3:
         return None
     last_update = history[-1][0]
     earlier = [loss for update, loss in history if update <= (1 - window) * last_update]
-    return earlier[-1] - history[-1][1] if earlier else None
+    return min(earlier) - min(loss for _, loss in history) if earlier else None
 
 
 def is_converged(history: list[tuple[int, float]], bits: float, window: float = 0.2,

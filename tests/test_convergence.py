@@ -27,6 +27,18 @@ def test_rule_takes_the_last_fifth_and_ignores_the_warmup() -> None:
     assert is_converged(plateau, 0.05) and not is_converged(plateau, 0.05, warmup=1000)
 
 
+def test_rule_uses_best_values_so_a_noisy_last_validation_does_not_stop_a_training() -> None:
+    """A retraining on real data (debian.en-fr, 2026-12-04): still improving when one noisy
+    validation at 5,395 updates came out 0.085 bits above the best; by the last loss it had
+    'gained -0.004 bits' and stopped."""
+    h = [(3995, 3.274), (4195, 3.229), (4395, 3.214), (4595, 3.188), (4795, 3.176),
+         (4995, 3.157), (5195, 3.148), (5395, 3.233)]
+    assert gain_over_window(h) == pytest.approx(3.229 - 3.148)  # best by 4,316 - best so far
+    assert not is_converged(h, 0.05)
+    flat = [(1000, 4.0), (2000, 3.50), (3000, 3.49), (4000, 3.52), (5000, 3.51)]
+    assert gain_over_window(flat) == pytest.approx(0.0) and is_converged(flat, 0.05)
+
+
 def train(data: Path, save: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "train.py", str(data), f"--configs={TINY}", "--save-dir", str(save),
            "--max-tokens", "1024", "--num-workers", "0", "--warmup-updates", "10",
