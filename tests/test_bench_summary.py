@@ -341,3 +341,36 @@ def test_mps_bench_reads_fairseqs_last_train_line() -> None:
                                                  "updates": 9}])
     assert s["finished"] == 2 and s["aggregate_updates_per_s"] == 7.43
     assert s["median_updates_per_s"] == pytest.approx(3.715)
+
+
+def test_winners_of_further_limits_come_from_the_searchs_front() -> None:
+    """bench.studies.winners_fidelity: each further limit's winner is the lowest inherited loss
+    under it; they spread over the front below the run's fastest winner, skip the run's own
+    winners and never repeat."""
+    from bench.studies.winners_fidelity import further_winners, winner_under
+    from hat.search.evolution import Candidate
+
+    def cand(key: str, loss: float, ms: float) -> Candidate:
+        return Candidate(key=key, genes=[], loss=loss, latency_ms=ms, params_m=1.0, iteration=0)
+
+    cands = [cand("a", 4.0, 1.0), cand("b", 3.9, 1.5), cand("b2", 4.2, 1.6),  # b2: dominated
+             cand("c", 3.8, 1.9), cand("d", 3.7, 2.5), cand("e", 3.6, 3.0), cand("f", 3.5, 4.0)]
+    assert winner_under(cands, 1.7).key == "b" and winner_under(cands, 0.5) is None
+    got = further_winners(cands, 2.6, have={"e": 3.0}, n=3)
+    assert [w.key for _, w in got] == ["a", "c", "d"]  # at about 1.0, 1.75 and 2.5 ms
+    assert all(winner_under(cands, limit).key == w.key for limit, w in got)
+    assert [w.key for _, w in further_winners(cands, 4.0, {"e": 3.0}, 10)] == [
+        "a", "b", "c", "d", "f"]  # all but the run's own e; never the dominated b2
+    near = further_winners(cands, 4.0, {"e": 3.0, "x": 1.52}, 10, apart=0.05)
+    assert [w.key for _, w in near] == ["a", "c", "d", "f"]  # b is within 5 % of x's 1.52 ms
+    assert further_winners(cands, 0.9, {}, 3) == []
+
+
+def test_spearman_shares_ranks_between_ties_and_is_nan_for_a_constant() -> None:
+    import math
+
+    from hat.search.latency import spearman
+
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(0.894427, abs=1e-6)
+    assert math.isnan(spearman([1, 2, 3], [0.0, 0.0, 0.0]))

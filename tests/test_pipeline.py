@@ -280,3 +280,40 @@ def test_a_copy_without_checkpoints_finishes_from_its_scores(run, tmp_path: Path
     assert ": done in" not in again.stdout  # no training, no scoring
     assert {p.name: p.stat().st_mtime for p in (copy / "logs").glob("bleu_*.log")} == bleu_logs
     assert [(m["name"], m["bleu"]) for m in after] == [(m["name"], m["bleu"]) for m in before]
+
+
+def test_winners_fidelity_retrains_winners_of_further_limits_from_a_copy(run, tmp_path: Path
+                                                                          ) -> None:
+    """bench.studies.winners_fidelity on a checkpoint-free copy of a run: the winners of further
+    limits (the search's best under each) are retrained with the run's recipe and scored, every
+    winner is ranked; run again, it trains nothing; a recipe that changed is refused."""
+    import shutil
+
+    from bench.studies.winners_fidelity import load_candidates, winner_under
+    from hat.yamlio import load_yaml
+
+    out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoint*.pt", "data"))
+    (copy / "data").symlink_to(out / "data")
+    cmd = [sys.executable, "-m", "bench.studies.winners_fidelity", "--run", str(copy),
+           "--winners", "5", "--apart", "0", "--jobs", "2", "--out", str(tmp_path / "w.json")]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=GUARD_S)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    res = json.loads((tmp_path / "w.json").read_text())
+    extra = [r for r in res["rows"] if r["from"] == "front"]
+    assert res["n"] == len(res["rows"]) == 5 and len(extra) >= 1
+    assert all(r["bleu"] is not None and r["retrained_valid_loss"] for r in res["rows"])
+    cands = load_candidates(next((copy / "search").glob("*.state.json")))
+    for r in extra:
+        cfg = read_subtransformer_yaml(copy / "winners" / f"{r['name']}.yml")
+        assert winner_under(cands, r["latency_limit_ms"]).key == cfg.key()
+        assert (copy / "logs" / f"bleu_{r['name']}.log").is_file()
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=GUARD_S)
+    assert again.returncode == 0 and ": done in" not in again.stdout, again.stdout[-2000:]
+    assert json.loads((tmp_path / "w.json").read_text())["rows"] == res["rows"]
+    recipe = copy / "configs" / "retrain.yml"
+    keys = load_yaml(recipe)
+    recipe.write_text(recipe.read_text().replace(f"lr: {keys['lr']}", "lr: 0.123"))
+    changed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=GUARD_S)
+    assert changed.returncode != 0 and "differs from the run's in lr" in changed.stderr

@@ -232,9 +232,22 @@ def fit_scale(predicted: Sequence[float], measured: Sequence[float]) -> dict[str
             "spearman": rank, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
 
 
+def _ranks(x: Sequence[float]) -> np.ndarray:
+    """Ranks from 0, tied values sharing their average rank."""
+    v = np.asarray(x, dtype=float)
+    r = np.empty(len(v))
+    r[np.argsort(v, kind="mergesort")] = np.arange(len(v))
+    for u in np.unique(v):
+        r[v == u] = r[v == u].mean()
+    return r
+
+
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (no ties expected: latencies and losses are continuous)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    """Spearman rank correlation, ties by average rank (BLEU scores can tie); nan when one
+    side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
