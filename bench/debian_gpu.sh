@@ -75,6 +75,14 @@ wait_detached() {  # up to WAIT_S seconds or until every process in pid file $1 
   any_alive "$1" && echo "running" || echo "finished"
 }
 case "${1:-}" in
+install)  # a machine whose Python lacks hat's requirements: the wheels carried in .whl
+  # (pip download / pip wheel --no-deps for its Python), into /tmp/site; then run the other
+  # targets with PYTHONPATH=/tmp/site:$PWD
+  python -c "import fairseq, sacremoses, sacrebleu, configargparse" 2>/dev/null && exit 0
+  python -m pip install -q --no-deps --no-index --target /tmp/site .whl/*.whl || exit 5
+  PYTHONPATH=/tmp/site:$PWD python -c "import fairseq, sacremoses, sacrebleu, configargparse" \
+    || exit 5
+  ;;
 1)
   python -m hat.pipeline --task $TASK --gpus 2 --out "$RUN" --stop-after search &
   pipe=$!
@@ -234,7 +242,7 @@ mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then wit
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh 1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-resume|pipeline-wait|retrain-found|profile|mps" >&2
+  echo "usage: bash bench/debian_gpu.sh install|1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-resume|pipeline-wait|retrain-found|profile|mps" >&2
   exit 2
   ;;
 esac

@@ -374,3 +374,17 @@ def test_spearman_shares_ranks_between_ties_and_is_nan_for_a_constant() -> None:
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(0.894427, abs=1e-6)
     assert math.isnan(spearman([1, 2, 3], [0.0, 0.0, 0.0]))
+
+
+def test_winners_spearman_goes_into_the_fidelity_json_of_its_task(tmp_path: Path) -> None:
+    from bench.studies.winners_fidelity import merge_into
+
+    fid = tmp_path / "fidelity.json"
+    fid.write_text(json.dumps({"task": "debian.en-de", "spearman": 0.88}))
+    record = {"task": "debian.en-de", "spearman_winners": 0.9, "spearman_winners_valid_loss": 1.0,
+              "n": 5, "run_date": "2026-12-06"}
+    merge_into(fid, record, tmp_path / "winners.json")
+    got = json.loads(fid.read_text())
+    assert got["spearman"] == 0.88 and got["spearman_winners"] == 0.9 and got["winners"] == 5
+    with pytest.raises(SystemExit, match="its task is debian.en-de, this run's is debian.en-fr"):
+        merge_into(fid, {**record, "task": "debian.en-fr"}, tmp_path / "winners.json")

@@ -479,8 +479,8 @@ def test_baselines_first_run_for_real_before_the_supertransformer(tmp_path: Path
 
 def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
     """The default presets: quantile limits below the fastest baseline, its own latency and 0.7x
-    each other baseline's; the debian preset: 0.7x every baseline's and nothing else (one found
-    model per HAT claim, which is what fits its time)."""
+    each other baseline's; the debian preset: 0.7x every baseline's (one found model per HAT
+    claim) and two more below them (winners of 5 limits for HAT's fidelity check)."""
     import numpy as np
 
     from hat.latency import csvio
@@ -494,12 +494,18 @@ def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
     debian = _ctx(tmp_path, "debian.en-de", "debian")
     # 0.7x: rounded down, so that a model found under the limit is never slower than 0.7x
     # (0.7 x 4.9165 = 3.4416: a limit of 3.45 let the search return a 3.4445 ms model)
-    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.86, 3.45, 3.98]
-    assert latency_limits(debian, 4.0871, [4.9165, 5.6703]) == [2.86, 3.44, 3.96]
-    assert all(x <= 0.7 * b for x, b in zip(latency_limits(debian, 4.0871, [4.9165, 5.6703]),
-                                            (4.0871, 4.9165, 5.6703)))
+    # and 2 limits below them, evenly spaced from the fastest measured (1.0 ms) to 2.86
+    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [1.62, 2.24, 2.86, 3.45, 3.98]
+    assert latency_limits(debian, 4.0871, [4.9165, 5.6703])[2:] == [2.86, 3.44, 3.96]
+    assert all(x <= 0.7 * b for x, b in zip(
+        latency_limits(debian, 4.0871, [4.9165, 5.6703])[2:], (4.0871, 4.9165, 5.6703)))
     # a ratio limit that equals another (within 2 %) is not searched twice
-    assert latency_limits(debian, 4.09, [4.1, 5.69]) == [2.86, 3.98]
+    assert latency_limits(debian, 4.09, [4.1, 5.69])[2:] == [2.86, 3.98]
+    # --limits-below 0: the baselines' limits only
+    from dataclasses import replace
+
+    debian.preset = replace(debian.preset, limits_below=0)
+    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.86, 3.45, 3.98]
 
 
 def test_a_run_copy_without_checkpoints_keeps_what_it_scored(tmp_path: Path, monkeypatch) -> None:
@@ -559,3 +565,27 @@ def test_a_run_copy_without_checkpoints_keeps_what_it_scored(tmp_path: Path, mon
     with pytest.raises(RuntimeError, match="BLEU of new on test: no score"):
         retraining.stage_bleu(ctx, models, workers=2)
     assert ran == ["BLEU new"]
+
+
+def test_winners_fidelity_ranks_the_found_models_once_each() -> None:
+    """HAT's fidelity form over the found models: inherited loss vs -BLEU per split; two
+    limits that found one SubTransformer (one checkpoint) count once; too few: None."""
+    from hat.pipeline.report import winners_fidelity
+
+    def row(ck: str, loss: float, bleu: float, unseen: float) -> dict:
+        return {"checkpoint": ck, "inherited_valid_loss": loss, "bleu": bleu,
+                "bleu_test_unseen": unseen}
+
+    found = [row("a", 3.6, 40.0, 30.0), row("b", 3.5, 41.0, 29.0), row("b", 3.5, 41.0, 29.0),
+             row("c", 3.4, 42.0, 31.0)]
+    got = winners_fidelity(found, ["bleu_test_unseen"])
+    assert got["winners"] == 3 and got["spearman_winners"] == 1.0
+    assert got["spearman_winners_test_unseen"] == 0.5
+    assert winners_fidelity(found[:2], [])["spearman_winners"] is None
+
+
+def test_limits_below_must_not_be_negative(tmp_path: Path) -> None:
+    from hat.pipeline import run_pipeline
+
+    with pytest.raises(HatConfigError, match="--limits-below -1: must be 0 or more"):
+        run_pipeline(tmp_path / "run", "tiny", limits_below=-1)

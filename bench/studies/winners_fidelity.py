@@ -229,6 +229,24 @@ def plot(res: dict[str, Any], path: Path, title: str) -> None:
     save_png(fig, path)
 
 
+def merge_into(fidelity_json: Path, record: dict[str, Any], source: Path) -> None:
+    """Write the winners' Spearman into the random-SubTransformer fidelity JSON of the same
+    task (refused for another task's)."""
+    fid = json.loads(fidelity_json.read_text())
+    if fid.get("task") not in (None, record["task"]):
+        raise SystemExit(f"--into {fidelity_json}: its task is {fid.get('task')}, this run's "
+                         f"is {record['task']}")
+    try:
+        shown = str(source.resolve().relative_to(ROOT))
+    except ValueError:
+        shown = str(source)
+    fid.update({"spearman_winners": record["spearman_winners"],
+                "spearman_winners_valid_loss": record["spearman_winners_valid_loss"],
+                "winners": record["n"], "winners_from": shown,
+                "winners_run_date": record["run_date"]})
+    atomic_write_json(fidelity_json, fid, indent=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True,
@@ -242,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                          "winners' by more than this fraction (a near twin tells little)")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON path (default bench/results/fidelity_winners_<task>_<device>.json)")
+    ap.add_argument("--into", type=Path, default=None, metavar="FIDELITY_JSON",
+                    help="also write spearman_winners (and its valid-loss form, with this "
+                         "record's path) into bench.studies.fidelity's JSON of the same task, "
+                         "beside its spearman over random SubTransformers")
     args = ap.parse_args(argv)
     if not (args.run / "results.json").is_file():
         print(f"error: {args.run}/results.json not found: finish python -m hat.pipeline --out "
@@ -264,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, record, indent=1)
     plot(res, out.with_suffix(".png"), str(meta.get("task")))
+    if args.into is not None:
+        merge_into(args.into, record, out)
     rho = res["spearman_winners"]
     print(f"{res['n']} search winners, inherited loss vs retrained BLEU: Spearman "
           + (f"{rho:.3f}" if rho is not None else "n/a")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | None = None,
                  seed: int = 1, workers: int | None = None, say: Callable[[str], None] = print,
                  task: str = "toy", gpus: int = 1, stop_after: str | None = None,
-                 mps: bool = True) -> dict[str, Any] | None:
+                 mps: bool = True, limits_below: int | None = None) -> dict[str, Any] | None:
     """Run (or continue) the pipeline into ``out``; returns the results record (None when
     ``stop_after`` ends the run early: the same call without it continues)."""
     import threading
@@ -69,6 +70,10 @@ def run_pipeline(out: str | Path, preset_name: str | None = None, device: str | 
     if preset_name not in PRESETS:
         raise HatConfigError(f"--preset {preset_name!r}: allowed {', '.join(PRESETS)}")
     p: Preset = preset(preset_name, device)
+    if limits_below is not None:
+        if limits_below < 0:
+            raise HatConfigError(f"--limits-below {limits_below}: must be 0 or more")
+        p = replace(p, limits_below=limits_below)
     workers = workers or p.jobs
     if p.device == "cuda":
         import torch
@@ -229,9 +234,9 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
 
     say, out = ctx.say, ctx.out
     baselines = _baselines(base)
-    search = stage("search", lambda: stages.stage_search(
-        ctx, pred["lat_norm"], baselines[0]["predicted_latency_ms"],
-        [b["predicted_latency_ms"] for b in baselines[1:]]))
+    # the limits follow each baseline's measured latency (a run folder from before: predicted)
+    ms = [b.get("measured_latency_ms", b["predicted_latency_ms"]) for b in baselines]
+    search = stage("search", lambda: stages.stage_search(ctx, pred["lat_norm"], ms[0], ms[1:]))
     models = [dict(m) for m in search["found"]] + _baseline_models(base)
     retrain = stage("retrain", lambda: retraining.stage_retrain(ctx, [dict(m) for m in models],
                                                               workers))

@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="cuda, more retrainings at once than GPUs: share each GPU time-sliced "
                          "instead of through a CUDA MPS daemon of the run's own (MPS: 1.48x the "
                          "tokens/s of 4 side-by-side trainings on one H200)")
+    ap.add_argument("--limits-below", type=int, default=None, metavar="N",
+                    help="N more latency limits, evenly spaced below the baselines' (their "
+                         "found models are retrained too; the report's winners_fidelity is "
+                         "HAT's fidelity check over all found models). Default: the preset's, "
+                         "2 for debian (5 limits in all), 0 otherwise")
     ap.add_argument("--stop-after", choices=STAGES, default=None,
                     help="end after this stage, in the run's order (the debian preset on one GPU "
                          "measures latency and picks the baselines first, then retrains them "
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_pipeline(args.out, name, device=args.device, seed=args.seed, workers=args.jobs,
                          say=lambda m: print(m, flush=True), task=args.task, gpus=args.gpus,
-                         stop_after=args.stop_after, mps=args.mps)
+                         stop_after=args.stop_after, mps=args.mps,
+                         limits_below=args.limits_below)
         except StageError as e:  # a stage's command failed: its log says why
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -40,12 +40,15 @@ class Preset:
     retrain_converged_bits: float | None = None
     limit_quantiles: tuple[float, ...] = (0.15, 0.4)  # of the measured latencies
     baselines: int = 1  # uniform Transformers retrained (fastest ... slowest of the space)
-    # with several baselines, one more limit at this fraction of each one's predicted latency
+    # with several baselines, one more limit at this fraction of each one's measured latency
     # (HAT's claim: a found model as good at <= 0.7x the latency)
     baseline_limit_ratio: float = 0.7
     # one limit at the fastest baseline's own predicted latency (False: at the ratio, as for the
     # others, so that every limit is one of HAT's claims)
     limit_at_fastest_baseline: bool = True
+    # this many more limits, evenly spaced between the fastest SubTransformer measured and the
+    # lowest limit above: winners of >= 5 limits for HAT's fidelity check (spearman_winners)
+    limits_below: int = 0
     device: str = "cpu"
     # training batches and schedule (None: the task's config as committed)
     max_tokens: int | None = None  # None: the config's on the CPU, 8192 on a GPU
@@ -113,6 +116,7 @@ PRESETS: dict[str, Preset] = {
         "debian", super_updates=6500, lat_rows=300, latiter=20, predictor_steps=3000,
         evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=8000,
         retrain_converged_bits=0.05, limit_quantiles=(), limit_at_fastest_baseline=False,
+        limits_below=2,
         device="cuda", max_tokens=16384, fp16=True, warmup_updates=1000, baselines=3,
         super_stop_minutes=11.5, baselines_beside_super=True,
         # retrainings at once through CUDA MPS, one H200: 3 at 11.7-13.3 updates/s each, 5 at

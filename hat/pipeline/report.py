@@ -68,8 +68,26 @@ def results(models: list[dict[str, Any]], stages: dict[str, float], meta: dict[s
                     got = compare(rival, r["name"], split) if rival else None
                     if got is not None:
                         r["vs_found"][split] = {"found": rival, **got}
-    return {"models": rows, "dominance_rule": DOMINANCE,
-            "stages": stages, "total_seconds": sum(stages.values()), **meta}
+    return {"models": rows, "dominance_rule": DOMINANCE, "winners_fidelity": winners_fidelity(
+                found, splits), "stages": stages, "total_seconds": sum(stages.values()), **meta}
+
+
+def winners_fidelity(found: list[dict[str, Any]], splits: list[str]) -> dict[str, Any]:
+    """HAT's fidelity check on the found models (the search winners of the run's limits): the
+    Spearman correlation of their inherited valid loss with -BLEU after retraining, on each
+    test split (1: the SuperTransformer orders them as retraining does; None: fewer than 3
+    distinct winners or a constant side). HAT's appendix data for 21 En-De winners: 0.98."""
+    from hat.search.latency import spearman
+
+    once = {r["checkpoint"]: r for r in found if r.get("inherited_valid_loss") is not None}
+    rows = list(once.values())
+    out: dict[str, Any] = {"winners": len(rows)}
+    for k in ("bleu", *splits):
+        pairs = [(r["inherited_valid_loss"], -r[k]) for r in rows if r.get(k) is not None]
+        rho = spearman(*map(list, zip(*pairs))) if len(pairs) >= 3 else float("nan")
+        out["spearman_winners" + ("" if k == "bleu" else k[len("bleu"):])] = (
+            None if rho != rho else round(float(rho), 4))
+    return out
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -106,6 +124,14 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"- {name}, {split}: {c['found']} {c['difference']:+.2f} "
                   f"({c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f}, {c['samples']} resamplings "
                   f"of {c['sentences']} sentences)" for name, split, c in vs]
+    wf = res.get("winners_fidelity") or {}
+    if wf.get("winners", 0) >= 3:
+        rhos = ", ".join(f"{'test' if k == 'spearman_winners' else k[len('spearman_winners_'):]}"
+                         f" {'-' if v is None else f'{v:.2f}'}"
+                         for k, v in wf.items() if k.startswith("spearman_winners"))
+        lines += ["", f"Fidelity over the {wf['winners']} found models (Spearman, inherited "
+                      f"valid loss vs -BLEU after retraining; HAT's 21 En-De winners: 0.98): "
+                      f"{rhos}"]
     lines += ["", "| stage | wall (s) |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in res["stages"].items()]
     lines.append(f"| total | {res['total_seconds']:.0f} |")
@@ -197,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run, task = args.results.parent, pipeline_task(res.get("task", "toy"))
         by_name = {m["name"]: {**m, "checkpoint": str(run / "retrain" / Path(m["checkpoint"])
-                                                      .parent.name / "checkpoint_last.pt")}
+                                                      .parent.name / Path(m["checkpoint"]).name)}
                    for m in res["models"]}
         meta = {k: v for k, v in res.items()
                 if k not in ("models", "dominance_rule", "stages", "total_seconds")}
