@@ -480,7 +480,7 @@ def test_baselines_first_run_for_real_before_the_supertransformer(tmp_path: Path
 def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
     """The default presets: quantile limits below the fastest baseline, its own latency and 0.7x
     each other baseline's; the debian preset: 0.7x every baseline's (one found model per HAT
-    claim) and two more below them (winners of 5 limits for HAT's fidelity check)."""
+    claim); --limits-below 2: two more below them (5 winners for HAT's fidelity check)."""
     import numpy as np
 
     from hat.latency import csvio
@@ -494,18 +494,17 @@ def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
     debian = _ctx(tmp_path, "debian.en-de", "debian")
     # 0.7x: rounded down, so that a model found under the limit is never slower than 0.7x
     # (0.7 x 4.9165 = 3.4416: a limit of 3.45 let the search return a 3.4445 ms model)
-    # and 2 limits below them, evenly spaced from the fastest measured (1.0 ms) to 2.86
-    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [1.62, 2.24, 2.86, 3.45, 3.98]
-    assert latency_limits(debian, 4.0871, [4.9165, 5.6703])[2:] == [2.86, 3.44, 3.96]
-    assert all(x <= 0.7 * b for x, b in zip(
-        latency_limits(debian, 4.0871, [4.9165, 5.6703])[2:], (4.0871, 4.9165, 5.6703)))
+    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.86, 3.45, 3.98]
+    assert latency_limits(debian, 4.0871, [4.9165, 5.6703]) == [2.86, 3.44, 3.96]
+    assert all(x <= 0.7 * b for x, b in zip(latency_limits(debian, 4.0871, [4.9165, 5.6703]),
+                                            (4.0871, 4.9165, 5.6703)))
     # a ratio limit that equals another (within 2 %) is not searched twice
-    assert latency_limits(debian, 4.09, [4.1, 5.69])[2:] == [2.86, 3.98]
-    # --limits-below 0: the baselines' limits only
+    assert latency_limits(debian, 4.09, [4.1, 5.69]) == [2.86, 3.98]
+    # --limits-below 2: two more, evenly spaced from the fastest measured (1.0 ms) to 2.86
     from dataclasses import replace
 
-    debian.preset = replace(debian.preset, limits_below=0)
-    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [2.86, 3.45, 3.98]
+    debian.preset = replace(debian.preset, limits_below=2)
+    assert latency_limits(debian, 4.09, [4.94, 5.69]) == [1.62, 2.24, 2.86, 3.45, 3.98]
 
 
 def test_a_run_copy_without_checkpoints_keeps_what_it_scored(tmp_path: Path, monkeypatch) -> None:

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limits-below", type=int, default=None, metavar="N",
                     help="N more latency limits, evenly spaced below the baselines' (their "
                          "found models are retrained too; the report's winners_fidelity is "
-                         "HAT's fidelity check over all found models). Default: the preset's, "
-                         "2 for debian (5 limits in all), 0 otherwise")
+                         "HAT's fidelity check over all found models; debian: 2 gives "
+                         "its 5 winners, a few minutes more). Default: the preset's, 0")
     ap.add_argument("--stop-after", choices=STAGES, default=None,
                     help="end after this stage, in the run's order (the debian preset on one GPU "
                          "measures latency and picks the baselines first, then retrains them "
