@@ -174,14 +174,16 @@ fidelity-wait)  # up to WAIT_S seconds or until the check ends; brings back what
 pipeline|pipeline-resume)  # the whole debian pipeline on one GPU, started detached (target:
   # <= 25 minutes); pipeline-resume: SRC=a copy of a run (run_small.tgz unpacked, no
   # checkpoints) continues on this machine: the stages done are kept, and so is every model
-  # scored before (the retrain stage scores each model as soon as it is trained)
+  # scored before (the retrain stage scores each model as soon as it is trained). PIPE_ARGS:
+  # more hat.pipeline options (PIPE_ARGS="--limits-below 2": the 5 winners of HAT's fidelity
+  # check; a resumed run must be given the same)
   PIPE=/tmp/hat_pipeline
   if [ "$1" = pipeline-resume ]; then
     [ -f "${SRC:?SRC=run copy}/pipeline.json" ] || { echo "$SRC: no pipeline.json" >&2; exit 4; }
     rm -rf "$PIPE" && mkdir -p "$PIPE/run" && cp -r "$SRC"/. "$PIPE/run/"
   fi
   mkdir -p "$PIPE"
-  setsid nohup python -m hat.pipeline --task "${TASK_NAME:-$TASK}" --out "$PIPE/run" \
+  setsid nohup python -m hat.pipeline --task "${TASK_NAME:-$TASK}" ${PIPE_ARGS:-} --out "$PIPE/run" \
     > "$PIPE/pipeline.log" 2>&1 < /dev/null &
   echo $! > "$PIPE/pid"
   echo "started: $PIPE/pipeline.log (pid $(cat "$PIPE/pid"))"
