@@ -133,11 +133,14 @@ print(json.dumps({k: v.get("bleu") for k, v in got.items()}))
 EOF
   ;;
 converge|collect)  # SuperTransformers vs standalone trainings run to convergence, one GPU
-  CONV=(--work /tmp/hat_convergence --score-random 20 --out "${OUT:-/tmp}/convergence.json")
+  # CONV_JOBS: other trainings (bench.studies.debian_convergence's names), e.g. only
+  # "largest_alone_do0.1 smallest_alone_do0.1" against a pipeline run's SuperTransformer
+  CONV=(--task "$TASK" --work /tmp/hat_convergence --score-random 20
+        --out "${OUT:-/tmp}/convergence.json")
   if [ "$1" = converge ]; then
     python -m bench.studies.debian_convergence --detach --until-converged --minutes "${2:-22}" \
-      --jobs super_sandwich0_do0.1 super_sandwich1_do0.1 largest_alone_do0.1 \
-      smallest_alone_do0.1 "${CONV[@]}" || exit $?
+      --jobs ${CONV_JOBS:-super_sandwich0_do0.1 super_sandwich1_do0.1 largest_alone_do0.1 \
+      smallest_alone_do0.1} "${CONV[@]}" || exit $?
   fi
   python -m bench.studies.debian_convergence --collect --wait-s "${WAIT_S:-540}" "${CONV[@]}"
   ;;
