@@ -388,3 +388,24 @@ def test_winners_spearman_goes_into_the_fidelity_json_of_its_task(tmp_path: Path
     assert got["spearman"] == 0.88 and got["spearman_winners"] == 0.9 and got["winners"] == 5
     with pytest.raises(SystemExit, match="its task is debian.en-de, this run's is debian.en-fr"):
         merge_into(fid, {**record, "task": "debian.en-fr"}, tmp_path / "winners.json")
+
+
+def test_a_pipeline_runs_supertransformer_gets_its_gap_against_standalone_trainings() -> None:
+    """bench.studies.debian_convergence --pipeline-super: the pipeline's last inherited losses
+    minus the standalone trainings' (the shipped recipe's only), with their convergence."""
+    from bench.studies.debian_convergence import DO1, pipeline_gaps
+
+    def alone(kind: str, losses: list[float], overrides: list[str]) -> dict:
+        return {"kind": kind, "recipe_overrides": overrides,
+                "curve": [{"update": 100 * (i + 1), "loss": x} for i, x in enumerate(losses)]}
+
+    jobs = {"largest_alone_32k": alone("largest", [5.0, 2.0], ["--max-tokens", "32768"]),
+            "largest_alone_do0.1": alone("largest", [5.0, 4.0, 3.5, 3.2, 3.19], DO1),
+            "smallest_alone_do0.1": alone("smallest", [5.0, 3.6, 3.5], DO1)}
+    pipe = {"task": "debian.en-fr", "supertransformer": {
+        "updates": 4332, "final_valid_loss": {"largest": 3.318, "smallest": 3.618}}}
+    got = pipeline_gaps(pipe, jobs)
+    assert got["largest"]["standalone"] == "largest_alone_do0.1"  # not the 32k recipe's
+    assert got["largest"]["gap_bits"] == 0.128 and got["largest"]["converged"] is True
+    assert got["smallest"]["gap_bits"] == 0.118 and got["smallest"]["converged"] is False
+    assert got["updates"] == 4332

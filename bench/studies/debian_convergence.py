@@ -201,6 +201,30 @@ def gaps(jobs: dict[str, dict]) -> dict:
     return out
 
 
+def pipeline_gaps(pipeline: dict, jobs: dict[str, dict]) -> dict:
+    """The gaps of a pipeline run's SuperTransformer (a ``bench/results/pipeline_*.json``: its
+    last validation's inherited losses, the weights its search used) against this study's
+    standalone trainings of the shipped recipe (dropout 0.1, no other override)."""
+    sup = pipeline.get("supertransformer") or {}
+    final = sup.get("final_valid_loss") or {}
+    row = {}
+    for which in ("largest", "smallest"):
+        alone = [n for n, a in jobs.items() if a["kind"] == which and a["curve"]
+                 and a["recipe_overrides"] in ([], DO1)]
+        if not alone or which not in final:
+            continue
+        a = jobs[alone[0]]
+        last, best = a["curve"][-1]["loss"], min(r["loss"] for r in a["curve"])
+        row[which] = {"standalone": alone[0], "inherited_loss": final[which],
+                      "inherited_best_loss": (sup.get("best_valid_loss") or {}).get(which),
+                      "standalone_loss": last, "gap_bits": round(final[which] - last, 3),
+                      "standalone_best_loss": best,
+                      "gap_bits_vs_best": round(final[which] - best, 3),
+                      **converged(a["curve"], "loss")}
+    return {"run": {k: pipeline.get(k) for k in ("task", "date", "machine", "torch")},
+            "updates": sup.get("updates"), "train_seconds": sup.get("train_seconds"), **row}
+
+
 def plot(result: dict, path: Path) -> None:
     """Curves of the largest and the smallest (inherited solid, alone dashed) and, where scored,
     every SuperTransformer's inherited losses of random SubTransformers beside its extremes."""
@@ -390,11 +414,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="recompute the gaps and the PNG of a written JSON (no training)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU twin: the toy task's tiny space on a generated corpus, seconds")
+    ap.add_argument("--pipeline-super", metavar="PIPELINE_JSON",
+                    help="with --replot: also the gaps of that pipeline run's SuperTransformer "
+                         "(bench/results/pipeline_*.json of the same task) against this study's "
+                         "standalone trainings")
     args = ap.parse_args(argv)
     if args.replot:
         path = Path(args.replot)
         result = json.loads(path.read_text())
         result["gaps"] = gaps(result["jobs"])
+        if args.pipeline_super:
+            pipe = json.loads(Path(args.pipeline_super).read_text())
+            if pipe.get("task") != result["task"]:
+                ap.error(f"--pipeline-super {args.pipeline_super}: task {pipe.get('task')}, "
+                         f"this study's is {result['task']}")
+            result["gaps"]["pipeline_supertransformer"] = {
+                **pipeline_gaps(pipe, result["jobs"]), "from": args.pipeline_super}
         path.write_text(json.dumps(result, indent=1))
         plot(result, path.with_suffix(".png"))
         print(json.dumps(result["gaps"], indent=1))
