@@ -234,8 +234,11 @@ def _rest(ctx: Context, stage: Callable[..., dict[str, Any]], pred: dict[str, An
 
     say, out = ctx.say, ctx.out
     baselines = _baselines(base)
-    # the limits follow each baseline's measured latency (a run folder from before: predicted)
-    ms = [b.get("measured_latency_ms", b["predicted_latency_ms"]) for b in baselines]
+    # each baseline's limit follows the lower of its measured and predicted latency: the search
+    # ranks candidates by prediction, and the claim is about measured latency (a run folder
+    # from before measured none)
+    ms = [min(b["predicted_latency_ms"], b.get("measured_latency_ms") or float("inf"))
+          for b in baselines]
     search = stage("search", lambda: stages.stage_search(ctx, pred["lat_norm"], ms[0], ms[1:]))
     models = [dict(m) for m in search["found"]] + _baseline_models(base)
     retrain = stage("retrain", lambda: retraining.stage_retrain(ctx, [dict(m) for m in models],

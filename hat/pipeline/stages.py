@@ -212,7 +212,8 @@ def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
                  "seed": ctx.seed})
     parts = ([f"the {', '.join(f'{q:g}' for q in p.limit_quantiles)} quantiles of the "
               "measured latencies (below the fastest baseline's)"] if p.limit_quantiles else [])
-    parts.append("the fastest uniform Transformer baseline's measured latency"
+    parts.append("the fastest uniform Transformer baseline's latency (the lower of measured "
+                 "and predicted)"
                  + ("" if p.limit_at_fastest_baseline else f" x {p.baseline_limit_ratio:g}"))
     if others_ms:
         parts.append(f"{p.baseline_limit_ratio:g} x each other baseline's")
@@ -271,8 +272,8 @@ def stage_baseline(ctx: Context) -> dict[str, Any]:
     """Uniformly scaled-down Transformers of the space: the fastest (by the predictor), and with
     ``baselines`` > 1 more of them up to the slowest, evenly spaced in predicted latency rank
     (HAT's "Transformer" curve). Each one's latency is measured too, on the latency dataset's
-    protocol: the search's limits are set from the measured latencies (a limit at 0.7x a
-    prediction that is 10 % high ended at 0.77x the measured latency: debian.en-fr,
+    protocol: the search's limits follow the lower of measured and predicted latency (a limit
+    at 0.7x a prediction that was 10 % high ended at 0.77x the measured latency: debian.en-fr,
     2026-12-04)."""
     from hat.latency.predict.predictor import LatencyPredictor
     from hat.search.latency import LatencyModel
