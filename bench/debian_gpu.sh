@@ -19,6 +19,11 @@
 #                                # the convergence trainings detached and reads them; repeat
 #                                # "bash bench/debian_gpu.sh collect" until "finished": true
 #                                # (debian_en-de_convergence_h200.json, 2026-12-02)
+#   TASK=debian.en-fr CONV_JOBS="largest_alone_do0.1 smallest_alone_do0.1" \
+#     bash bench/debian_gpu.sh converge 13     # the standalone half only, then "collect"; the
+#                                # gap of a pipeline run's SuperTransformer, anywhere (no GPU):
+#   python -m bench.studies.debian_convergence --replot CONVERGENCE_JSON \
+#       --pipeline-super bench/results/pipeline_debian_en-fr_h200.json
 #   bash bench/debian_gpu.sh fidelity 0-9 [MINUTES]   # one GPU: 10 of the fidelity check's 20
 #                                # random SubTransformers from scratch until converged, detached,
 #                                # 5 at a time; "bash bench/debian_gpu.sh fidelity-wait" until
