@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="N more latency limits, evenly spaced below the baselines' (their "
                          "found models are retrained too; the report's winners_fidelity is "
                          "HAT's fidelity check over all found models; debian: 2 gives "
-                         "its 5 winners, a few minutes more). Default: the preset's, 0")
+                         "its 5 winners, 5 retrainings at once instead of 3). Default: the "
+                         "preset's, 0")
     ap.add_argument("--stop-after", choices=STAGES, default=None,
                     help="end after this stage, in the run's order (the debian preset on one GPU "
                          "measures latency and picks the baselines first, then retrains them "

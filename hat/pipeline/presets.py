@@ -113,7 +113,7 @@ PRESETS: dict[str, Preset] = {
         # over its last 20 % of updates), at most 8000 updates. One limit at 0.7x each
         # baseline's measured latency (HAT's claim), no quantile limits: each found model
         # retrains for ~2.5 GPU-minutes, and 5 of them did not fit in 25 minutes
-        # (--limits-below 2: 5 limits, the winners of HAT's fidelity check, a few minutes more)
+        # (--limits-below 2: 5 limits, the winners of HAT's fidelity check; not yet timed)
         "debian", super_updates=6500, lat_rows=300, latiter=20, predictor_steps=3000,
         evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=8000,
         retrain_converged_bits=0.05, limit_quantiles=(), limit_at_fastest_baseline=False,
