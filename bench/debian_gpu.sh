@@ -244,6 +244,20 @@ profile)  # one training update's time, this code and (BEFORE=DIR: a checkout of
   python -m bench.speed.train_profile --variants ${VARIANTS:-today} "${P[@]}" \
     --work /tmp/hat_profile --out "${OUT:-/tmp}/train_profile.json"
   ;;
+savecost)  # what saving at every validation costs a retraining: a SubTransformer YAML ($2)
+  # trained twice side by side for ${UPDATES:-760} updates with the task's retraining recipe,
+  # saving every epoch (the pipeline since 2026-12-06) and only at the end; logs to $OUT
+  for every in 1 1000; do
+    setsid nohup python train.py --configs="${2:?SubTransformer YAML}" \
+      --sub-configs="configs/$TASK/subtransformer/common.yml" --fp16 \
+      --max-update "${UPDATES:-760}" --save-interval "$every" --no-epoch-checkpoints \
+      --keep-interval-updates 1 --save-interval-updates 100000 --save-dir "/tmp/hat_save$every" \
+      > "${OUT:-/tmp}/save_every_$every.log" 2>&1 < /dev/null &
+    echo $! >> /tmp/hat_save.pids
+  done
+  WAIT_S=${WAIT_S:-300} wait_detached /tmp/hat_save.pids
+  grep -h "done training\|num_updates" "${OUT:-/tmp}"/save_every_*.log | tail -4
+  ;;
 mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then with CUDA MPS
   python -m bench.speed.mps_side_by_side --jobs 4 --seconds 90 --out "${OUT:-/tmp}/mps_side_by_side.json"
   ;;
@@ -252,7 +266,7 @@ mps)  # 4 SuperTransformer trainings side by side for 90 s, without and then wit
     "${FID[@]}" --part scratch --jobs 20 --gpus 2 --stop-minutes 6
   ;;
 *)
-  echo "usage: bash bench/debian_gpu.sh install|1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-resume|pipeline-wait|retrain-found|profile|mps" >&2
+  echo "usage: bash bench/debian_gpu.sh install|1|2|3|converge|collect|fidelity|fidelity-wait|pipeline|pipeline-resume|pipeline-wait|retrain-found|profile|savecost|mps" >&2
   exit 2
   ;;
 esac
