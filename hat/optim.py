@@ -94,8 +94,8 @@ class SliceAdam(torch.optim.Optimizer):
             p32.mul_(1 - wd * lr if active is None else active.mul(-wd * lr).add_(1))
         p32.addcdiv_(step_size.mul_(m), v.sqrt().add_(eps))
         state["exp_avg"], state["exp_avg_sq"] = m, v
-        if p32 is not p.data:
-            p.data.copy_(p32)
+        if p.dtype != torch.float32:  # p32 is a copy (``p.data`` is a new object each time:
+            p.data.copy_(p32)  # an identity test would copy every fp32 parameter onto itself)
 
 
 @dataclass
