@@ -251,7 +251,7 @@ savecost)  # what saving at every validation costs a retraining: a SubTransforme
     setsid nohup python train.py --configs="${2:?SubTransformer YAML}" \
       --sub-configs="configs/$TASK/subtransformer/common.yml" --fp16 \
       --max-update "${UPDATES:-760}" --save-interval "$every" --no-epoch-checkpoints \
-      --keep-interval-updates 1 --save-interval-updates 100000 --save-dir "/tmp/hat_save$every" \
+      --save-interval-updates 0 --save-dir "/tmp/hat_save$every" \
       > "${OUT:-/tmp}/save_every_$every.log" 2>&1 < /dev/null &
     echo $! >> /tmp/hat_save.pids
   done
