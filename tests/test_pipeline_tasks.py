@@ -505,6 +505,12 @@ def test_latency_limits_follow_the_preset(tmp_path: Path, monkeypatch) -> None:
 
     debian.preset = replace(debian.preset, limits_below=2)
     assert latency_limits(debian, 4.09, [4.94, 5.69]) == [1.62, 2.24, 2.86, 3.45, 3.98]
+    # a limit the space cannot meet (below its fastest SubTransformer, predicted 3.0 ms) is
+    # raised to just above that (3.06), so the search runs; the limits below it are spread
+    # from it, not from the fastest measured
+    assert latency_limits(debian, 4.09, [4.94, 5.69], floor_ms=3.0) == [3.06, 3.45, 3.98]
+    assert latency_limits(debian, 4.09, [4.94, 5.69], floor_ms=2.0) == [2.28, 2.57, 2.86, 3.45,
+                                                                         3.98]
 
 
 def test_a_run_copy_without_checkpoints_keeps_what_it_scored(tmp_path: Path, monkeypatch) -> None:

@@ -165,14 +165,17 @@ def _three_digits(ms: float, up: bool) -> float:
     return (math.ceil(scaled - 1e-9) if up else math.floor(scaled + 1e-9)) / 10**digits
 
 
-def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] = ()
-                   ) -> list[float]:
+def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] = (),
+                   floor_ms: float = 0.0) -> list[float]:
     """Limits at the preset's quantiles of the measured latencies (two significant digits),
     plus the fastest baseline's latency (so one found model is compared at its latency; with
     ``limit_at_fastest_baseline`` off, ``baseline_limit_ratio`` x it) and
     ``baseline_limit_ratio`` x each other baseline's (HAT's claim against it), plus
     ``limits_below`` limits evenly spaced between the fastest measured SubTransformer's
-    latency and the lowest of those (winners of more limits, for HAT's fidelity check)."""
+    latency and the lowest of those (winners of more limits, for HAT's fidelity check). A limit
+    the space cannot meet (at or below ``floor_ms``, the fastest SubTransformer's predicted
+    latency) is raised to just above it: the search then runs, and the report says whether
+    its model still dominates."""
     import numpy as np
 
     from hat.latency.csvio import load_latency_csv
@@ -192,10 +195,26 @@ def latency_limits(ctx: Context, baseline_ms: float, others_ms: Sequence[float] 
         x = _three_digits(p.baseline_limit_ratio * ms, up=False)
         if all(abs(x / y - 1) > 0.02 for y in kept):
             kept.add(x)
-    low, high = float(np.min(lat)), min(kept)
+    low, high = max(float(np.min(lat)), floor_ms), min(kept)
     for k in range(1, p.limits_below + 1) if high > low else ():
         kept.add(_three_digits(low + (high - low) * k / (p.limits_below + 1), up=False))
+    least = _three_digits(1.02 * floor_ms, up=True) if floor_ms > 0 else 0.0
+    if any(x < least for x in kept):
+        ctx.say(f"  limits {sorted(x for x in kept if x < least)} ms are below the fastest "
+                f"SubTransformer's predicted latency ({floor_ms:.3g} ms): searched at {least:g}")
+        kept = {max(x, least) for x in kept}
     return sorted(kept)
+
+
+def fastest_predicted(ctx: Context) -> float:
+    """The predicted latency (ms) of the space's fastest SubTransformers (the smallest one, for
+    each choice of encoder layers attended)."""
+    from hat.latency.predict.predictor import LatencyPredictor
+    from hat.search.latency import LatencyModel
+
+    space = SearchSpace.from_args(_super_args(ctx), source=str(ctx.super_yaml))
+    model = LatencyModel(LatencyPredictor.load(ctx.predictor))
+    return float(min(model([space.smallest(a) for a in space.decoder_arbitrary_ende_attn_choice])))
 
 
 def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
@@ -203,7 +222,7 @@ def stage_search(ctx: Context, lat_norm: float, baseline_ms: float,
     """One Pareto search under several latency limits (:func:`latency_limits`)."""
     p = ctx.preset
     keys = load_yaml(ctx.task.config(ctx.task.pipe.evo_config))
-    limits = latency_limits(ctx, baseline_ms, others_ms)
+    limits = latency_limits(ctx, baseline_ms, others_ms, fastest_predicted(ctx))
     keys.update({"evo-iter": p.evo_iter, "population-size": p.population,
                  "parent-size": p.parents, "mutation-size": p.mutation,
                  "crossover-size": p.crossover, "ckpt-path": absolute(ctx.predictor),
