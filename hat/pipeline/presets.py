@@ -40,10 +40,11 @@ class Preset:
     retrain_converged_bits: float | None = None
     limit_quantiles: tuple[float, ...] = (0.15, 0.4)  # of the measured latencies
     baselines: int = 1  # uniform Transformers retrained (fastest ... slowest of the space)
-    # with several baselines, one more limit at this fraction of each one's measured latency
+    # with several baselines, one more limit at this fraction of each one's latency (the lower of
+    # measured and predicted)
     # (HAT's claim: a found model as good at <= 0.7x the latency)
     baseline_limit_ratio: float = 0.7
-    # one limit at the fastest baseline's own predicted latency (False: at the ratio, as for the
+    # one limit at the fastest baseline's own latency (False: at the ratio, as for the
     # others, so that every limit is one of HAT's claims)
     limit_at_fastest_baseline: bool = True
     # this many more limits, evenly spaced between the fastest SubTransformer measured and the
@@ -111,8 +112,9 @@ PRESETS: dict[str, Preset] = {
         # same ones trained alone to convergence; 0.05 / 0.22 at 4,261 updates, 0.13 / 0.28
         # at 3,873); every retraining runs until converged (< 0.05 bits
         # over its last 20 % of updates), at most 8000 updates. One limit at 0.7x each
-        # baseline's measured latency (HAT's claim), no quantile limits: each found model
-        # retrains for ~2.5 GPU-minutes, and 5 of them did not fit in 25 minutes
+        # baseline's latency, the lower of measured and predicted (HAT's claim), no quantile
+        # limits: each found model retrains for ~2.5 GPU-minutes, and 5 of them did not fit in
+        # 25 minutes
         # (--limits-below 2: 5 limits, the winners of HAT's fidelity check; not yet timed)
         "debian", super_updates=6500, lat_rows=300, latiter=20, predictor_steps=3000,
         evo_iter=15, population=50, parents=12, mutation=20, crossover=18, retrain_updates=8000,
